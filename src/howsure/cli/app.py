@@ -1,0 +1,68 @@
+"""The typer application every command module registers on.
+
+Command modules stay thin: parse, call the library, print. Library errors (`HowsureError`)
+become one red line on stderr and exit code 2; nothing prints a traceback at a user.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="howsure",
+    help="Turn a language model into a classifier whose confidence means what it says.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
+    """Print one clear error line and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def command(name: str | None = None, *, group: typer.Typer | None = None, **kwargs):
+    """Register a command whose library errors become one clear line and exit code 2.
+
+    Use it instead of ``@app.command()`` so every command handles `HowsureError` the same way,
+    also under typer's test runner (which bypasses `main`).
+    """
+
+    def decorate(func):
+        @functools.wraps(func)
+        def guarded(*args, **kw):
+            from howsure.errors import HowsureError
+
+            try:
+                return func(*args, **kw)
+            except HowsureError as exc:
+                raise fail(str(exc)) from None
+
+        (group or app).command(name, **kwargs)(guarded)
+        return func
+
+    return decorate
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from howsure.errors import HowsureError
+
+    # Importing the package registers every command on `app`.
+    import howsure.cli  # noqa: F401
+
+    try:
+        app(standalone_mode=True)
+    except HowsureError as exc:  # pragma: no cover - typer's standalone mode re-raises
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,36 @@
+"""Typed exceptions. The library raises these and never prints; the CLI turns them into one
+clear line and a non-zero exit, the service into an HTTP 4xx.
+
+Every message names the offending value and what was expected instead."""
+
+
+class HowsureError(Exception):
+    """Base class of every error howsure raises on purpose."""
+
+
+class TaskError(HowsureError, ValueError):
+    """The task definition is invalid (template, labels, verbalizers, examples)."""
+
+
+class ModelError(HowsureError):
+    """A model could not be found, verified or loaded."""
+
+
+class DataError(HowsureError, ValueError):
+    """Input data is malformed: missing column, empty text, bad probability, ..."""
+
+
+class CalibrationError(HowsureError, ValueError):
+    """A calibrator got input it cannot be fitted or evaluated on."""
+
+
+class NotFittedError(CalibrationError):
+    """predict/transform was called before fit."""
+
+
+class PolicyError(HowsureError, ValueError):
+    """A decision policy could not be certified, loaded or applied."""
+
+
+class ResumeError(HowsureError):
+    """An existing output file does not belong to the run being resumed."""
