@@ -24,13 +24,15 @@ from howsure.calibration import (
     save_calibrator,
 )
 from howsure.errors import CalibrationError, NotFittedError
-from howsure.splits import calibration_test_split
+from howsure.splits import calibration_test_split, crossfit_predict
 
 SEED_CWC_RESULTS = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"
     / "llama31_8b_base_results.json"
 )
 MODES = ("distribution", "confidence")
+# auto cross-validates all of these, so property tests run it on fewer examples.
+SINGLE_NAMES = tuple(name for name in CALIBRATOR_NAMES if name != "auto")
 
 
 def load_seed_cwc() -> dict[str, np.ndarray | list[str]]:
@@ -59,7 +61,7 @@ def seed_cwc():
 def overconfident_multiclass():
     """4 classes whose reported probabilities are the true ones sharpened 3x (over-confident)."""
     rng = np.random.default_rng(7)
-    true_logits = rng.normal(scale=1.2, size=(3000, 4))
+    true_logits = rng.normal(scale=1.2, size=(2000, 4))
     true_probs = softmax(true_logits, axis=1)
     labels = np.array([rng.choice(4, p=row) for row in true_probs])
     reported = softmax(3.0 * true_logits, axis=1)
@@ -102,20 +104,18 @@ def multiclass_brier(probs: np.ndarray, labels: np.ndarray) -> float:
 @st.composite
 def distribution_problems(draw):
     n_classes = draw(st.integers(2, 5))
-    n_items = draw(st.integers(4 * n_classes, 60))
+    n_items = draw(st.integers(6 * n_classes, 60))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.full(n_classes, draw(st.floats(0.2, 3.0))), size=n_items)
-    # Every class appears at least twice so one-vs-rest pieces each see both outcomes.
-    labels = np.concatenate([np.repeat(np.arange(n_classes), 2), rng.integers(0, n_classes, n_items - 2 * n_classes)])
+    # Every class appears at least 5 times so one-vs-rest pieces each see both outcomes and
+    # auto's 5-fold cross-validation has every class in every fold.
+    labels = np.concatenate([np.repeat(np.arange(n_classes), 5), rng.integers(0, n_classes, n_items - 5 * n_classes)])
     new_probs = rng.dirichlet(np.ones(n_classes), size=draw(st.integers(1, 30)))
     return probs, labels, new_probs
 
 
-@pytest.mark.parametrize("name", CALIBRATOR_NAMES)
-@settings(max_examples=15, deadline=None)
-@given(problem=distribution_problems())
-def test_distribution_outputs_are_distributions(name, problem):
+def check_distribution_outputs(name, problem):
     probs, labels, new_probs = problem
     calibrated = make_calibrator(name, mode="distribution").fit(probs, labels).predict_proba(new_probs)
     assert calibrated.shape == new_probs.shape
@@ -123,10 +123,23 @@ def test_distribution_outputs_are_distributions(name, problem):
     np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", CALIBRATOR_NAMES)
+@pytest.mark.parametrize("name", SINGLE_NAMES)
 @settings(max_examples=15, deadline=None)
+@given(problem=distribution_problems())
+def test_distribution_outputs_are_distributions(name, problem):
+    check_distribution_outputs(name, problem)
+
+
+@settings(max_examples=4, deadline=None)
+@given(problem=distribution_problems())
+def test_auto_distribution_outputs_are_distributions(problem):
+    check_distribution_outputs("auto", problem)
+
+
+@pytest.mark.parametrize("name", CALIBRATOR_NAMES)
+@settings(max_examples=8, deadline=None)
 @given(
-    confidence=st.lists(st.floats(0.0, 1.0), min_size=6, max_size=60),
+    confidence=st.lists(st.floats(0.0, 1.0), min_size=10, max_size=60),
     new_confidence=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
 )
 def test_confidence_outputs_are_probabilities(name, confidence, new_confidence):
@@ -160,9 +173,9 @@ def test_save_load_round_trip_is_bitwise_exact(name, mode, seed_cwc, tmp_path):
 @pytest.mark.parametrize("name", CALIBRATOR_NAMES)
 def test_round_trip_multiclass(name, overconfident_multiclass, tmp_path):
     probs, labels = overconfident_multiclass
-    calibrator = make_calibrator(name).fit(probs[:1000], labels[:1000])
+    calibrator = make_calibrator(name).fit(probs[:500], labels[:500])
     reloaded = load_calibrator(save_calibrator(calibrator, tmp_path / "cal.json"))
-    assert np.array_equal(reloaded.predict_proba(probs[1000:]), calibrator.predict_proba(probs[1000:]))
+    assert np.array_equal(reloaded.predict_proba(probs[500:]), calibrator.predict_proba(probs[500:]))
 
 
 def test_unfitted_calibrator_round_trips_and_stays_unfitted(tmp_path):
@@ -290,6 +303,141 @@ def test_isotonic_predicts_like_scikit_learn(seed_cwc):
     np.testing.assert_allclose(calibrator.predict_proba(grid), reference.predict(grid), atol=1e-12)
 
 
+def test_beta_matches_direct_bounded_scipy_fit(seed_cwc):
+    confidence, correct = seed_cwc["confidence"], seed_cwc["correct"]
+    clipped = np.clip(confidence, 1e-12, 1 - 1e-12)
+    features = np.column_stack([np.log(clipped), -np.log1p(-clipped)])
+
+    def mean_log_loss(params):
+        return log_loss(correct, expit(features @ params[:2] + params[2]), labels=[0, 1])
+
+    reference = minimize(
+        mean_log_loss, x0=[1.0, 1.0, 0.0], method="L-BFGS-B", bounds=[(0, None), (0, None), (None, None)], tol=1e-12
+    )
+    calibrator = make_calibrator("beta", mode="confidence").fit(confidence, correct)
+    piece = calibrator.pieces_[0]
+    assert mean_log_loss([piece["a"], piece["b"], piece["c"]]) == pytest.approx(reference.fun, abs=1e-6)
+    np.testing.assert_allclose([piece["a"], piece["b"], piece["c"]], reference.x, atol=2e-3)
+
+
+def test_beta_recovers_an_asymmetric_distortion_platt_cannot():
+    # Platt's sigmoid-of-logit is beta with a = b; a distortion with a != b needs the third parameter.
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.01, 0.99, 20000)
+    true_map = lambda s: expit(2.0 * np.log(s) - 0.5 * np.log1p(-s) + 0.5)  # noqa: E731
+    outcome = (rng.uniform(size=p.size) < true_map(p)).astype(int)
+    beta = make_calibrator("beta", mode="confidence").fit(p, outcome)
+    platt = make_calibrator("platt", mode="confidence").fit(p, outcome)
+    piece = beta.pieces_[0]
+    np.testing.assert_allclose([piece["a"], piece["b"], piece["c"]], [2.0, 0.5, 0.5], atol=0.2)
+    grid = np.linspace(0.02, 0.98, 49)
+    beta_error = np.abs(beta.predict_proba(grid) - true_map(grid)).max()
+    platt_error = np.abs(platt.predict_proba(grid) - true_map(grid)).max()
+    assert beta_error < 0.03 < platt_error
+
+
+def test_histogram_returns_the_frequency_in_each_equal_mass_bin():
+    confidence = np.linspace(0.05, 0.95, 100)
+    correct = (np.arange(100) % 4 != 0).astype(int)  # 75 % right everywhere...
+    correct[80:] = 1  # ...except the top fifth, always right
+    calibrator = make_calibrator("histogram", mode="confidence", n_bins=5).fit(confidence, correct)
+    edges, values = calibrator.pieces_[0]["edges"], calibrator.pieces_[0]["values"]
+    assert edges.size == 4
+    np.testing.assert_allclose(values, [0.75, 0.75, 0.75, 0.75, 1.0])
+    np.testing.assert_allclose(calibrator.predict_proba([0.0, 0.5, 0.99]), [0.75, 0.75, 1.0])
+
+
+def test_histogram_merges_bins_emptied_by_ties():
+    confidence = np.array([0.9] * 50 + [0.6] * 10)
+    correct = np.array([1] * 45 + [0] * 5 + [1] * 5 + [0] * 5)
+    calibrator = make_calibrator("histogram", mode="confidence", n_bins=10).fit(confidence, correct)
+    np.testing.assert_allclose(calibrator.predict_proba([0.6, 0.9]), [0.5, 0.9])
+    assert np.all(np.isfinite(calibrator.pieces_[0]["values"]))
+
+
+def test_venn_abers_interval_is_isotonic_fit_with_each_possible_label(seed_cwc):
+    """p0 / p1 must equal isotonic regression refitted with the new item labelled 0 / 1."""
+    confidence, correct = seed_cwc["confidence"][:300], seed_cwc["correct"][:300]
+    calibrator = make_calibrator("venn_abers", mode="confidence").fit(confidence, correct)
+    new = np.concatenate([seed_cwc["confidence"][300:330], confidence[:10], [0.0, 1.0]])
+    low, high = calibrator.predict_interval(new)
+    for score, p0, p1 in zip(new, low, high):
+        for outcome, expected in ((0, p0), (1, p1)):
+            refit = IsotonicRegression(out_of_bounds="clip").fit(np.append(confidence, score), np.append(correct, outcome))
+            assert refit.predict([score])[0] == pytest.approx(expected, abs=1e-12)
+    point = calibrator.predict_proba(new)
+    assert np.all((low <= point) & (point <= high))
+    np.testing.assert_allclose(point, high / (1 - low + high))
+
+
+def test_venn_abers_intervals_narrow_with_more_calibration_data():
+    rng = np.random.default_rng(11)
+    p = rng.uniform(size=4000)
+    outcome = (rng.uniform(size=p.size) < p).astype(int)
+    new = rng.uniform(size=200)
+
+    def mean_width(n):
+        low, high = make_calibrator("venn_abers", mode="confidence").fit(p[:n], outcome[:n]).predict_interval(new)
+        return float((high - low).mean())
+
+    assert mean_width(3000) < 0.5 * mean_width(100)
+
+
+def test_venn_abers_multiclass_intervals(overconfident_multiclass):
+    probs, labels = overconfident_multiclass
+    calibrator = make_calibrator("venn_abers").fit(probs[:600], labels[:600])
+    low, high = calibrator.predict_interval(probs[600:700])
+    assert low.shape == high.shape == (100, 4)
+    assert np.all((0 <= low) & (low <= high) & (high <= 1))
+    binary = make_calibrator("venn_abers").fit(np.column_stack([1 - probs[:600, 0], probs[:600, 0]]), labels[:600] == 0)
+    low, high = binary.predict_interval(np.column_stack([1 - probs[600:, 0], probs[600:, 0]]))
+    np.testing.assert_array_equal(low[:, 0], 1 - high[:, 1])  # label 0's interval mirrors label 1's
+
+
+# ---------------------------------------------------------------------------------------------
+# auto
+
+
+def test_auto_picks_lowest_cross_validated_log_loss_and_says_why(seed_cwc):
+    confidence, correct, texts = seed_cwc["confidence"], seed_cwc["correct"], seed_cwc["texts"]
+    auto = make_calibrator("auto", mode="confidence", candidates=["temperature", "platt", "isotonic"])
+    auto.fit(confidence, correct, groups=texts)
+    assert set(auto.cv_log_loss_) == {"temperature", "platt", "isotonic"}
+    assert auto.chosen_ == min(auto.cv_log_loss_, key=auto.cv_log_loss_.get)
+    # The recorded losses are honest out-of-fold ones, reproducible with crossfit_predict.
+    out_of_fold = crossfit_predict(
+        lambda: make_calibrator("platt", mode="confidence"), confidence, correct, groups=texts
+    )
+    assert auto.cv_log_loss_["platt"] == pytest.approx(log_loss(correct, out_of_fold), rel=1e-9)
+    assert auto.raw_log_loss_ > max(auto.cv_log_loss_.values())  # the raw run is over-confident
+    assert auto.explanation_.startswith(f"Chose {auto.chosen_}: lowest cross-validated log loss")
+    assert f"{auto.cv_log_loss_[auto.chosen_]:.4f}" in auto.explanation_
+    assert "duplicates kept on one side" in auto.explanation_
+    np.testing.assert_array_equal(
+        auto.predict_proba(confidence),
+        make_calibrator(auto.chosen_, mode="confidence").fit(confidence, correct).predict_proba(confidence),
+    )
+
+
+def test_auto_prefers_a_flexible_calibrator_when_the_miscalibration_is_not_a_sigmoid():
+    rng = np.random.default_rng(2)
+    confidence = rng.uniform(0.5, 1.0, 3000)
+    # Accuracy jumps from 30 % to 95 % at confidence 0.75: no sigmoid of the logit fits a step.
+    correct = (rng.uniform(size=confidence.size) < np.where(confidence < 0.75, 0.3, 0.95)).astype(int)
+    auto = make_calibrator("auto", mode="confidence").fit(confidence, correct)
+    assert auto.chosen_ in {"isotonic", "histogram", "venn_abers"}
+    assert auto.cv_log_loss_[auto.chosen_] < auto.cv_log_loss_["platt"] - 0.05
+
+
+def test_auto_skips_candidates_that_cannot_fit_and_says_so():
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.ones(3), 60)
+    labels = np.arange(60) % 2  # class 2 never occurs: one-vs-rest pieces cannot be fitted
+    auto = make_calibrator("auto", candidates=["temperature", "platt"]).fit(probs, labels)
+    assert auto.chosen_ == "temperature" and "platt" in auto.skipped_
+    assert "Not usable here: platt (class(es) [2] never occur in y" in auto.explanation_
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 
@@ -339,6 +487,14 @@ def test_bad_fit_inputs_are_named(name, mode, scores, y, match):
             r"saved state of calibrator 'platt' is incomplete",
         ),
         (lambda: make_calibrator("platt").predict_proba(GOOD_DIST), r"'platt' calibrator is not fitted yet"),
+        (lambda: make_calibrator("venn_abers").predict_interval(GOOD_DIST), r"'venn_abers' calibrator is not fitted yet"),
+        (lambda: make_calibrator("histogram", n_bins=0), r"n_bins must be an integer >= 1, got 0"),
+        (lambda: make_calibrator("auto", candidates=["platt", "svm"]), r"\['platt', 'svm'\] must be a non-empty list drawn from"),
+        (lambda: make_calibrator("auto", candidates=["auto"]), r"must be a non-empty list drawn from \['temperature'"),
+        (
+            lambda: make_calibrator("auto", mode="confidence").fit([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]),
+            r"auto could not cross-validate any candidate: temperature: 4 items are fewer than n_folds=5",
+        ),
         (
             lambda: make_calibrator("platt").fit(GOOD_DIST, GOOD_Y).predict_proba(np.full((2, 3), 1 / 3)),
             r"fitted on 2 labels but scores have 3 columns",

@@ -14,10 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from howsure.calibration.auto import AutoCalibrator
 from howsure.calibration.base import FORMAT_NAME, FORMAT_VERSION, MODES, Calibrator
+from howsure.calibration.beta import BetaCalibrator
+from howsure.calibration.histogram import HistogramBinning
 from howsure.calibration.isotonic import IsotonicCalibrator
 from howsure.calibration.platt import PlattScaling
 from howsure.calibration.temperature import TemperatureScaling
+from howsure.calibration.venn_abers import VennAbers
 from howsure.errors import CalibrationError
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
@@ -26,6 +30,10 @@ CALIBRATORS: dict[str, type[Calibrator]] = {
         TemperatureScaling,
         PlattScaling,
         IsotonicCalibrator,
+        BetaCalibrator,
+        HistogramBinning,
+        VennAbers,
+        AutoCalibrator,
     )
 }
 CALIBRATOR_NAMES: tuple[str, ...] = tuple(CALIBRATORS)
