@@ -5,6 +5,7 @@ Imports here stay light: commands import torch and the heavy libraries inside th
 """
 
 from howsure.cli.app import app, main
-from howsure.cli import scoring  # noqa: F401  score, inspect, models
+from howsure.cli import scoring  # noqa: F401  score, inspect, models, tune-task
+from howsure.cli import demo  # noqa: F401  demo
 
 __all__ = ["app", "main"]
