@@ -197,7 +197,7 @@ def read_scored(
             low = np.flatnonzero(confidence < 0.5)
             if low.size:
                 raise DataError(
-                    f"record {int(low[0])} has confidence {confidence[low[0]]!r} < 0.5 for its predicted "
+                    f"record {int(low[0])} has confidence {confidence[low[0]].item()!r} < 0.5 for its predicted "
                     "label, which with two labels cannot be the most probable one"
                 )
             index = {name: k for k, name in enumerate(names)}
