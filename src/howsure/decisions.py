@@ -45,13 +45,19 @@ The start of the walk. The strictest thresholds automate so few calibration item
 error count can reject them (with ``m`` items and no error, ``p = (1 - alpha)^m``). A walk
 that began there would stop at once. ``method="fixed_sequence"`` therefore begins at the
 strictest threshold that could be rejected at all (``m0`` items: 59 for alpha = delta =
-0.05). The start depends on the data, and the bound above then needs one assumption besides
-iid: **the selective risk does not rise as the threshold tightens** (``R`` non-increasing in
-``t``: stricter thresholds are no less accurate). Under it, conditioning on few items above a
-threshold can only make the items below it look worse, never better, and the bound holds
-exactly. ``method="multistart"`` needs iid only: it runs one fixed-sequence walk from each of
-a few data-independent start thresholds at level ``delta / S`` (Bonferroni over the ``S``
-walks) and keeps the loosest rejection. It automates a little less.
+0.05). The start depends on the data. If the walk starts no later than ``t0`` the argument
+above is unchanged; it can only start later when fewer than ``m0`` calibration items reach
+``t0``, so in general::
+
+    P(failure) <= delta + P(Binomial(n, Q0) < m0),     Q0 = P(confidence >= t0),
+
+and the second term vanishes unless a pocket of the most confident items, smaller than about
+``m0 / n`` of the population, misses the target. It is exactly zero when **the selective risk
+does not rise as the threshold tightens** (``R`` non-increasing in ``t``): then conditioning on
+few items above a threshold can only make the items below it look worse, never better.
+``method="multistart"`` needs iid only: it runs one fixed-sequence walk from each of a few
+data-independent start thresholds at level ``delta / S`` (Bonferroni over the ``S`` walks) and
+keeps the loosest rejection. It automates less.
 
 `naive_scan_threshold` (test every threshold at level ``delta``, keep the loosest that
 passes) and `empirical_threshold` (keep the loosest whose calibration accuracy reaches the
