@@ -214,6 +214,16 @@ def test_bad_input_files_exit_2(tmp_path, content, name, message):
     assert message in " ".join(result.output.split())
 
 
+def test_route_ignores_gold_labels_it_does_not_need(tmp_path, scored_file):
+    policy_path = tmp_path / "policy.json"
+    assert invoke("thresholds", scored_file, "--target", "0.9", "--out", policy_path).exit_code == 0
+    records = score_records(n=20, seed=4)
+    records[0]["label"] = "not-a-label"
+    result = invoke("route", write_jsonl(tmp_path / "x.jsonl", records), "--policy", policy_path,
+                    "--output", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+
+
 def test_route_refuses_a_bad_policy_and_mismatched_labels(tmp_path, scored_file):
     (tmp_path / "bad.json").write_text('{"format": "howsure.policy", "schema_version": 9}')
     result = invoke("route", scored_file, "--policy", tmp_path / "bad.json", "--output", tmp_path / "out.jsonl")

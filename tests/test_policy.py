@@ -229,6 +229,14 @@ def test_decide_refuses_the_wrong_number_of_labels():
         policy.decide(np.full((2, 3), 1 / 3))
 
 
+def test_a_calibrator_refusing_the_input_is_a_policy_error():
+    probabilities, truth = scored(n=400)
+    calibrator = make_calibrator("platt", mode="distribution").fit(probabilities[:200], truth[:200])
+    policy = certify_policy(probabilities[200:], truth[200:], labels=LABELS, calibrator=calibrator)
+    with pytest.raises(PolicyError, match=r"the policy's calibrator refused the input: .*row 0 sums to 0.5"):
+        policy.decide(np.array([[0.2, 0.3]]))
+
+
 def saved(tmp_path) -> tuple[dict, object]:
     probabilities, truth = scored(n=300)
     path = certify_policy(probabilities, truth, labels=LABELS).save(tmp_path / "p.json")

@@ -238,6 +238,15 @@ class Policy:
                 raise PolicyError(f"the policy's calibrator cannot be loaded: {exc}") from None
         return self._calibrator_object
 
+    @staticmethod
+    def _apply(calibrator: Any, scores: np.ndarray) -> np.ndarray:
+        from howsure.errors import CalibrationError
+
+        try:
+            return calibrator.predict_proba(scores)
+        except CalibrationError as exc:
+            raise PolicyError(f"the policy's calibrator refused the input: {exc}") from None
+
     def calibrate(self, probabilities: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply the policy's calibrator to raw label probabilities.
 
@@ -265,13 +274,13 @@ class Policy:
             )
         calibrator = self._calibrator()
         if calibrator is not None and calibrator.mode == "distribution":
-            probs = np.asarray(calibrator.predict_proba(probs), dtype=np.float64)
+            probs = np.asarray(self._apply(calibrator, probs), dtype=np.float64)
         rows = np.arange(probs.shape[0])
         predicted = probs.argmax(axis=1)
         raw_top = probs[rows, predicted]
         if calibrator is None or calibrator.mode == "distribution":
             return predicted, raw_top, probs
-        confidence = np.asarray(calibrator.predict_proba(raw_top), dtype=np.float64)
+        confidence = np.asarray(self._apply(calibrator, raw_top), dtype=np.float64)
         rest = probs.sum(axis=1) - raw_top
         scale = np.divide(1 - confidence, rest, out=np.zeros_like(rest), where=rest > 0)
         calibrated = probs * scale[:, None]
