@@ -938,20 +938,23 @@ def _rows(
     seed: int,
 ) -> list[PolicyRow]:
     n = conf.size
-    rng = np.random.default_rng(seed)
-    # One bootstrap of the calibration set (as multinomial weights) shared by all rows, so
-    # the rows' intervals are comparable.
-    weights = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap).astype(np.float64)
     rows = []
     for threshold, note in zip(thresholds, notes):
         auto = np.zeros(n, bool) if threshold is None else conf >= threshold
         wrong = auto & ~ok
         per_item_cost = np.where(auto, np.where(ok, 0.0, error_cost), cost.cost_review)
-        rate_b = weights @ auto / n
-        err_b = weights @ wrong / n
-        cost_b = weights @ per_item_cost / n * cost.volume_per_day
+        # Every figure depends on the items only through their (automated, wrong, cost) kind,
+        # so resampling the counts of the few kinds is the bootstrap of the calibration set,
+        # in memory that does not grow with n.
+        kinds, kind_of_item = np.unique(np.column_stack([auto, wrong, per_item_cost]), axis=0, return_inverse=True)
+        counts = np.random.default_rng(seed).multinomial(
+            n, np.bincount(kind_of_item.ravel(), minlength=len(kinds)) / n, size=n_bootstrap
+        ).astype(np.float64)
+        rate_b = counts @ kinds[:, 0] / n
+        err_b = counts @ kinds[:, 1] / n
+        cost_b = counts @ kinds[:, 2] / n * cost.volume_per_day
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc_b = 1 - (weights @ wrong) / (weights @ auto)
+            acc_b = 1 - (counts @ kinds[:, 1]) / (counts @ kinds[:, 0])
         rate = auto.mean()
         lo, hi = (1 - INTERVAL_LEVEL) / 2 * 100, (1 + INTERVAL_LEVEL) / 2 * 100
 
