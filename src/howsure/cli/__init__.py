@@ -7,5 +7,6 @@ Imports here stay light: commands import torch and the heavy libraries inside th
 from howsure.cli.app import app, main
 from howsure.cli import scoring  # noqa: F401  score, inspect, models, tune-task
 from howsure.cli import demo  # noqa: F401  demo
+from howsure.cli import decisions  # noqa: F401  thresholds, route, plan
 
 __all__ = ["app", "main"]
