@@ -56,7 +56,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     from howsure.scoring_job import score_rows
     from howsure.splits import calibration_test_split
 
+    from howsure.decisions import check_delta, check_target
+
     config = config or DemoConfig()
+    check_target(config.target_accuracy)  # bad settings fail before minutes of scoring
+    check_delta(config.delta)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task = load_task(config.task)
