@@ -16,7 +16,7 @@ app.add_typer(models_app, name="models")
 
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, model directory, .gguf file or hub id.")
 TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
-DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact) or bfloat16 (faster on CPUs with BF16).")
+DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
 
 
