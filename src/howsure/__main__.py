@@ -1,0 +1,3 @@
+from howsure.cli import main
+
+main()

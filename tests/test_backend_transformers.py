@@ -1,0 +1,163 @@
+"""The fast path (shared prefix KV cache, length-sorted left-padded batches, logits only at the
+answer position) must equal the naive computation: one full forward pass per text."""
+
+import numpy as np
+import pytest
+import torch
+
+from howsure.backends import load_backend
+from howsure.errors import ModelError, TaskError
+from howsure.scoring import build_label_vocabulary
+from howsure.task import Example, Task
+
+TEXTS = [
+    "A gorgeous, witty, seductive movie.",
+    "dull",
+    "The worst film of the year, dull and stupid, and it goes on and on and on for hours.",
+    " leading space and\nnew line",
+    "{braces} and ünïcödé ✓",
+    "positive",
+    "x",
+]
+
+
+def sentiment_task(**overrides):
+    fields = dict(
+        instruction="Is the sentiment of this text positive or negative? Answer with one word.\n\nText: {text}",
+        labels={"positive": ["positive"], "negative": ["negative"], "unsure": ["not sure"]},
+        system="You judge sentiment.",
+        examples=[Example("very good", "positive"), Example("quite bad", "negative")],
+    )
+    fields.update(overrides)
+    return Task(**fields)
+
+
+def naive_scores(backend, task, text):
+    """Full prompt, one text, every token recomputed; sequences scored by separate full passes."""
+    vocab = backend.prepare(task).vocab  # which tokens count is tested separately below
+    ids = backend.encode(backend.prompt(task, text))
+    with torch.no_grad():
+        probs = backend.model(torch.tensor([ids])).logits[0, -1].float().softmax(-1).numpy()
+    masses = []
+    for label_ids, seqs in zip(vocab.token_ids, vocab.sequences):
+        mass = float(probs[label_ids].sum())
+        for seq in seqs:
+            with torch.no_grad():
+                lp = backend.model(torch.tensor([ids + list(seq)])).logits[0].float().log_softmax(-1)
+            mass += float(sum(lp[len(ids) - 1 + j, seq[j]] for j in range(len(seq))).exp())
+        masses.append(mass)
+    masses = np.array(masses)
+    return masses / masses.sum(), masses, probs
+
+
+@pytest.fixture(scope="module")
+def chat_backend(tiny_model_dir):
+    return load_backend(str(tiny_model_dir), batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def plain_backend(tiny_plain_model_dir):
+    return load_backend(str(tiny_plain_model_dir), batch_size=4)
+
+
+@pytest.mark.parametrize("backend_name", ["chat_backend", "plain_backend"])
+@pytest.mark.parametrize("rule", ["variants", "exact"])
+def test_fast_path_equals_naive(request, backend_name, rule):
+    backend = request.getfixturevalue(backend_name)
+    task = sentiment_task(variant_rule=rule)
+    fast = backend.label_scores(task, TEXTS, top_k=5)
+    assert backend.prepare(task).prefix_ids, "the shared prefix should be in use"
+    assert backend.prepare(task).vocab.has_sequences, "'not sure' should be a multi-token label"
+    for text, result in zip(TEXTS, fast):
+        probabilities, masses, next_probs = naive_scores(backend, task, text)
+        np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-4)
+        np.testing.assert_allclose(result.label_mass, masses, atol=1e-5, rtol=1e-4)
+        assert result.probabilities.sum() == pytest.approx(1.0)
+        assert result.other_mass == pytest.approx(1 - masses.sum(), abs=1e-5)
+        top_naive = np.argsort(-next_probs)[:5]
+        assert [t for t, _ in result.top_tokens] == [backend.decode_token(int(i)) for i in top_naive]
+
+
+def test_prefix_sharing_and_batching_do_not_change_results(tiny_model_dir):
+    task = sentiment_task()
+    reference = load_backend(str(tiny_model_dir), batch_size=1, share_prefix=False).label_scores(task, TEXTS)
+    for options in (dict(batch_size=64), dict(batch_size=2, batch_tokens=20), dict(share_prefix=False, batch_size=5)):
+        other = load_backend(str(tiny_model_dir), **options).label_scores(task, TEXTS)
+        for a, b in zip(reference, other):
+            np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+def test_results_follow_input_order_and_progress_counts_every_text(chat_backend):
+    task = sentiment_task()
+    seen = []
+    forward = chat_backend.label_scores(task, TEXTS, progress=seen.append)
+    backward = chat_backend.label_scores(task, TEXTS[::-1])
+    assert sum(seen) == len(TEXTS)
+    for a, b in zip(forward, backward[::-1]):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+def test_variant_rule_counts_case_and_space_variants(chat_backend):
+    task = sentiment_task()
+    vocab = chat_backend.prepare(task).vocab
+    strings = {vocab.token_strings[int(t)] for t in vocab.token_ids[0]}
+    assert {"positive", " positive", " Positive"} <= strings
+    exact = chat_backend.prepare(sentiment_task(variant_rule="exact")).vocab
+    # the chat template's answer follows a newline: exactly one spelling, no leading space
+    assert [exact.token_strings[int(t)] for t in exact.token_ids[0]] == ["positive"]
+    result, = chat_backend.label_scores(task, ["fine"], details=True)
+    assert {s for s, _ in result.variants["positive"]} >= {"positive", " positive"}
+
+
+def test_dtype_bfloat16_close_to_float32(tiny_model_dir):
+    task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
+    fp32 = load_backend(str(tiny_model_dir)).label_scores(task, TEXTS)
+    bf16 = load_backend(str(tiny_model_dir), dtype="bfloat16").label_scores(task, TEXTS)
+    diffs = [abs(a.probabilities - b.probabilities).max() for a, b in zip(fp32, bf16)]
+    assert max(diffs) < 0.1  # a random tiny model is far less stable than a trained one
+
+
+def _word_level_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<unk>": 0, "yes": 1, "no": 2, "Yes": 3}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_verbalizer_without_token_is_a_clear_error():
+    task = Task(instruction="{text}", labels={"yes": ["yes"], "maybe": ["maybe"]})
+    with pytest.raises(TaskError, match=r"label 'maybe': verbalizer 'maybe' has no token in this vocabulary"):
+        build_label_vocabulary(task, _word_level_tokenizer())
+
+
+def test_word_level_variants_found():
+    task = Task(instruction="{text}", labels={"yes": ["yes"], "no": ["no"]})
+    vocab = build_label_vocabulary(task, _word_level_tokenizer())
+    assert sorted(vocab.token_ids[0].tolist()) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "model, options, match",
+    [
+        ("/no/such/dir", {}, "is not a preset"),
+        ("missing.gguf", {}, "GGUF file 'missing.gguf' does not exist"),
+        ("no-such-preset", {}, "is not a preset"),
+        (None, {"dtype": "float8"}, "dtype 'float8' is not one of float32, bfloat16"),
+        (None, {"batch_size": 0}, "must be >= 1"),
+    ],
+)
+def test_bad_backend_arguments(tiny_model_dir, model, options, match):
+    with pytest.raises(ModelError, match=match):
+        load_backend(model or str(tiny_model_dir), **options)
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(ModelError, match="has no config.json"):
+        load_backend(str(tmp_path))
+
+
+def test_unknown_backend_name():
+    with pytest.raises(ModelError, match="unknown backend 'nope'; available: transformers"):
+        load_backend("x", backend="nope")
