@@ -43,6 +43,10 @@ STRATEGY_NAMES = {"uniform": "equal-width", "quantile": "equal-mass"}
 #: ``log_loss`` does, so a confidently wrong item costs a large but finite amount.
 EPS = float(np.finfo(float).eps)
 
+#: A row of label probabilities may miss 1 by this much: scores are float32 softmaxes, and
+#: ``howsure score`` and CSV files print a limited number of digits.
+ROW_SUM_TOLERANCE = 1e-4
+
 #: Bootstrap resamples are processed in chunks of at most this many cells (rows x items) so
 #: memory stays bounded for large inputs.
 _MAX_CELLS = 2_000_000
@@ -132,13 +136,13 @@ def check_distribution(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     probabilities : array-like of shape (n, K)
-        Per-label probabilities; each row must sum to 1 (within 1e-6).
+        Per-label probabilities; each row must sum to 1 within `ROW_SUM_TOLERANCE`.
     labels : array-like of shape (n,)
         Gold label index of each item, an integer in [0, K).
 
     Returns
     -------
-    probabilities : ndarray of shape (n, K), float64
+    probabilities : ndarray of shape (n, K), float64, rows rescaled to sum to 1 exactly
     labels : ndarray of shape (n,), int64
 
     Raises
@@ -157,10 +161,15 @@ def check_distribution(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
         raise DataError("no items to evaluate; expected at least one row of probabilities")
     _check_probability_range(probabilities, "probabilities")
     sums = probabilities.sum(axis=1)
-    off = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    off = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
     if off.size:
         i = int(off[0])
-        raise DataError(f"probabilities row {i} sums to {sums[i]:.6g}; expected each row to sum to 1")
+        raise DataError(
+            f"probabilities row {i} sums to {sums[i]:.6g}; expected each row to sum to 1 "
+            f"(within {ROW_SUM_TOLERANCE})"
+        )
+    if np.any(np.abs(sums - 1.0) > 1e-12):  # leave exact rows bit for bit as given
+        probabilities = probabilities / sums[:, None]
     labels_float = _as_float_vector(labels, "labels")
     if labels_float.shape[0] != probabilities.shape[0]:
         raise DataError(
