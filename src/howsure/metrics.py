@@ -57,14 +57,14 @@ class MetricInfo:
     """How to present one metric: a short title, which direction is better, what it means."""
 
     title: str
-    lower_is_better: bool
+    lower_is_better: bool | None  # None: neither direction is better (mean confidence)
     description: str
 
 
 METRICS: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("Accuracy", False, "share of items whose predicted label is right"),
     "mean_confidence": MetricInfo(
-        "Mean confidence", False, "average confidence; equals accuracy when calibrated on average"
+        "Mean confidence", None, "average confidence; close to accuracy when calibrated on average"
     ),
     "ece": MetricInfo("ECE (equal-width)", True, "expected calibration error, equal-width bins"),
     "ece_equal_mass": MetricInfo(
@@ -73,7 +73,10 @@ METRICS: dict[str, MetricInfo] = {
     "rms_calibration_error": MetricInfo(
         "RMS calibration error", True, "root-mean-square calibration error, bins of beta items"
     ),
-    "mce": MetricInfo("MCE", True, "largest gap between confidence and accuracy in one bin"),
+    "mce": MetricInfo(
+        "MCE", True, "largest gap between confidence and accuracy in one bin; noisy, as a bin of a "
+        "few items can decide it"
+    ),
     "brier": MetricInfo("Brier score", True, "mean squared error of confidence vs correctness"),
     "nll": MetricInfo("NLL", True, "negative log-likelihood of correctness under confidence"),
     "auroc": MetricInfo(

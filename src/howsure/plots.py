@@ -364,7 +364,7 @@ class ThresholdTradeoffDisplay(Display):
         -------
         self, with ``figure_`` and ``ax_`` (the bars' axes) set
         """
-        figure, ax = _axes_or_new(ax, 7.2, 4.6)
+        figure, ax = _axes_or_new(ax, 10.8, 4.6)
         positions = np.arange(len(self.thresholds))
         bars = ax.bar(positions, self.kept, width=0.6, color=COUNT_COLOUR, alpha=0.6, label="items kept")
         for bar, kept in zip(bars, self.kept):
@@ -479,7 +479,7 @@ class SampleSizeDisplay(Display):
         -------
         self, with ``figure_`` and ``ax_`` set
         """
-        figure, ax = _axes_or_new(ax, 7.2, 4.6)
+        figure, ax = _axes_or_new(ax, 10.8, 4.6)
         positions = np.arange(len(self.sizes))
         bars = ax.bar(positions, self.automated, width=0.6, color=COUNT_COLOUR, alpha=0.6, label="share automated")
         for bar, share in zip(bars, self.automated):

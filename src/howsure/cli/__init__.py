@@ -6,5 +6,6 @@ Imports here stay light: commands import torch and the heavy libraries inside th
 
 from howsure.cli.app import app, main
 from howsure.cli import scoring  # noqa: F401  score, inspect, models
+from howsure.cli import evaluation  # noqa: F401  evaluate, report
 
 __all__ = ["app", "main"]
