@@ -99,18 +99,18 @@ def read_scores_table(path: str | Path, records_key: str | None = None):
     return read_table(path, records_key=records_key)
 
 
-def load_scored_items(
-    path: str | Path,
-    *,
-    prob_column: str | None = None,
-    correct_column: str | None = None,
-    label_column: str | None = None,
-    prediction_column: str | None = None,
-    text_column: str | None = None,
-    positive_label: str | None = None,
-    records_key: str | None = None,
-) -> ScoredItems:
+def load_scored_items(path: str | Path, *, records_key: str | None = None, **columns: str | None) -> ScoredItems:
     """Read a scored table and turn it into `ScoredItems` (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV, TSV, JSONL, JSON or Parquet file.
+    records_key : str, optional
+        JSON input: key of the list of records (default: the only list-valued key).
+    **columns
+        Column choices of `scored_items_from_frame`: ``prob_column``, ``correct_column``,
+        ``label_column``, ``prediction_column``, ``text_column``, ``positive_label``.
 
     Raises
     ------
@@ -119,16 +119,7 @@ def load_scored_items(
         is not a probability or not a correctness, a gold label outside the task's labels.
     """
     frame = read_scores_table(path, records_key)
-    return scored_items_from_frame(
-        frame,
-        prob_column=prob_column,
-        correct_column=correct_column,
-        label_column=label_column,
-        prediction_column=prediction_column,
-        text_column=text_column,
-        positive_label=positive_label,
-        source=str(path),
-    )
+    return scored_items_from_frame(frame, source=str(path), **columns)
 
 
 def scored_items_from_frame(
@@ -142,7 +133,8 @@ def scored_items_from_frame(
     positive_label: str | None = None,
     source: str = "",
 ) -> ScoredItems:
-    """`load_scored_items` on a DataFrame already in memory."""
+    """Turn a DataFrame of scores into `ScoredItems`; each column argument defaults as the
+    module docstring says (``confidence``, ``correct``, ``label``, ``prediction``, ``text``)."""
     if len(frame) == 0:
         raise DataError(f"{source or 'the input'} has no rows; expected scored items")
     columns = [str(c) for c in frame.columns]
@@ -455,6 +447,7 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
 
     config = config or EvaluationConfig()
     mode = resolve_mode(config.mode, items)
+    _new_calibrator(config, mode)  # an unknown name or parameter fails before any splitting
     if mode == "distribution":
         scores, y = items.probabilities, items.labels
     else:

@@ -252,7 +252,7 @@ figcaption b { color:var(--ink); }
 .glossary dd { margin:0; color:var(--muted); }
 footer { margin-top:40px; color:var(--muted); font-size:12.5px; border-top:1px solid var(--line); padding-top:12px; }
 code { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12.5px;
-       background:var(--panel); padding:1px 4px; border-radius:4px; word-break:break-all; }
+       background:var(--panel); padding:1px 4px; border-radius:4px; overflow-wrap:anywhere; }
 """
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -290,7 +290,8 @@ _TEMPLATE = """<!DOCTYPE html>
   <dt>Honest evaluation</dt><dd>{{ s.calibration.scheme.description }}. Calibrated numbers come only from items the calibrator was not fitted on; raw numbers need no fitting.</dd>
   <dt>Duplicates</dt><dd>{{ s.input.get('duplicates') or 'not checked' }}</dd>
   <dt>Metrics</dt><dd>{{ s.settings.n_bins }} bins for ECE and MCE, bins of {{ s.settings.beta }} items for RMS calibration error;
-      {{ (100 * s.settings.level) | round(0) | int }}% intervals from {{ s.settings.n_boot }} bootstrap resamples of the items (percentile method, seed {{ s.settings.seed }}).</dd>
+      {{ (100 * s.settings.level) | round(0) | int }}% intervals from {{ s.settings.n_boot }} bootstrap resamples of the items (percentile method, seed {{ s.settings.seed }}).
+      Binned calibration errors (ECE, RMS, MCE) grow when items repeat in a resample, so their intervals can sit above the value itself.</dd>
   <dt>Input</dt><dd>{{ s.input.kind }}{% if s.input.get('labels') %}; labels {{ s.input.labels | join(", ") }}{% endif %}{% if s.input.get('columns') %}; columns {% for k, v in s.input.columns.items() %}{{ k }} = <code>{{ v }}</code>{% if not loop.last %}, {% endif %}{% endfor %}{% endif %}</dd>
 </dl>
 
