@@ -282,12 +282,23 @@ def test_multiclass_temperature_matches_direct_scipy_fit(overconfident_multiclas
     assert calibrator.temperature_ == pytest.approx(3.0, rel=0.15)  # the sharpening we applied
 
 
+def platt_soft_targets(correct):
+    """Platt's smoothed targets, written out independently of the library."""
+    n_pos, n_neg = correct.sum(), (1 - correct).sum()
+    return np.where(correct == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+
+def soft_log_loss(targets, q):
+    return float(-np.mean(targets * np.log(q) + (1 - targets) * np.log1p(-q)))
+
+
 def test_platt_matches_direct_scipy_fit(seed_cwc):
     confidence, correct = seed_cwc["confidence"], seed_cwc["correct"]
-    logit = np.log(confidence) - np.log1p(-confidence)
+    logit = np.log(np.clip(confidence, 1e-12, 1 - 1e-12)) - np.log1p(-np.clip(confidence, 1e-12, 1 - 1e-12))
+    targets = platt_soft_targets(correct)
 
     def mean_log_loss(params):
-        return log_loss(correct, expit(params[0] * logit + params[1]), labels=[0, 1])
+        return soft_log_loss(targets, expit(params[0] * logit + params[1]))
 
     slope, intercept = minimize(mean_log_loss, x0=[1.0, 0.0], method="BFGS", tol=1e-10).x
     piece = make_calibrator("platt", mode="confidence").fit(confidence, correct).pieces_[0]
@@ -307,9 +318,10 @@ def test_beta_matches_direct_bounded_scipy_fit(seed_cwc):
     confidence, correct = seed_cwc["confidence"], seed_cwc["correct"]
     clipped = np.clip(confidence, 1e-12, 1 - 1e-12)
     features = np.column_stack([np.log(clipped), -np.log1p(-clipped)])
+    targets = platt_soft_targets(correct)
 
     def mean_log_loss(params):
-        return log_loss(correct, expit(features @ params[:2] + params[2]), labels=[0, 1])
+        return soft_log_loss(targets, expit(features @ params[:2] + params[2]))
 
     reference = minimize(
         mean_log_loss, x0=[1.0, 1.0, 0.0], method="L-BFGS-B", bounds=[(0, None), (0, None), (None, None)], tol=1e-12

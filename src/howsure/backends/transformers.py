@@ -167,28 +167,28 @@ class TransformersBackend:
                 )
             (shared if prefix and ids[: len(prefix)] == prefix else whole).append(i)
         n_vocab = len(self.tokenizer)
-        n_seq = len(prepared.vocab.all_sequences)
-        next_probs = np.zeros((n, n_vocab), dtype=np.float32)
-        seq_probs = np.zeros((n, n_seq), dtype=np.float64)
+        results: list[LabelScores | None] = [None] * n
         for rows, use_prefix in ((shared, True), (whole, False)):
             skip = len(prefix) if use_prefix else 0
             suffixes = {i: full_ids[i][skip:] for i in rows}
             lengths = {i: len(suffixes[i]) for i in rows}
             for batch in self._batches(sorted(rows, key=lengths.__getitem__), lengths):
-                probs, sprobs = self._forward(
+                probs, seq_probs = self._forward(
                     [suffixes[i] for i in batch],
                     prepared.prefix_cache if use_prefix else None,
                     skip,
                     prepared.vocab,
                 )
-                next_probs[batch] = probs[:, :n_vocab]
-                if n_seq:
-                    seq_probs[batch] = sprobs
+                # Reduced per batch: a (texts x vocabulary) array for a whole file would not fit.
+                batch_scores = label_scores_from_probs(
+                    prepared.vocab, probs[:, :n_vocab], seq_probs, top_k=top_k, details=details,
+                    decode=self.decode_token,
+                )
+                for i, score in zip(batch, batch_scores):
+                    results[i] = score
                 if progress:
                     progress(len(batch))
-        return label_scores_from_probs(
-            prepared.vocab, next_probs, seq_probs, top_k=top_k, details=details, decode=self.decode_token
-        )
+        return results  # type: ignore[return-value]
 
     def _batches(self, ordered: list[int], lengths: dict[int, int]) -> list[list[int]]:
         """Consecutive runs of length-sorted rows within the batch size and the padded-token

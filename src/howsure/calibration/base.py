@@ -19,9 +19,11 @@ correctness as the class, so every calibrator implements the distribution case o
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 
 from howsure.errors import CalibrationError, NotFittedError
 
@@ -415,3 +417,58 @@ class OneVsRestCalibrator(Calibrator):
         if len(pieces) != expected:
             raise ValueError(f"expected {expected} pieces, found {len(pieces)}")
         self.pieces_ = [coerce_piece(piece) for piece in pieces]
+
+
+def platt_targets(positive: np.ndarray) -> np.ndarray:
+    """Platt's (1999) smoothed targets: (N+ + 1) / (N+ + 2) for positives, 1 / (N- + 2) for negatives.
+
+    Parameters
+    ----------
+    positive : ndarray of shape (n,), 0/1
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Soft targets strictly inside (0, 1). Fitting to these instead of hard 0/1 keeps the
+        fitted coefficients finite when the calibration scores separate the classes
+        perfectly, where a maximum-likelihood logistic fit would diverge.
+    """
+    n_positive = float(positive.sum())
+    n_negative = float(positive.size - n_positive)
+    return np.where(positive == 1, (n_positive + 1.0) / (n_positive + 2.0), 1.0 / (n_negative + 2.0))
+
+
+def fit_logistic_soft(features: np.ndarray, targets: np.ndarray, C: float | None = None) -> tuple[np.ndarray, float]:
+    """Logistic regression on soft targets, through scikit-learn's ``LogisticRegression``.
+
+    A soft target t is the same loss as one copy of the item labelled 1 with weight t and one
+    labelled 0 with weight 1 - t, which ``LogisticRegression`` takes as sample weights.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n, d)
+    targets : ndarray of shape (n,), in [0, 1]
+    C : float or None
+        Inverse L2 penalty; None for none.
+
+    Returns
+    -------
+    coef : ndarray of shape (d,)
+    intercept : float
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    n = features.shape[0]
+    # Newton steps suit these few-feature, many-row problems: a handful of iterations where
+    # lbfgs needs dozens on the unscaled log features.
+    model = LogisticRegression(C=np.inf if C is None else C, solver="newton-cholesky", tol=1e-8, max_iter=1000)
+    with warnings.catch_warnings():
+        # Constant scores make the Hessian singular; scikit-learn then falls back to lbfgs by
+        # itself, so its warning would tell the caller nothing they can act on.
+        warnings.filterwarnings("ignore", category=LinAlgWarning)
+        model.fit(
+            np.vstack([features, features]),
+            np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)]),
+            sample_weight=np.concatenate([targets, 1.0 - targets]),
+        )
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])

@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
 
-from howsure.calibration.base import OneVsRestCalibrator, safe_log
+from howsure.calibration.base import OneVsRestCalibrator, fit_logistic_soft, platt_targets, safe_log
 
 
 def _beta_features(p: np.ndarray) -> np.ndarray:
@@ -26,7 +25,8 @@ class BetaCalibrator(OneVsRestCalibrator):
 
     Fitted by scikit-learn's unregularised ``LogisticRegression`` on ``[ln p, -ln(1 - p)]``; as
     in the authors' ``betacal`` package, a negative coefficient (which would make the map
-    non-monotone) is fixed at 0 and the other refitted.
+    non-monotone) is fixed at 0 and the other refitted. Targets are smoothed as in Platt
+    scaling (:func:`platt_targets`) so separable calibration data still give finite values.
 
     Fitted attributes
     -----------------
@@ -38,13 +38,12 @@ class BetaCalibrator(OneVsRestCalibrator):
 
     def _fit_binary(self, p: np.ndarray, positive: np.ndarray) -> dict[str, Any]:
         features = _beta_features(p)
-        model = LogisticRegression(C=np.inf).fit(features, positive)
-        a, b = model.coef_[0]
-        intercept = model.intercept_[0]
+        targets = platt_targets(positive)
+        (a, b), intercept = fit_logistic_soft(features, targets)
         if a < 0 or b < 0:
             keep = 1 if a < 0 else 0
-            refit = LogisticRegression(C=np.inf).fit(features[:, [keep]], positive)
-            slope, intercept = max(float(refit.coef_[0, 0]), 0.0), refit.intercept_[0]
+            coef, intercept = fit_logistic_soft(features[:, [keep]], targets)
+            slope = max(float(coef[0]), 0.0)
             a, b = (0.0, slope) if keep == 1 else (slope, 0.0)
         return {"a": float(a), "b": float(b), "c": float(intercept)}
 

@@ -10,20 +10,23 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
 
-from howsure.calibration.base import OneVsRestCalibrator, safe_logit
+from howsure.calibration.base import OneVsRestCalibrator, fit_logistic_soft, platt_targets, safe_logit
 
 
 class PlattScaling(OneVsRestCalibrator):
     """Sigmoid of an affine function of ``logit(score)``, one per label (one-vs-rest).
+
+    Fitted, as in Platt (1999), to smoothed targets (see :func:`platt_targets`) by
+    scikit-learn's ``LogisticRegression``, so perfectly separable calibration data still give
+    finite parameters.
 
     Parameters
     ----------
     mode : {"distribution", "confidence"}
     C : float or None
         Inverse L2 regularisation strength of scikit-learn's ``LogisticRegression``; the default
-        ``None`` is the unregularised maximum-likelihood fit of the original method.
+        ``None`` is the unregularised fit of the original method.
 
     Fitted attributes
     -----------------
@@ -39,8 +42,8 @@ class PlattScaling(OneVsRestCalibrator):
         self.C = C
 
     def _fit_binary(self, p: np.ndarray, positive: np.ndarray) -> dict[str, Any]:
-        model = LogisticRegression(C=np.inf if self.C is None else self.C).fit(safe_logit(p)[:, None], positive)
-        return {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
+        coef, intercept = fit_logistic_soft(safe_logit(p)[:, None], platt_targets(positive), self.C)
+        return {"slope": float(coef[0]), "intercept": intercept}
 
     def _predict_binary(self, p: np.ndarray, piece: dict[str, Any]) -> np.ndarray:
         return expit(piece["slope"] * safe_logit(p) + piece["intercept"])

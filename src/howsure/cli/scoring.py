@@ -144,15 +144,12 @@ def models_list() -> None:
     """Presets, where their weights come from, and whether they are installed."""
     from howsure.models import cache_dir, list_presets
 
-    table = Table(title="Model presets")
-    for column in ("name", "description", "source", "sha256", "installed", "cached"):
-        table.add_column(column)
     for row in list_presets():
-        table.add_row(
-            row["name"], row["description"], row["source"], row["sha256"][:16] + "…",
-            "yes" if row["installed"] else "no", "yes" if row["cached"] else "no",
-        )
-    console.print(table)
+        console.print(f"[bold]{row['name']}[/]  {row['description']}")
+        console.print(f"  source:    {row['source']}", highlight=False)
+        console.print(f"  sha256:    {row['sha256']}", highlight=False)
+        console.print(f"  license:   {row['license']}")
+        console.print(f"  installed: {'yes' if row['installed'] else 'no'}   cached copy: {'yes' if row['cached'] else 'no'}")
     console.print(f"cache: {cache_dir()}  (set HOWSURE_CACHE to move it)")
     console.print("Any local model directory, .gguf file or hub id also works with --model.")
 
@@ -165,3 +162,67 @@ def models_install(name: str = typer.Argument(DEFAULT_MODEL, help="Preset to ins
     with err_console.status(f"installing and converting {name} …"):
         path, _ = resolve_model(name, install=True)
     console.print(f"{name} ready: {path}")
+
+
+def parse_label_map(pairs: Optional[list[str]]) -> dict[str, str]:
+    """``["0=negative", "1=positive"]`` -> ``{"0": "negative", "1": "positive"}``."""
+    from howsure.errors import DataError
+
+    mapping = {}
+    for pair in pairs or []:
+        raw, sep, name = pair.partition("=")
+        if not sep or not raw or not name:
+            raise DataError(f"--label-map {pair!r} must look like RAW=LABEL, e.g. 1=positive")
+        mapping[raw] = name
+    return mapping
+
+
+@command("tune-task")
+def tune_task(
+    candidates: Path = typer.Option(..., "--candidates", "-c", help="Candidates TOML ([base] + [[candidate]] tables)."),
+    input: Path = typer.Option(..., "--input", "-i", help="Labelled DEV split (never the test split)."),
+    text_column: str = typer.Option("text", help="Column holding the texts."),
+    label_column: str = typer.Option("label", help="Column holding the gold labels."),
+    label_map: Optional[list[str]] = typer.Option(None, "--label-map", help="RAW=LABEL, repeatable (e.g. 1=positive)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N dev rows (a quick look)."),
+    model: str = ModelOption,
+    dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
+    best_out: Optional[Path] = typer.Option(None, "--best-out", help="Write the winning task as TOML here."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the ranking as JSON here."),
+) -> None:
+    """Rank candidate prompts, verbalizers and variant rules on a dev split by AUROC, then log loss."""
+    import json
+
+    from rich.progress import Progress
+
+    from howsure.data import extract_texts, read_table
+    from howsure.scoring_job import reject_invalid_rows
+    from howsure.tuning import load_candidates, rank_candidates
+
+    tasks = load_candidates(candidates)
+    rows = extract_texts(read_table(input), text_column, None, label_column)
+    reject_invalid_rows(rows)
+    mapping = parse_label_map(label_map)
+    gold = [mapping.get(g, g) for g in rows.labels]
+    texts = rows.texts
+    if limit:
+        texts, gold = texts[:limit], gold[:limit]
+    backend = open_backend(model, dtype, threads)
+    with Progress(console=err_console) as bar:
+        job = bar.add_task("candidates", total=len(texts) * len(tasks))
+        results = rank_candidates(backend, tasks, texts, gold, progress=lambda n: bar.advance(job, n))
+    table = Table(title=f"Candidates on {len(texts)} dev texts (best first)")
+    for column in ("name", "variant_rule", "auroc", "log_loss", "accuracy", "mean_label_mass"):
+        table.add_column(column, justify="left" if column in ("name", "variant_rule") else "right")
+    for result in results:
+        row = result.row()
+        table.add_row(*(str(row[c]) for c in ("name", "variant_rule", "auroc", "log_loss", "accuracy", "mean_label_mass")))
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps([r.row() | {"task": r.task.to_dict()} for r in results], indent=2))
+    if best_out:
+        import tomli_w
+
+        best_out.write_text(tomli_w.dumps({k: v for k, v in results[0].task.to_dict().items() if v not in (None, [])}))
+        console.print(f"best: {results[0].task.name} ({results[0].task.variant_rule}) -> {best_out}")

@@ -1,0 +1,225 @@
+"""Scoring throughput on the 872 SST-2 dev texts: howsure vs the naive method vs batching.
+
+Every method runs in its own subprocess (so each one's peak memory is its own) with the same
+model, prompt, labels and thread count, and the table is printed side by side from one run:
+
+* naive          one ``generate(max_new_tokens=1, output_scores=True)`` per text, as the public
+                 Classification-with-Confidence write-up does;
+* batched        plain padded batches of 32 in input order, full prompt each time;
+* batched-sorted the same, batches formed from length-sorted texts;
+* lm-eval        lm-evaluation-harness's HFLM.loglikelihood on the same prompts and verbalizers
+                 (the peer; skipped with a note if lm_eval is not installed);
+* howsure-fp32   howsure's backend: shared-prefix KV cache, length-sorted batches, logits only
+                 at the answer position, float32;
+* howsure-bf16   the same in bfloat16 (the fastest mode), checked against fp32.
+
+It also measures this machine's matmul GFLOP/s for float32 and bfloat16 at the model's shapes,
+counts the FLOPs each text actually needs (its tokens after the shared prefix through every
+layer, plus one vocabulary projection) and prints achieved / FLOP-bound throughput.
+
+    python bench/bench_scoring.py                 # all methods, 872 texts, 2 threads
+    python bench/bench_scoring.py --limit 200     # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT.parent / "shared" / "data" / "sentiment" / "sst2" / "dev.tsv"
+METHODS = ["naive", "batched", "batched-sorted", "lm-eval", "howsure-fp32", "howsure-bf16"]
+
+
+def load_texts(limit: int | None) -> list[str]:
+    import pandas as pd
+
+    texts = pd.read_csv(DEV, sep="\t", keep_default_na=False, dtype=str)["content"].tolist()
+    return texts[:limit] if limit else texts
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------- methods (child side)
+def run_method(method: str, texts: list[str], threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from howsure.backends import load_backend
+    from howsure.task import load_task
+
+    task = load_task("sentiment")
+    dtype = "bfloat16" if method == "howsure-bf16" else "float32"
+    backend = load_backend("smollm2-135m", dtype=dtype, threads=threads)
+    vocab = backend.prepare(task).vocab
+    label_ids = [torch.tensor(ids) for ids in vocab.token_ids]
+    prompts = [backend.prompt(task, t) for t in texts]
+    model, tok = backend.model, backend.tokenizer
+
+    def masses_from(probs: torch.Tensor) -> np.ndarray:
+        return torch.stack([probs[:, ids].sum(1) for ids in label_ids], 1).double().numpy()
+
+    start = time.perf_counter()
+    if method.startswith("howsure"):
+        scores = backend.label_scores(task, texts, top_k=1)
+        masses = np.stack([s.label_mass for s in scores])
+    elif method == "naive":
+        rows = []
+        for prompt in prompts:
+            ids = torch.tensor([backend.encode(prompt)])
+            with torch.inference_mode():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1,
+                                     do_sample=False, output_scores=True, return_dict_in_generate=True,
+                                     pad_token_id=backend.pad_id)
+            rows.append(masses_from(out.scores[0].float().softmax(-1)))
+        masses = np.concatenate(rows)
+    elif method in ("batched", "batched-sorted"):
+        order = list(range(len(prompts)))
+        encoded = [backend.encode(p) for p in prompts]
+        if method == "batched-sorted":
+            order.sort(key=lambda i: len(encoded[i]))
+        masses = np.zeros((len(prompts), len(label_ids)))
+        for start_row in range(0, len(order), 32):
+            batch = order[start_row:start_row + 32]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), backend.pad_id)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]):] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, -1].float()
+            masses[batch] = masses_from(logits.softmax(-1))
+    elif method == "lm-eval":
+        try:
+            from lm_eval.api.instance import Instance
+            from lm_eval.models.huggingface import HFLM
+        except ImportError:
+            return {"method": method, "skipped": "lm_eval is not installed (pip install lm-eval)"}
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=32, device="cpu")
+        continuations = [v[0] for v in task.labels.values()]  # exact verbalizer, as lm-eval scores
+        requests = [
+            Instance(request_type="loglikelihood", doc={}, arguments=(p, c), idx=j)
+            for p in prompts for j, c in enumerate(continuations)
+        ]
+        start = time.perf_counter()
+        results = lm.loglikelihood(requests, disable_tqdm=True)
+        masses = np.exp(np.array([r[0] for r in results])).reshape(len(prompts), len(continuations))
+    else:
+        raise SystemExit(f"unknown method {method}")
+    seconds = time.perf_counter() - start
+    probs = masses / masses.sum(1, keepdims=True)
+    suffix_tokens = [len(backend.encode(p)) - len(backend.prepare(task).prefix_ids) for p in prompts]
+    return {
+        "method": method,
+        "seconds": seconds,
+        "texts_per_s": len(texts) / seconds,
+        "p_positive": probs[:, 0].tolist(),
+        "peak_rss_mb": peak_rss_mb(),
+        "prompt_tokens_mean": float(np.mean([len(backend.encode(p)) for p in prompts])),
+        "prefix_tokens": len(backend.prepare(task).prefix_ids),
+        "suffix_tokens": suffix_tokens,
+        "flops_per_text": flops_per_text(model.config, suffix_tokens, len(backend.prepare(task).prefix_ids)),
+    }
+
+
+def flops_per_text(config, suffix_tokens: list[int], prefix_len: int) -> float:
+    """Mean FLOPs one text needs: its own tokens (after the shared prefix) through every layer,
+    attention over prefix + own tokens, and one vocabulary projection at the answer position."""
+    import numpy as np
+
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = hidden // heads
+    inter = config.intermediate_size
+    per_token_linear = 2 * (hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+                            + heads * head_dim * hidden + 3 * hidden * inter)
+    total = []
+    for n in suffix_tokens:
+        attention = 2 * 2 * heads * head_dim * sum(prefix_len + k + 1 for k in range(n))
+        total.append(layers * (n * per_token_linear + attention) + 2 * hidden * config.vocab_size)
+    return float(np.mean(total))
+
+
+def matmul_gflops(dtype_name: str, threads: int) -> float:
+    """Sustained GFLOP/s of this machine for the model's MLP matmul shape in ``dtype``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    a = torch.randn(1024, 576, dtype=dtype)
+    b = torch.randn(576, 1536, dtype=dtype)
+    for _ in range(5):
+        a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        a @ b
+        reps += 1
+    return 2 * 1024 * 576 * 1536 * reps / (time.perf_counter() - start) / 1e9
+
+
+# ---------------------------------------------------------------------------- parent side
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_method(args.child, load_texts(args.limit), args.threads)))
+        return
+    if args.child is None and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    texts = load_texts(args.limit)
+    print(f"{len(texts)} SST-2 dev texts, {args.threads} threads, model smollm2-135m, bundled sentiment task")
+    gflops = {d: matmul_gflops(d, args.threads) for d in ("float32", "bfloat16")}
+    print(f"matmul (1024x576 @ 576x1536): float32 {gflops['float32']:.1f} GFLOP/s, bfloat16 {gflops['bfloat16']:.1f} GFLOP/s")
+    results = {}
+    for method in args.methods.split(","):
+        cmd = [sys.executable, __file__, "--child", method, "--threads", str(args.threads)]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+        if done.returncode != 0:
+            print(f"{method}: failed\n{done.stderr[-2000:]}")
+            continue
+        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    import numpy as np
+
+    naive = results.get("naive", {}).get("texts_per_s")
+    fp32 = results.get("howsure-fp32")
+    print(f"\nmean prompt {fp32['prompt_tokens_mean']:.1f} tokens, shared prefix {fp32['prefix_tokens']} tokens, "
+          f"{fp32['flops_per_text'] / 1e9:.3f} GFLOP needed per text" if fp32 else "")
+    header = f"{'method':16} {'texts/s':>8} {'x naive':>8} {'FLOP-bound':>11} {'peak MB':>8}  agreement with fp32"
+    print(header)
+    print("-" * len(header))
+    for method, r in results.items():
+        if "skipped" in r:
+            print(f"{method:16} skipped: {r['skipped']}")
+            continue
+        dtype = "bfloat16" if method == "howsure-bf16" else "float32"
+        bound = gflops[dtype] * 1e9 / r["flops_per_text"]
+        ratio = f"{r['texts_per_s'] / naive:8.2f}" if naive else "       -"
+        agree = ""
+        if fp32 and method != "howsure-fp32":
+            a, b = np.array(r["p_positive"]), np.array(fp32["p_positive"])
+            same = np.mean((a > 0.5) == (b > 0.5))
+            agree = f"max |dp| {np.abs(a - b).max():.4f}, same argmax {same:.2%}"
+        print(f"{method:16} {r['texts_per_s']:8.1f} {ratio} {r['texts_per_s'] / bound:11.2f} {r['peak_rss_mb']:8.0f}  {agree}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"gflops": gflops, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""End to end on the real bundled model (SmolLM2-135M-Instruct): never replaced by the tiny one."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from howsure.cli import app
+from howsure.models import PRESETS, converted_dir, sha256_file, preset_file
+from howsure.task import load_task
+
+pytestmark = pytest.mark.model
+
+POSITIVE = ["An absolute masterpiece, I loved every minute of it.", "Wonderful, moving and beautifully acted."]
+NEGATIVE = ["A boring, stupid waste of two hours.", "Terrible acting and an awful script. I hated it."]
+
+
+def test_bundled_weights_are_the_pinned_file(bundled_model_ready):
+    preset = PRESETS[bundled_model_ready]
+    assert sha256_file(preset_file(preset)) == preset.file_sha256
+    provenance = json.loads((converted_dir(preset) / "howsure-source.json").read_text())
+    assert provenance["sha256"] == preset.file_sha256
+
+
+def test_obvious_texts_get_the_right_label_with_real_mass(bundled_backend):
+    task = load_task("sentiment")
+    results = bundled_backend.label_scores(task, POSITIVE + NEGATIVE)
+    predictions = [r.prediction for r in results]
+    assert predictions == ["positive"] * 2 + ["negative"] * 2
+    for r in results:
+        assert r.label_mass.sum() > 0.2  # the prompt works: labels carry real probability
+        assert r.probabilities.sum() == pytest.approx(1.0)
+    p_pos = np.array([r.probabilities[0] for r in results])
+    assert p_pos[:2].min() > p_pos[2:].max()
+
+
+def test_inspect_and_score_on_the_bundled_model(tmp_path, bundled_model_ready):
+    runner = CliRunner()
+    result = runner.invoke(app, ["inspect", "Not bad"])
+    assert result.exit_code == 0, result.output
+    assert "positive" in result.output and "negative" in result.output and "(other)" in result.output
+    source = tmp_path / "in.csv"
+    source.write_text("text,label\n" + "".join(f'"{t}",positive\n' for t in POSITIVE) + "".join(f'"{t}",negative\n' for t in NEGATIVE))
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", "-i", str(source), "-o", str(out), "--label-column", "label", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prediction"] for r in records] == [r["label"] for r in records]

