@@ -557,8 +557,9 @@ def _summary(items, config, mode, scheme, evaluated, calibrated_correct, calibra
                                                     seed=config.seed, title="Raw confidence")
         figures.append((
             "sample_size", f"How many labels to trust a threshold? (target {100 * config.target:g}% accuracy)",
-            progression.method + " Bars: share of new items at or above the threshold; line: their accuracy. "
-            "Small samples pick thresholds that miss the target on new items.",
+            progression.method + " Bars: median share of the other items automated (whiskers: 10th-90th "
+            "percentile); line: their accuracy. Few labels certify little or nothing; more labels certify "
+            "looser thresholds that automate more while staying on target.",
             progression))
     else:
         notes.append(f"Sample-size chart left out: {items.n_items} items are fewer than 100.")

@@ -14,6 +14,7 @@ pyplot state is touched.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -438,31 +439,34 @@ def threshold_tradeoff(correct, confidence, thresholds: Sequence[float] = DEFAUL
 class SampleSizeDisplay(Display):
     """What a threshold chosen on n labelled items automates, and how accurate that is.
 
-    Drawn from plain arrays, so the numbers may come from `sample_size_progression` or from
-    the certified thresholds of ``howsure.decisions``.
+    Drawn from plain arrays, so the numbers may come from `sample_size_progression` (measured
+    on held-out items) or from ``howsure.decisions.sample_size_curve`` (planned shares only;
+    leave ``accuracy`` out).
 
     Attributes
     ----------
     sizes : ndarray of shape (m,)
         Labelled items the threshold was chosen on.
     automated : ndarray of shape (m,)
-        Share of new items at or above the threshold.
-    accuracy : ndarray of shape (m,)
-        Accuracy on those automated items (NaN where nothing is automated).
-    accuracy_low, accuracy_high : ndarray of shape (m,), optional
-        A band around ``accuracy`` (its meaning is stated in ``band``).
+        Share of items at or above the threshold.
+    accuracy : ndarray of shape (m,), optional
+        Accuracy of those automated items (NaN where nothing is automated).
+    automated_low, automated_high, accuracy_low, accuracy_high : ndarray of shape (m,), optional
+        Bands around ``automated`` and ``accuracy``; ``band`` says what they are.
     target : float, optional
         The accuracy asked for.
     method : str
-        How the threshold was chosen, for the caption.
+        How the threshold was chosen and measured, for captions.
     band : str
-        What the band means, for the legend.
+        What the bands mean, for the legend.
     title : str
     """
 
     sizes: np.ndarray
     automated: np.ndarray
-    accuracy: np.ndarray
+    accuracy: np.ndarray | None = None
+    automated_low: np.ndarray | None = None
+    automated_high: np.ndarray | None = None
     accuracy_low: np.ndarray | None = None
     accuracy_high: np.ndarray | None = None
     target: float | None = None
@@ -470,7 +474,9 @@ class SampleSizeDisplay(Display):
     band: str = ""
     title: str = ""
     kind: ClassVar[str] = "sample_size"
-    _array_fields: ClassVar[tuple[str, ...]] = ("sizes", "automated", "accuracy", "accuracy_low", "accuracy_high")
+    _array_fields: ClassVar[tuple[str, ...]] = (
+        "sizes", "automated", "accuracy", "automated_low", "automated_high", "accuracy_low", "accuracy_high",
+    )
 
     def plot(self, ax=None):
         """Bars: share automated; line: accuracy of the automated items; dashed: the target.
@@ -481,19 +487,26 @@ class SampleSizeDisplay(Display):
         """
         figure, ax = _axes_or_new(ax, 10.8, 4.6)
         positions = np.arange(len(self.sizes))
-        bars = ax.bar(positions, self.automated, width=0.6, color=COUNT_COLOUR, alpha=0.6, label="share automated")
+        band = f" ({self.band})" if self.band else ""
+        errors = None
+        if self.automated_low is not None and self.automated_high is not None:
+            errors = np.vstack([self.automated - self.automated_low, self.automated_high - self.automated])
+        bars = ax.bar(positions, self.automated, width=0.6, color=COUNT_COLOUR, alpha=0.6,
+                      yerr=errors, ecolor="#6b7785", capsize=3,
+                      label="share automated" + (band if errors is not None else ""))
         for bar, share in zip(bars, self.automated):
-            ax.annotate(_percent(share), (bar.get_x() + bar.get_width() / 2, share if np.isfinite(share) else 0),
-                        textcoords="offset points", xytext=(0, 2), ha="center", va="bottom", fontsize=8)
-        finite = np.isfinite(self.accuracy)
-        if self.accuracy_low is not None and self.accuracy_high is not None:
-            ax.fill_between(positions[finite], self.accuracy_low[finite], self.accuracy_high[finite],
-                            color=MAIN_COLOUR, alpha=0.12, linewidth=0, label=self.band or "band")
-        ax.plot(positions[finite], self.accuracy[finite], color=MAIN_COLOUR, marker="o", linewidth=1.6,
-                markersize=4, label="accuracy of automated items")
-        for x, value in zip(positions[finite], self.accuracy[finite]):
-            ax.annotate(f"{100 * value:.1f}%", (x, value), textcoords="offset points", xytext=(0, 7),
-                        ha="center", fontsize=7.5, color=MAIN_COLOUR, fontweight="bold")
+            ax.annotate(_percent(share), (bar.get_x() + bar.get_width() / 2, 0), textcoords="offset points",
+                        xytext=(0, 3), ha="center", va="bottom", fontsize=8)
+        if self.accuracy is not None:
+            finite = np.isfinite(self.accuracy)
+            if self.accuracy_low is not None and self.accuracy_high is not None:
+                ax.fill_between(positions[finite], self.accuracy_low[finite], self.accuracy_high[finite],
+                                color=MAIN_COLOUR, alpha=0.12, linewidth=0, label="accuracy" + band)
+            ax.plot(positions[finite], self.accuracy[finite], color=MAIN_COLOUR, marker="o", linewidth=1.6,
+                    markersize=4, label="accuracy of automated items")
+            for x, value in zip(positions[finite], self.accuracy[finite]):
+                ax.annotate(f"{100 * value:.1f}%", (x, value), textcoords="offset points", xytext=(0, 7),
+                            ha="center", fontsize=7.5, color=MAIN_COLOUR, fontweight="bold")
         if self.target is not None:
             ax.axhline(self.target, color=WRONG_COLOUR, linestyle="--", linewidth=1,
                        label=f"target accuracy {100 * self.target:g}%")
@@ -510,28 +523,20 @@ class SampleSizeDisplay(Display):
         return self
 
 
-def empirical_threshold(correct: np.ndarray, confidence: np.ndarray, target: float) -> float:
-    """Lowest confidence at which the items at or above it are right at least ``target`` of the
-    time, measured on these items alone (no certification: small samples overshoot).
+def certified_threshold(correct: np.ndarray, confidence: np.ndarray, target: float, delta: float = 0.05) -> float | None:
+    """The loosest threshold ``howsure.decisions.certify_threshold`` certifies (None if none).
 
     Parameters
     ----------
     correct : ndarray of shape (n,), 0/1
     confidence : ndarray of shape (n,)
     target : float
-
-    Returns
-    -------
-    float
-        A threshold; ``inf`` (automate nothing) when no threshold reaches the target.
+        Accuracy the automated items must reach with probability at least 1 - ``delta``.
+    delta : float
     """
-    order = np.argsort(-confidence, kind="stable")
-    sorted_confidence = confidence[order]
-    running_accuracy = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    # Only cut between distinct confidences: a threshold keeps all items tied at it.
-    last_of_run = np.append(sorted_confidence[1:] != sorted_confidence[:-1], True)
-    ok = np.flatnonzero(last_of_run & (running_accuracy >= target))
-    return float(sorted_confidence[ok[-1]]) if ok.size else float("inf")
+    from howsure.decisions import certify_threshold
+
+    return certify_threshold(confidence, correct, target, delta, plan_if_uncertified=False).threshold
 
 
 def sample_size_progression(
@@ -542,17 +547,17 @@ def sample_size_progression(
     sizes: Sequence[int] = DEFAULT_SAMPLE_SIZES,
     n_repeats: int = 50,
     seed: int = 0,
-    choose_threshold: Callable[[np.ndarray, np.ndarray, float], float] = empirical_threshold,
+    choose_threshold: Callable[[np.ndarray, np.ndarray, float], float | None] = certified_threshold,
     method: str = "",
     title: str = "",
 ) -> SampleSizeDisplay:
     """Simulate choosing a threshold on n labelled items and applying it to the rest.
 
     For each n in ``sizes`` (only those up to half the items, so at least half is left to
-    measure on), ``n_repeats`` times: draw n items, choose a threshold on them with
-    ``choose_threshold(correct, confidence, target)``, then measure on the other items the
-    share at or above it and their accuracy. Reports the median share, the mean accuracy, and
-    the 10th-90th percentile of accuracy over repeats.
+    measure on), ``n_repeats`` times: draw n items without replacement, choose a threshold on
+    them with ``choose_threshold(correct, confidence, target)``, then measure on the other
+    items the share at or above it and their accuracy. Reports the median share and mean
+    accuracy with their 10th-90th percentiles over the draws.
 
     Parameters
     ----------
@@ -564,8 +569,8 @@ def sample_size_progression(
     n_repeats : int
     seed : int
     choose_threshold : callable
-        ``(correct (n,), confidence (n,), target) -> threshold``; `empirical_threshold` by
-        default, a certifying rule from ``howsure.decisions`` to show certified numbers.
+        ``(correct (n,), confidence (n,), target) -> threshold or None`` (None automates
+        nothing); `certified_threshold` by default.
     method, title : str
         Caption and title of the display.
 
@@ -574,8 +579,8 @@ def sample_size_progression(
     SampleSizeDisplay
     """
     correct, confidence = check_top_label(correct, confidence)
-    if not 0.0 < target <= 1.0:
-        raise DataError(f"target = {target!r}; expected an accuracy in (0, 1]")
+    if not 0.0 < target < 1.0:
+        raise DataError(f"target = {target!r}; expected an accuracy strictly between 0 and 1")
     usable = sorted({int(s) for s in sizes if 0 < s <= correct.size // 2})
     if not usable:
         raise DataError(
@@ -583,35 +588,39 @@ def sample_size_progression(
             "at most half the items so the rest can measure the threshold"
         )
     rng = np.random.default_rng(seed)
-    automated, accuracy, low, high = [], [], [], []
-    for size in usable:
-        shares, accuracies = [], []
-        for _ in range(n_repeats):
+    shares = np.empty((len(usable), n_repeats))
+    accuracies = np.full((len(usable), n_repeats), np.nan)
+    for row, size in enumerate(usable):
+        for draw in range(n_repeats):
             chosen = np.zeros(correct.size, bool)
             chosen[rng.choice(correct.size, size=size, replace=False)] = True
             threshold = choose_threshold(correct[chosen], confidence[chosen], target)
-            kept = ~chosen & (confidence >= threshold)
-            shares.append(kept.sum() / (~chosen).sum())
-            accuracies.append(correct[kept].mean() if kept.any() else np.nan)
-        accuracies = np.asarray(accuracies)
-        automated.append(float(np.median(shares)))
-        if np.isfinite(accuracies).any():
-            accuracy.append(float(np.nanmean(accuracies)))
-            low.append(float(np.nanpercentile(accuracies, 10)))
-            high.append(float(np.nanpercentile(accuracies, 90)))
-        else:
-            for values in (accuracy, low, high):
-                values.append(np.nan)
+            kept = ~chosen & (confidence >= (np.inf if threshold is None else threshold))
+            shares[row, draw] = kept.sum() / (~chosen).sum()
+            if kept.any():
+                accuracies[row, draw] = correct[kept].mean()
+    with warnings.catch_warnings():
+        # A size at which no draw automated anything has no accuracy: NaN is the answer.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        accuracy = np.nanmean(accuracies, axis=1)
+        accuracy_low, accuracy_high = np.nanpercentile(accuracies, [10, 90], axis=1)
+    default_method = (
+        f"Threshold certified on the labelled items to give at least {100 * target:g}% accuracy with "
+        "95% confidence (howsure.decisions, fixed-sequence testing)"
+        if choose_threshold is certified_threshold
+        else f"Threshold chosen on the labelled items for {100 * target:g}% accuracy"
+    )
     return SampleSizeDisplay(
         sizes=np.asarray(usable, float),
-        automated=np.asarray(automated),
-        accuracy=np.asarray(accuracy),
-        accuracy_low=np.asarray(low),
-        accuracy_high=np.asarray(high),
+        automated=np.median(shares, axis=1),
+        accuracy=accuracy,
+        automated_low=np.percentile(shares, 10, axis=1),
+        automated_high=np.percentile(shares, 90, axis=1),
+        accuracy_low=accuracy_low,
+        accuracy_high=accuracy_high,
         target=float(target),
-        method=method
-        or f"Threshold: lowest confidence whose items reach {100 * target:g}% accuracy on the labelled "
-        f"sample (empirical, not certified); measured on the remaining items, {n_repeats} random draws.",
+        method=method or f"{default_method}; share and accuracy measured on the remaining items, "
+        f"{n_repeats} random draws per size.",
         band="10th-90th percentile over draws",
         title=title,
     )
