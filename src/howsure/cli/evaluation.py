@@ -1,0 +1,108 @@
+"""Commands that measure scores: evaluate (honest calibration + report) and report (redraw)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from howsure.cli.app import command, console, err_console
+from howsure.errors import DataError
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["howsure", *sys.argv[1:]])
+
+
+@command("evaluate")
+def evaluate(
+    input: Path = typer.Argument(..., help="`howsure score` output, or any CSV/TSV/JSONL/JSON/Parquet table of scores."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, summary.json, calibrator.json, predictions.jsonl."),
+    calibrator: str = typer.Option("auto", help="temperature, platt, isotonic, beta, histogram, venn_abers or auto."),
+    mode: Optional[str] = typer.Option(None, help="distribution or confidence (default: distribution when the input has per-label probabilities)."),
+    folds: Optional[int] = typer.Option(None, help="k-fold cross-fitting (default 5)."),
+    test_size: Optional[float] = typer.Option(None, help="Hold out this fraction as a test split instead of cross-fitting."),
+    bins: int = typer.Option(15, help="Bins of ECE and MCE (20 to compare with the public Llama run)."),
+    beta: int = typer.Option(100, help="Items per bin of the RMS calibration error."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples behind each 95% interval."),
+    seed: int = typer.Option(0, help="Seed of splits, bootstrap and sample-size draws."),
+    target: float = typer.Option(0.9, help="Accuracy the sample-size chart aims a threshold at."),
+    prob_column: Optional[str] = typer.Option(None, help="Probability column (default: confidence)."),
+    correct_column: Optional[str] = typer.Option(None, help="0/1 or true/false column: was the prediction right."),
+    label_column: Optional[str] = typer.Option(None, help="Gold label column."),
+    prediction_column: Optional[str] = typer.Option(None, help="Predicted label column (its probability is in --prob-column)."),
+    text_column: Optional[str] = typer.Option(None, help="Text column, to keep duplicates together (default: text)."),
+    positive_label: Optional[str] = typer.Option(None, help="With --label-column only: the label --prob-column is the probability of."),
+    records_key: Optional[str] = typer.Option(None, help="JSON input: key of the list of records (default: the only list)."),
+    title: Optional[str] = typer.Option(None, help="Report title."),
+) -> None:
+    """Calibrate honestly (cross-fitting or a held-out split) and report raw and calibrated metrics.
+
+    Calibrated numbers come only from items the calibrator was not fitted on.
+    """
+    from howsure.evaluation import EvaluationConfig, evaluate as run_evaluation, load_scored_items
+
+    if folds is not None and test_size is not None:
+        raise DataError(f"--folds {folds} and --test-size {test_size} exclude each other; choose one scheme")
+    items = load_scored_items(
+        input, prob_column=prob_column, correct_column=correct_column, label_column=label_column,
+        prediction_column=prediction_column, text_column=text_column, positive_label=positive_label,
+        records_key=records_key,
+    )
+    config = EvaluationConfig(
+        calibrator=calibrator, mode=mode, n_folds=folds or 5, test_size=test_size, n_bins=bins, beta=beta,
+        n_boot=bootstrap, seed=seed, target=target, title=title,
+    )
+    with err_console.status(f"calibrating {items.n_items} items with {calibrator} …"):
+        result = run_evaluation(items, config, command=_command_line())
+        paths = result.write(out)
+    print_summary(result.summary)
+    console.print(f"report: [bold]{paths['report']}[/]")
+    console.print(f"summary: {paths['summary']}  calibrator: {paths['calibrator']}  predictions: {paths['predictions']}",
+                  highlight=False)
+
+
+@command("report")
+def report(
+    summary: Path = typer.Argument(..., help="summary.json written by `howsure evaluate`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: report.html beside the summary)."),
+) -> None:
+    """Redraw the self-contained HTML report from an evaluation's summary.json."""
+    from howsure.report import load_summary, write_html
+
+    data = load_summary(summary)
+    path = write_html(data, out or summary.with_name("report.html"))
+    print_summary(data)
+    console.print(f"report: [bold]{path}[/]")
+
+
+def print_summary(summary: dict) -> None:
+    """The metric table of a summary, one column per measured set, intervals in grey."""
+    from howsure.metrics import METRICS
+    from howsure.report import format_interval
+
+    columns = summary["metrics"]
+    table = Table(title=summary["title"], title_justify="left")
+    table.add_column("metric")
+    for column in columns:
+        table.add_column(column["title"], justify="right")
+    for name, info in METRICS.items():
+        if not any(name in column["values"] for column in columns):
+            continue
+        cells = []
+        for column in columns:
+            value, interval = format_interval(column["values"].get(name))
+            cells.append(f"{value} [dim]{interval}[/]")
+        table.add_row(info.title, *cells)
+    console.print(table)
+    calibration = summary["calibration"]
+    chosen = f" → {calibration['chosen']}" if calibration.get("chosen") else ""
+    console.print(f"mode: [bold]{calibration['mode']}[/] ({calibration['mode_description']})", highlight=False)
+    console.print(f"calibrator: {calibration['calibrator']}{chosen}", highlight=False)
+    console.print(f"honest scheme: {calibration['scheme']['description']}", highlight=False)
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
