@@ -21,7 +21,10 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir):
     policy = Policy.load(out / "policy.json")
     assert policy.labels == ["positive", "negative"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["metrics"]["raw"]["accuracy"]["value"] is not None
+    columns = {column["key"]: column["values"] for column in summary["metrics"]}
+    assert 0 <= columns["raw"]["accuracy"]["value"] <= 1
+    assert columns["calibrated"]["ece"]["low"] <= columns["calibrated"]["ece"]["value"] <= columns["calibrated"]["ece"]["high"]
+    assert "fold" in summary["calibration"]["scheme"]["description"]
     assert "report:" in result.output and "accuracy" in result.output
     again = CliRunner().invoke(app, args)  # scores are reused, not recomputed
     assert again.exit_code == 0, again.output

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from howsure.data import extract_texts, read_table, sample_path
 from howsure.models import DEFAULT_MODEL
 from howsure.task import load_task
@@ -96,21 +94,3 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     policy_path = out_dir / "policy.json"
     policy.save(policy_path)
     return DemoResult(scores_path, written["report"], policy_path, evaluation.summary, policy, items.n_items)
-
-
-def headline_rows(summary: dict) -> list[tuple[str, str, str]]:
-    """(metric, raw, calibrated) rows with intervals, from an evaluation summary."""
-    from howsure.report import format_interval
-
-    raw = summary["metrics"]["raw"]
-    calibrated = summary["metrics"]["calibrated"]
-    rows = []
-    for name in ("accuracy", "ece", "rms_calibration_error", "brier", "nll", "auroc"):
-        if name in raw:
-            rows.append((name, " ".join(format_interval(raw.get(name))), " ".join(format_interval(calibrated.get(name)))))
-    return rows
-
-
-def class_balance(labels: np.ndarray) -> str:
-    values, counts = np.unique(labels, return_counts=True)
-    return ", ".join(f"{v}: {c}" for v, c in zip(values, counts))

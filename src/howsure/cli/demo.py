@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from howsure.cli.app import command, console, err_console
 from howsure.models import DEFAULT_MODEL
@@ -26,7 +25,8 @@ def demo(
     """Score 2,000 Rotten Tomatoes sentences, calibrate honestly, certify a threshold, write a report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from howsure.demo import DemoConfig, headline_rows, run_demo
+    from howsure.cli.evaluation import print_summary
+    from howsure.demo import DemoConfig, run_demo
 
     started = time.perf_counter()
     config = DemoConfig(model=model, dtype=dtype, threads=threads, limit=limit, target_accuracy=target, delta=delta)
@@ -35,15 +35,8 @@ def demo(
         job = bar.add_task("scoring", total=None)
         result = run_demo(out, config, progress=lambda done, total: bar.update(job, completed=done, total=total))
 
-    summary = result.summary
-    table = Table(title=f"{result.n_items} sentences · {summary['scheme']['description'] if isinstance(summary.get('scheme'), dict) else ''}")
-    table.add_column("metric")
-    table.add_column("raw (95% interval)", justify="right")
-    table.add_column("calibrated, held out", justify="right")
-    for name, raw, calibrated in headline_rows(summary):
-        table.add_row(name, raw, calibrated)
-    console.print(table)
-    console.print(result.policy.describe() if hasattr(result.policy, "describe") else str(result.policy))
-    console.print(f"report: {result.report_path}")
+    print_summary(result.summary)
+    console.print(result.policy.summary(), highlight=False)
+    console.print(f"report: [bold]{result.report_path}[/]")
     console.print(f"policy: {result.policy_path}   scores: {result.scores_path}")
     console.print(f"done in {time.perf_counter() - started:.0f} s")
