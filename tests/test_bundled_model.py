@@ -52,3 +52,16 @@ def test_inspect_and_score_on_the_bundled_model(tmp_path, bundled_model_ready):
     p_pos = [r["probabilities"]["positive"] for r in records]
     assert min(p_pos[: len(POSITIVE)]) > max(p_pos[len(POSITIVE):])
     assert [r["label"] for r in records] == ["positive"] * len(POSITIVE) + ["negative"] * len(NEGATIVE)
+
+
+def test_a_gguf_file_loads_directly_and_matches_the_cached_copy(bundled_backend):
+    """--model path/to/file.gguf goes through transformers' GGUF loader (no cache involved)."""
+    from howsure.backends import load_backend
+
+    gguf = preset_file(PRESETS["smollm2-135m"])
+    direct = load_backend(str(gguf), threads=2)
+    task = load_task("sentiment")
+    a = direct.label_scores(task, POSITIVE[:2])
+    b = bundled_backend.label_scores(task, POSITIVE[:2])
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.probabilities, y.probabilities, atol=1e-5)
