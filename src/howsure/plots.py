@@ -193,7 +193,7 @@ class ReliabilityDisplay(Display):
                             ha="center", fontsize=7, color="#333333")
         per_bin = f"{curve.counts.min()}-{curve.counts.max()} items per bin" if equal_counts else "items per bin above dots"
         ax.set_xlim(low, 1.0)
-        ax.set_ylim(low, 1.04)
+        ax.set_ylim(low, 1.07)  # room for the count printed over a dot at accuracy 1
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy (share right)")
         ax.text(0.03, 0.97,
