@@ -117,6 +117,18 @@ def test_dtype_bfloat16_close_to_float32(tiny_model_dir):
     assert max(diffs) < 0.1  # a random tiny model is far less stable than a trained one
 
 
+def test_mixed_precision_runs_mlps_in_bf16_and_stays_close(tiny_model_dir):
+    task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
+    fp32 = load_backend(str(tiny_model_dir)).label_scores(task, TEXTS)
+    mixed_backend = load_backend(str(tiny_model_dir), dtype="mixed")
+    layer = mixed_backend.model.model.layers[0]
+    assert layer.mlp.up_proj.weight.dtype == torch.bfloat16
+    assert layer.self_attn.q_proj.weight.dtype == torch.float32
+    mixed = mixed_backend.label_scores(task, TEXTS)
+    diffs = [abs(a.probabilities - b.probabilities).max() for a, b in zip(fp32, mixed)]
+    assert 0 < max(diffs) < 0.05
+
+
 def _word_level_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -144,7 +156,7 @@ def test_word_level_variants_found():
         ("/no/such/dir", {}, "is not a preset"),
         ("missing.gguf", {}, "GGUF file 'missing.gguf' does not exist"),
         ("no-such-preset", {}, "is not a preset"),
-        (None, {"dtype": "float8"}, "dtype 'float8' is not one of float32, bfloat16"),
+        (None, {"dtype": "float8"}, "dtype .float8. is not one of float32, bfloat16, mixed"),
         (None, {"batch_size": 0}, "must be >= 1"),
     ],
 )

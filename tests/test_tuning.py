@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -27,6 +28,13 @@ def test_candidates_expand_over_variant_rules(tmp_path):
     assert [(t.name, t.variant_rule) for t in tasks] == [("a", "variants"), ("a", "exact"), ("b", "variants"), ("b", "exact")]
 
 
+def test_auroc_ties_within_one_standard_error_are_broken_by_log_loss():
+    from howsure.tuning import CandidateResult, auroc_standard_error
+
+    y = np.array([0, 1] * 400)
+    se = auroc_standard_error(0.85, y, 2)
+    assert 0.01 < se < 0.02  # Hanley-McNeil for 400 + 400 items at 0.85
+
 def test_ranking_is_by_auroc_then_log_loss(tmp_path, tiny_model_dir):
     path = tmp_path / "c.toml"
     path.write_text(CANDIDATES)
@@ -34,8 +42,12 @@ def test_ranking_is_by_auroc_then_log_loss(tmp_path, tiny_model_dir):
     texts = ["good", "great film", "bad", "awful", "fine", "dull and stupid"]
     gold = ["positive", "positive", "negative", "negative", "positive", "negative"]
     results = rank_candidates(backend, load_candidates(path), texts, gold)
-    keys = [(-r.auroc, r.log_loss) for r in results]
-    assert keys == sorted(keys)
+    best = max(r.auroc for r in results)
+    se = max(results, key=lambda r: r.auroc).auroc_se
+    tied = [r for r in results if r.auroc >= best - se]
+    assert results[: len(tied)] == sorted(tied, key=lambda r: r.log_loss)
+    rest = results[len(tied):]
+    assert [(-r.auroc, r.log_loss) for r in rest] == sorted((-r.auroc, r.log_loss) for r in rest)
     assert all(0 <= r.auroc <= 1 and r.n == 6 for r in results)
 
 

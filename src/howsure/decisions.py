@@ -45,13 +45,19 @@ The start of the walk. The strictest thresholds automate so few calibration item
 error count can reject them (with ``m`` items and no error, ``p = (1 - alpha)^m``). A walk
 that began there would stop at once. ``method="fixed_sequence"`` therefore begins at the
 strictest threshold that could be rejected at all (``m0`` items: 59 for alpha = delta =
-0.05). The start depends on the data, and the bound above then needs one assumption besides
-iid: **the selective risk does not rise as the threshold tightens** (``R`` non-increasing in
-``t``: stricter thresholds are no less accurate). Under it, conditioning on few items above a
-threshold can only make the items below it look worse, never better, and the bound holds
-exactly. ``method="multistart"`` needs iid only: it runs one fixed-sequence walk from each of
-a few data-independent start thresholds at level ``delta / S`` (Bonferroni over the ``S``
-walks) and keeps the loosest rejection. It automates a little less.
+0.05). The start depends on the data. If the walk starts no later than ``t0`` the argument
+above is unchanged; it can only start later when fewer than ``m0`` calibration items reach
+``t0``, so in general::
+
+    P(failure) <= delta + P(Binomial(n, Q0) < m0),     Q0 = P(confidence >= t0),
+
+and the second term vanishes unless a pocket of the most confident items, smaller than about
+``m0 / n`` of the population, misses the target. It is exactly zero when **the selective risk
+does not rise as the threshold tightens** (``R`` non-increasing in ``t``): then conditioning on
+few items above a threshold can only make the items below it look worse, never better.
+``method="multistart"`` needs iid only: it runs one fixed-sequence walk from each of a few
+data-independent start thresholds at level ``delta / S`` (Bonferroni over the ``S`` walks) and
+keeps the loosest rejection. It automates less.
 
 `naive_scan_threshold` (test every threshold at level ``delta``, keep the loosest that
 passes) and `empirical_threshold` (keep the loosest whose calibration accuracy reaches the
@@ -145,7 +151,7 @@ def check_confidences(confidences: Any, correct: Any) -> tuple[np.ndarray, np.nd
     bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise PolicyError(f"confidences must be in [0, 1]; item {i} has {conf[i]!r}")
+        raise PolicyError(f"confidences must be in [0, 1]; item {i} has {conf[i].item()!r}")
     raw = np.asarray(correct)
     if raw.shape != conf.shape:
         raise PolicyError(
@@ -160,7 +166,7 @@ def check_confidences(confidences: Any, correct: Any) -> tuple[np.ndarray, np.nd
         off = ~np.isin(numeric, (0.0, 1.0))
         if off.any():
             i = int(np.argmax(off))
-            raise PolicyError(f"correct must hold 0/1 or true/false; item {i} has {raw[i]!r}")
+            raise PolicyError(f"correct must hold 0/1 or true/false; item {i} has {raw[i].item()!r}")
         raw = numeric == 1.0
     return conf, raw
 
@@ -300,28 +306,6 @@ def _last_rejected(p_values: np.ndarray, level: float, first: int) -> int:
         return first - 1
     fails = np.flatnonzero(p_values[first:] > level)
     return (first + fails[0] if fails.size else p_values.size) - 1
-
-
-def clopper_pearson_lower(successes: Any, n: Any, level: float) -> np.ndarray:
-    """One-sided lower confidence bound of a proportion at confidence ``1 - level``.
-
-    Parameters
-    ----------
-    successes, n : array-like, broadcastable, integer counts
-
-    Returns
-    -------
-    ndarray
-        The bound; 0 where ``successes == 0``, NaN where ``n == 0``.
-    """
-    successes = np.asarray(successes, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    successes, n = np.broadcast_arrays(successes, n)
-    out = np.full(successes.shape, np.nan)
-    out[(n > 0) & (successes == 0)] = 0.0
-    live = (n > 0) & (successes > 0)
-    out[live] = special.betaincinv(successes[live], n[live] - successes[live] + 1.0, level)
-    return out
 
 
 # ---------------------------------------------------------------------------------- certify
@@ -549,7 +533,7 @@ def check_probabilities(probabilities: Any) -> np.ndarray:
     bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1)
     if bad.any():
         i, k = (int(v) for v in np.argwhere(bad)[0])
-        raise PolicyError(f"probabilities must be in [0, 1]; item {i}, label {k} has {probs[i, k]!r}")
+        raise PolicyError(f"probabilities must be in [0, 1]; item {i}, label {k} has {probs[i, k].item()!r}")
     return probs
 
 
@@ -954,20 +938,23 @@ def _rows(
     seed: int,
 ) -> list[PolicyRow]:
     n = conf.size
-    rng = np.random.default_rng(seed)
-    # One bootstrap of the calibration set (as multinomial weights) shared by all rows, so
-    # the rows' intervals are comparable.
-    weights = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap).astype(np.float64)
     rows = []
     for threshold, note in zip(thresholds, notes):
         auto = np.zeros(n, bool) if threshold is None else conf >= threshold
         wrong = auto & ~ok
         per_item_cost = np.where(auto, np.where(ok, 0.0, error_cost), cost.cost_review)
-        rate_b = weights @ auto / n
-        err_b = weights @ wrong / n
-        cost_b = weights @ per_item_cost / n * cost.volume_per_day
+        # Every figure depends on the items only through their (automated, wrong, cost) kind,
+        # so resampling the counts of the few kinds is the bootstrap of the calibration set,
+        # in memory that does not grow with n.
+        kinds, kind_of_item = np.unique(np.column_stack([auto, wrong, per_item_cost]), axis=0, return_inverse=True)
+        counts = np.random.default_rng(seed).multinomial(
+            n, np.bincount(kind_of_item.ravel(), minlength=len(kinds)) / n, size=n_bootstrap
+        ).astype(np.float64)
+        rate_b = counts @ kinds[:, 0] / n
+        err_b = counts @ kinds[:, 1] / n
+        cost_b = counts @ kinds[:, 2] / n * cost.volume_per_day
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc_b = 1 - (weights @ wrong) / (weights @ auto)
+            acc_b = 1 - (counts @ kinds[:, 1]) / (counts @ kinds[:, 0])
         rate = auto.mean()
         lo, hi = (1 - INTERVAL_LEVEL) / 2 * 100, (1 + INTERVAL_LEVEL) / 2 * 100
 
@@ -1102,3 +1089,92 @@ def manager_table(
     ordered = sorted(entries, key=lambda t: math.inf if t is None else t, reverse=True)
     return _rows(conf, ok, error_cost, cost, ordered, [entries[t] for t in ordered],
                  certificate.certified_range if certificate is not None else None, n_bootstrap, seed)
+
+
+# ---------------------------------------------------------------------------------- simulation
+SIMULATION_RULES = ("fixed_sequence", "multistart", "hoeffding_bentkus", "naive_scan", "empirical")
+
+
+def simulate_guarantee(
+    confidences: Any,
+    correct: Any,
+    *,
+    n_calibration: int,
+    n_draws: int = 200,
+    target_accuracy: float = 0.95,
+    delta: float = 0.05,
+    rules: Sequence[str] = SIMULATION_RULES,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Check what the guarantee promises, treating a scored data set as the whole population.
+
+    Draws ``n_draws`` calibration sets of ``n_calibration`` items iid (with replacement) from
+    the population, picks a threshold on each with every rule, and measures the accuracy of the
+    items that threshold automates over the WHOLE population - the quantity the guarantee is
+    about (a held-out half would only scatter around it).
+
+    Parameters
+    ----------
+    confidences, correct : array-like of shape (N,)
+        The population.
+    n_calibration, n_draws, seed : int
+    rules : sequence of str
+        Any of `SIMULATION_RULES`: the two valid certification methods with binomial
+        p-values, fixed-sequence with Hoeffding-Bentkus p-values, and the two invalid rules.
+
+    Returns
+    -------
+    dict
+        Per rule: ``threshold`` (n_draws,) with NaN where nothing was automated,
+        ``population_accuracy`` (n_draws,) NaN likewise, ``automation_share`` (n_draws,)
+        share of the population automated, ``failures`` (int, draws that automated something
+        less accurate than the target), ``failure_rate`` and ``certified_rate``.
+    """
+    conf, ok = check_confidences(confidences, correct)
+    target = check_target(target_accuracy)
+    delta = check_delta(delta)
+    unknown = [rule for rule in rules if rule not in SIMULATION_RULES]
+    if unknown:
+        raise PolicyError(f"unknown simulation rule {unknown[0]!r}; expected one of {list(SIMULATION_RULES)}")
+    if n_calibration < 1 or n_draws < 1:
+        raise PolicyError(f"n_calibration and n_draws must be >= 1, got {n_calibration!r} and {n_draws!r}")
+    order = np.argsort(-conf, kind="stable")
+    sorted_conf = conf[order]
+    cum_correct = np.cumsum(ok[order])
+
+    def choose(rule: str, c: np.ndarray, y: np.ndarray) -> float | None:
+        if rule == "naive_scan":
+            return naive_scan_threshold(c, y, target, delta)
+        if rule == "empirical":
+            return empirical_threshold(c, y, target)
+        method = "multistart" if rule == "multistart" else "fixed_sequence"
+        p_value = "hoeffding_bentkus" if rule == "hoeffding_bentkus" else "binomial"
+        return certify_threshold(c, y, target, delta, method=method, p_value=p_value,
+                                 plan_if_uncertified=False).threshold
+
+    rng = np.random.default_rng(seed)
+    thresholds = {rule: np.full(n_draws, np.nan) for rule in rules}
+    for draw in range(n_draws):
+        pick = rng.integers(0, conf.size, n_calibration)
+        for rule in rules:
+            chosen = choose(rule, conf[pick], ok[pick])
+            if chosen is not None:
+                thresholds[rule][draw] = chosen
+    out: dict[str, dict[str, Any]] = {}
+    for rule in rules:
+        t = thresholds[rule]
+        automated = np.searchsorted(-sorted_conf, -np.nan_to_num(t, nan=np.inf), side="right")
+        accuracy = np.full(n_draws, np.nan)
+        live = automated > 0
+        accuracy[live] = cum_correct[automated[live] - 1] / automated[live]
+        # A tolerance for the float division: 285 / 300 must count as reaching 0.95.
+        failures = int(np.sum(accuracy[live] < target - 1e-12))
+        out[rule] = {
+            "threshold": t,
+            "population_accuracy": accuracy,
+            "automation_share": automated / conf.size,
+            "failures": failures,
+            "failure_rate": failures / n_draws,
+            "certified_rate": float(live.mean()),
+        }
+    return out

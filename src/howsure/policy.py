@@ -13,7 +13,7 @@ it is certified and when it decides, so the threshold is compared with exactly t
 confidence it was certified on. The calibrator must have been fitted on other labelled items
 than the ones certifying the threshold, or the guarantee no longer holds.
 
-The file is JSON only (never pickle) and versioned: ``schema_version`` is the layout of the
+The file is plain JSON (no executable serialisation) and versioned: ``schema_version`` is the layout of the
 file, ``version`` the user's version of this policy (bump it when re-certifying),
 ``policy_id`` a hash of the content that changes whenever anything in it does.
 """
@@ -35,6 +35,7 @@ from howsure.decisions import (
     CostModel,
     certify_per_class,
     certify_threshold,
+    check_class_indices,
     check_confidences,
     check_delta,
     check_probabilities,
@@ -237,6 +238,15 @@ class Policy:
                 raise PolicyError(f"the policy's calibrator cannot be loaded: {exc}") from None
         return self._calibrator_object
 
+    @staticmethod
+    def _apply(calibrator: Any, scores: np.ndarray) -> np.ndarray:
+        from howsure.errors import CalibrationError
+
+        try:
+            return calibrator.predict_proba(scores)
+        except CalibrationError as exc:
+            raise PolicyError(f"the policy's calibrator refused the input: {exc}") from None
+
     def calibrate(self, probabilities: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply the policy's calibrator to raw label probabilities.
 
@@ -264,13 +274,13 @@ class Policy:
             )
         calibrator = self._calibrator()
         if calibrator is not None and calibrator.mode == "distribution":
-            probs = np.asarray(calibrator.predict_proba(probs), dtype=np.float64)
+            probs = np.asarray(self._apply(calibrator, probs), dtype=np.float64)
         rows = np.arange(probs.shape[0])
         predicted = probs.argmax(axis=1)
         raw_top = probs[rows, predicted]
         if calibrator is None or calibrator.mode == "distribution":
             return predicted, raw_top, probs
-        confidence = np.asarray(calibrator.predict_proba(raw_top), dtype=np.float64)
+        confidence = np.asarray(self._apply(calibrator, raw_top), dtype=np.float64)
         rest = probs.sum(axis=1) - raw_top
         scale = np.divide(1 - confidence, rest, out=np.zeros_like(rest), where=rest > 0)
         calibrated = probs * scale[:, None]
@@ -364,11 +374,7 @@ def _truth_indices(truth: Any, labels: list[str], n: int) -> np.ndarray:
     if array.shape != (n,):
         raise PolicyError(f"expected {n} true labels (one per item), got shape {array.shape}")
     if array.dtype.kind in "iu":
-        bad = (array < 0) | (array >= len(labels))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise PolicyError(f"true label index {int(array[i])} of item {i} is not in [0, {len(labels)})")
-        return array.astype(np.int64)
+        return check_class_indices(array, n, len(labels))
     if array.dtype == bool:
         raise PolicyError(
             "with (n, K) probabilities give the true labels (names or indices), not correctness; "

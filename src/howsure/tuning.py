@@ -2,7 +2,10 @@
 
 `rank_candidates` scores every candidate task on the same dev texts and ranks them by AUROC
 (how well the raw scores separate the classes: what calibration cannot fix) and then log loss.
-It sees only the texts it is given: pass a dev split, never the test split.
+AUROC differences smaller than its standard error are noise, so candidates within one standard
+error of the best AUROC count as tied and are ordered among themselves by log loss (how good
+the raw probabilities already are); the rest follow by AUROC. It sees only the texts it is
+given: pass a dev split, never the test split.
 
 A candidates file is TOML: a ``[base]`` table with the fields every candidate shares, and one
 ``[[candidate]]`` table per candidate with the fields it changes. ``variant_rules`` at the top
@@ -36,6 +39,7 @@ class CandidateResult:
     n: int
     accuracy: float
     auroc: float
+    auroc_se: float
     log_loss: float
     mean_label_mass: float
 
@@ -45,6 +49,7 @@ class CandidateResult:
             "variant_rule": self.task.variant_rule,
             "n": self.n,
             "auroc": round(self.auroc, 4),
+            "auroc_se": round(self.auroc_se, 4),
             "log_loss": round(self.log_loss, 4),
             "accuracy": round(self.accuracy, 4),
             "mean_label_mass": round(self.mean_label_mass, 4),
@@ -115,8 +120,25 @@ def rank_candidates(
                 n=len(texts),
                 accuracy=float((probs.argmax(1) == y).mean()),
                 auroc=float(auroc),
+                auroc_se=auroc_standard_error(float(auroc), y, len(labels)),
                 log_loss=float(log_loss(y, probs, labels=list(range(len(labels))))),
                 mean_label_mass=float(np.mean([s.label_mass.sum() for s in scores])),
             )
         )
-    return sorted(results, key=lambda r: (-r.auroc, r.log_loss))
+    best = max(results, key=lambda r: r.auroc)
+    tied = sorted((r for r in results if r.auroc >= best.auroc - best.auroc_se), key=lambda r: r.log_loss)
+    rest = sorted((r for r in results if r.auroc < best.auroc - best.auroc_se), key=lambda r: (-r.auroc, r.log_loss))
+    return tied + rest
+
+
+def auroc_standard_error(auroc: float, y: np.ndarray, n_labels: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUROC; for more than two labels, that of the
+    smallest one-vs-rest split (a conservative stand-in for the macro average)."""
+    counts = np.bincount(y, minlength=n_labels)
+    pairs = [(c, len(y) - c) for c in counts] if n_labels > 2 else [(counts[1], counts[0])]
+    positives, negatives = min(pairs, key=lambda p: min(p))
+    q1, q2 = auroc / (2 - auroc), 2 * auroc**2 / (1 + auroc)
+    variance = (auroc * (1 - auroc) + (positives - 1) * (q1 - auroc**2) + (negatives - 1) * (q2 - auroc**2)) / (
+        positives * negatives
+    )
+    return float(np.sqrt(max(variance, 0.0)))

@@ -5,8 +5,9 @@ Imports here stay light: commands import torch and the heavy libraries inside th
 """
 
 from howsure.cli.app import app, main
-from howsure.cli import scoring  # noqa: F401  score, inspect, models
+from howsure.cli import scoring  # noqa: F401  score, inspect, models, tune-task
 from howsure.cli import evaluation  # noqa: F401  evaluate, report
 from howsure.cli import decisions  # noqa: F401  thresholds, route, plan
+from howsure.cli import demo  # noqa: F401  demo
 
 __all__ = ["app", "main"]

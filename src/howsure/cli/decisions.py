@@ -121,6 +121,7 @@ def read_scored(
     correct_column: str | None = None,
     prediction_column: str = "prediction",
     labels: list[str] | None = None,
+    read_truth: bool = True,
 ) -> Scored:
     """Read scored items.
 
@@ -129,7 +130,8 @@ def read_scored(
     (column ``confidence``; the prediction then comes from ``prediction_column``). The truth
     comes from ``label_column`` (default ``label``, else ``expected``) or ``correct_column``
     (default ``correct``). ``labels`` fixes the label names and their order (from the task or
-    the policy); otherwise they are read from the data.
+    the policy); otherwise they are read from the data. ``read_truth=False`` ignores gold labels
+    and correctness (routing does not need them).
     """
     records = read_records(path)
     first = records[0]
@@ -140,9 +142,9 @@ def read_scored(
                 f"{path} has no 'probabilities' or 'confidence' column (columns: {sorted(first)}); "
                 "name yours with --prob-column"
             )
-    if label_column is None:
+    if read_truth and label_column is None:
         label_column = next((c for c in ("label", "expected") if c in first), None)
-    if correct_column is None and "correct" in first:
+    if read_truth and correct_column is None and "correct" in first:
         correct_column = "correct"
     for column in (prob_column, label_column, correct_column):
         if column is not None and column not in first:
@@ -197,7 +199,7 @@ def read_scored(
             low = np.flatnonzero(confidence < 0.5)
             if low.size:
                 raise DataError(
-                    f"record {int(low[0])} has confidence {confidence[low[0]]!r} < 0.5 for its predicted "
+                    f"record {int(low[0])} has confidence {confidence[low[0]].item()!r} < 0.5 for its predicted "
                     "label, which with two labels cannot be the most probable one"
                 )
             index = {name: k for k, name in enumerate(names)}
@@ -458,7 +460,7 @@ def route(
 
     loaded = Policy.load(policy)
     scored = read_scored(input, prob_column=prob_column, prediction_column=prediction_column,
-                         labels=loaded.labels, label_column=None, correct_column=None)
+                         labels=loaded.labels, read_truth=False)
     if scored.probabilities is None:
         raise DataError(
             f"{input} gives only the predicted label's confidence for {len(loaded.labels)} labels; "

@@ -16,7 +16,7 @@ app.add_typer(models_app, name="models")
 
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, model directory, .gguf file or hub id.")
 TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
-DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact) or bfloat16 (faster on CPUs with BF16).")
+DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
 
 
@@ -213,11 +213,11 @@ def tune_task(
         job = bar.add_task("candidates", total=len(texts) * len(tasks))
         results = rank_candidates(backend, tasks, texts, gold, progress=lambda n: bar.advance(job, n))
     table = Table(title=f"Candidates on {len(texts)} dev texts (best first)")
-    for column in ("name", "variant_rule", "auroc", "log_loss", "accuracy", "mean_label_mass"):
+    for column in ("name", "variant_rule", "auroc", "auroc_se", "log_loss", "accuracy", "mean_label_mass"):
         table.add_column(column, justify="left" if column in ("name", "variant_rule") else "right")
     for result in results:
         row = result.row()
-        table.add_row(*(str(row[c]) for c in ("name", "variant_rule", "auroc", "log_loss", "accuracy", "mean_label_mass")))
+        table.add_row(*(str(row[c]) for c in ("name", "variant_rule", "auroc", "auroc_se", "log_loss", "accuracy", "mean_label_mass")))
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps([r.row() | {"task": r.task.to_dict()} for r in results], indent=2))

@@ -1,0 +1,42 @@
+"""`howsure demo`: the whole loop on the bundled sample with the bundled model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from howsure.cli.app import command, console, err_console
+from howsure.models import DEFAULT_MODEL
+
+
+@command("demo")
+def demo(
+    out: Path = typer.Option(Path("howsure-demo"), "--out", "-o", help="Folder for scores, report and policy."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset, model directory, .gguf file or hub id."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N of the 2,000 sample sentences."),
+    target: float = typer.Option(0.9, "--target", help="Accuracy the certified threshold guarantees."),
+    delta: float = typer.Option(0.05, "--delta", help="Risk that the guarantee fails."),
+) -> None:
+    """Score 2,000 Rotten Tomatoes sentences, calibrate honestly, certify a threshold, write a report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from howsure.cli.evaluation import print_summary
+    from howsure.demo import DemoConfig, run_demo
+
+    started = time.perf_counter()
+    config = DemoConfig(model=model, dtype=dtype, threads=threads, limit=limit, target_accuracy=target, delta=delta)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console) as bar:
+        job = bar.add_task("scoring", total=None)
+        result = run_demo(out, config, progress=lambda done, total: bar.update(job, completed=done, total=total))
+
+    print_summary(result.summary)
+    console.print(result.policy.summary(), highlight=False)
+    console.print(f"report: [bold]{result.report_path}[/]")
+    console.print(f"policy: {result.policy_path}   scores: {result.scores_path}")
+    console.print(f"done in {time.perf_counter() - started:.0f} s")

@@ -1,0 +1,38 @@
+"""The README's main command, `howsure demo`: on the tiny model for speed, and on the real
+bundled model end to end (its report opened in Chromium in tests/test_report_browser.py)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from howsure.cli import app
+from howsure.policy import Policy
+
+
+def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--model", str(tiny_model_dir), "--limit", "300", "--target", "0.6"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("scores.jsonl", "report.html", "summary.json", "policy.json", "calibrator.json"):
+        assert (out / name).exists(), name
+    assert len((out / "scores.jsonl").read_text().splitlines()) == 300
+    policy = Policy.load(out / "policy.json")
+    assert policy.labels == ["positive", "negative"]
+    summary = json.loads((out / "summary.json").read_text())
+    columns = {column["key"]: column["values"] for column in summary["metrics"]}
+    assert 0 <= columns["raw"]["accuracy"]["value"] <= 1
+    assert columns["calibrated"]["ece"]["low"] <= columns["calibrated"]["ece"]["value"] <= columns["calibrated"]["ece"]["high"]
+    assert "fold" in summary["calibration"]["scheme"]["description"]
+    assert "report:" in result.output and "accuracy" in result.output
+    again = CliRunner().invoke(app, args)  # scores are reused, not recomputed
+    assert again.exit_code == 0, again.output
+    assert len((out / "scores.jsonl").read_text().splitlines()) == 300
+
+
+def test_demo_rejects_a_bad_target(tmp_path, tiny_model_dir):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--model", str(tiny_model_dir),
+                                      "--limit", "50", "--target", "1.5"])
+    assert result.exit_code == 2
+    assert "1.5" in result.output

@@ -1,0 +1,277 @@
+"""The policy file: certify from arrays, save/load as JSON, decide (howsure.policy)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from howsure.calibration import make_calibrator, save_calibrator
+from howsure.decisions import CostModel, certify_threshold
+from howsure.errors import PolicyError
+from howsure.policy import SCHEMA_VERSION, Decision, Policy, certify_policy
+from howsure.task import Task
+
+LABELS = ["negative", "positive"]
+
+
+def scored(n: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw binary probabilities from an over-confident model, and true label indices."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, n)
+    # The model leans the right way, with confidence that rises with how right it is.
+    margin = rng.normal(2.0, 2.0, n)
+    p_true = 1 / (1 + np.exp(-2 * margin))
+    p_positive = np.where(truth == 1, p_true, 1 - p_true)
+    return np.column_stack([1 - p_positive, p_positive]), truth
+
+
+@pytest.fixture
+def task() -> Task:
+    return Task(instruction="Is this positive or negative?\n\n{text}",
+                labels={"negative": ["negative"], "positive": ["positive"]}, name="sentiment")
+
+
+def test_certified_policy_round_trips_through_json(tmp_path, task):
+    probabilities, truth = scored()
+    policy = certify_policy(probabilities, truth, target_accuracy=0.95, delta=0.05, task=task,
+                            model_id="tiny-model", version=3)
+    assert policy.guarantee["certified"]
+    path = policy.save(tmp_path / "policy.json")
+    loaded = Policy.load(path)
+    assert loaded.policy_id == policy.policy_id
+    assert loaded.labels == LABELS and loaded.model_id == "tiny-model" and loaded.version == 3
+    assert loaded.task == task.to_dict()
+    assert loaded.threshold == policy.threshold
+    assert loaded.decide(probabilities) == policy.decide(probabilities)
+
+
+def test_the_file_holds_the_guarantee_and_the_fingerprint(tmp_path):
+    probabilities, truth = scored()
+    policy = certify_policy(probabilities, truth, labels=LABELS)
+    data = json.loads(policy.save(tmp_path / "p.json").read_text())
+    assert data["format"] == "howsure.policy" and data["schema_version"] == SCHEMA_VERSION
+    assert data["created"][:2] == "20" and data["policy_id"] == policy.policy_id
+    guarantee = data["guarantee"]
+    for key in ("target_accuracy", "delta", "method", "p_value", "n_calibration", "n_automated",
+                "n_errors", "certified_range", "assumption"):
+        assert key in guarantee
+    assert guarantee["n_calibration"] == 1500 and guarantee["target_accuracy"] == 0.95
+    assert data["data_fingerprint"].startswith("sha256:") and len(data["data_fingerprint"]) == 71
+    # The threshold is exactly what certify_threshold gives on the same confidences.
+    certificate = certify_threshold(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth)
+    assert data["threshold"] == certificate.threshold
+    assert guarantee["n_automated"] == certificate.n_automated
+
+
+def test_the_fingerprint_changes_with_one_label_and_not_otherwise():
+    probabilities, truth = scored(n=300)
+    first = certify_policy(probabilities, truth, labels=LABELS).data_fingerprint
+    again = certify_policy(probabilities.copy(), truth.copy(), labels=LABELS).data_fingerprint
+    flipped = truth.copy()
+    flipped[7] = 1 - flipped[7]
+    assert first == again != certify_policy(probabilities, flipped, labels=LABELS).data_fingerprint
+
+
+def test_decide_automates_exactly_the_items_at_or_above_the_threshold():
+    probabilities, truth = scored()
+    policy = certify_policy(probabilities, truth, labels=LABELS)
+    decisions = policy.decide(probabilities)
+    assert all(isinstance(d, Decision) for d in decisions)
+    confidence = probabilities.max(axis=1)
+    assert [d.decision == "auto" for d in decisions] == list(confidence >= policy.threshold)
+    first = decisions[0]
+    assert first.label == LABELS[int(probabilities[0].argmax())]
+    assert first.confidence == confidence[0]
+    assert first.probabilities == {"negative": probabilities[0, 0], "positive": probabilities[0, 1]}
+
+
+def test_truth_may_be_label_names():
+    probabilities, truth = scored(n=400)
+    by_index = certify_policy(probabilities, truth, labels=LABELS)
+    by_name = certify_policy(probabilities, [LABELS[i] for i in truth], labels=LABELS)
+    assert by_name.threshold == by_index.threshold and by_name.data_fingerprint == by_index.data_fingerprint
+
+
+def test_from_confidences_and_correctness():
+    probabilities, truth = scored()
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == truth
+    policy = certify_policy(confidence, correct, labels=LABELS)
+    assert policy.threshold == certify_policy(probabilities, truth, labels=LABELS).threshold
+
+
+def test_an_uncertifiable_set_gives_a_review_everything_policy():
+    probabilities, truth = scored(n=40)
+    policy = certify_policy(probabilities, truth, labels=LABELS)
+    assert policy.threshold is None and not policy.guarantee["certified"]
+    assert policy.guarantee["labels_needed"] > 40
+    assert {d.decision for d in policy.decide(probabilities)} == {"review"}
+    assert policy.summary() == "automates nothing: every item goes to review"
+
+
+def test_per_class_policy_uses_each_labels_threshold(tmp_path):
+    probabilities, truth = scored(n=3000, seed=1)
+    policy = certify_policy(probabilities, truth, labels=LABELS, per_class=True)
+    thresholds = policy.class_thresholds
+    assert set(thresholds) == set(LABELS) and all(t is not None for t in thresholds.values())
+    assert policy.guarantee["classes"]["positive"]["delta"] == pytest.approx(0.025)
+    loaded = Policy.load(policy.save(tmp_path / "pc.json"))
+    predicted = probabilities.argmax(axis=1)
+    cut = np.array([thresholds[LABELS[p]] for p in predicted])
+    assert [d.decision == "auto" for d in loaded.decide(probabilities)] == list(probabilities.max(axis=1) >= cut)
+
+
+def test_cost_picks_the_cheapest_certified_threshold():
+    probabilities, truth = scored()
+    certified = certify_policy(probabilities, truth, labels=LABELS)
+    # Reviews are dear and errors cheap: stay at the loosest certified threshold.
+    cheap_errors = certify_policy(probabilities, truth, labels=LABELS, cost=CostModel(10.0, 1.0, 1000))
+    assert cheap_errors.threshold == certified.threshold
+    # Errors ruinous: automate less (or nothing) even though more is certified.
+    dear_errors = certify_policy(probabilities, truth, labels=LABELS, cost=CostModel(1.0, 10_000.0, 1000))
+    assert dear_errors.threshold is None or dear_errors.threshold > certified.threshold
+    assert dear_errors.cost["chosen"]["cost_per_day"] <= dear_errors.cost["review_everything"]["cost_per_day"]
+    assert dear_errors.guarantee["threshold"] == certified.threshold
+
+
+@pytest.mark.parametrize("name,mode", [("platt", "distribution"), ("isotonic", "confidence"), ("temperature", "distribution")])
+def test_a_calibrator_is_applied_at_certification_and_at_decision(tmp_path, name, mode):
+    probabilities, truth = scored(n=3000, seed=2)
+    fit, certify = np.arange(1500), np.arange(1500, 3000)
+    calibrator = make_calibrator(name, mode=mode)
+    if mode == "distribution":
+        calibrator.fit(probabilities[fit], truth[fit])
+    else:
+        calibrator.fit(probabilities[fit].max(axis=1), probabilities[fit].argmax(axis=1) == truth[fit])
+    policy = certify_policy(probabilities[certify], truth[certify], labels=LABELS, calibrator=calibrator)
+    assert policy.calibrator == calibrator.to_dict()
+    loaded = Policy.load(policy.save(tmp_path / "p.json"))
+    decisions = loaded.decide(probabilities[certify])
+    if mode == "distribution":
+        calibrated = calibrator.predict_proba(probabilities[certify])
+        expected_confidence = calibrated.max(axis=1)
+    else:
+        expected_confidence = calibrator.predict_proba(probabilities[certify].max(axis=1))
+    np.testing.assert_allclose([d.confidence for d in decisions], expected_confidence)
+    automated = sum(d.decision == "auto" for d in decisions)
+    assert automated == policy.guarantee["n_automated"]
+    for d in decisions[:20]:
+        assert sum(d.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_a_saved_calibrator_file_works_as_the_policy_calibrator(tmp_path):
+    probabilities, truth = scored(n=2000, seed=3)
+    calibrator = make_calibrator("platt", mode="distribution").fit(probabilities[:1000], truth[:1000])
+    reloaded = json.loads(save_calibrator(calibrator, tmp_path / "cal.json").read_text())
+    policy = certify_policy(probabilities[1000:], truth[1000:], labels=LABELS, calibrator=reloaded)
+    direct = certify_policy(probabilities[1000:], truth[1000:], labels=LABELS, calibrator=calibrator)
+    assert policy.threshold == direct.threshold
+
+
+# ---------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"target_accuracy": 1.2}, r"target accuracy must be in \(0, 1\), got 1.2"),
+        ({"delta": 0.0}, r"delta .* must be in \(0, 1\), got 0.0"),
+        ({"delta": 1.5}, r"got 1.5"),
+        ({"labels": ["negative", "positive", "neutral"]}, r"got 3 labels .* for 2 probability columns"),
+        ({"labels": None}, r"give the label names"),
+        ({"labels": ["negative", "positive"], "per_class": True, "cost": CostModel(1, 1, 1)}, r"cost optimisation is available for top_label policies"),
+        ({"method": "holm"}, r"unknown certification method 'holm'"),
+    ],
+)
+def test_bad_certification_arguments(kwargs, match):
+    probabilities, truth = scored(n=200)
+    with pytest.raises(PolicyError, match=match):
+        certify_policy(probabilities, truth, **{"labels": LABELS, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "scores,truth,match",
+    [
+        (np.empty((0, 2)), [], r"the calibration set is empty"),
+        ([], [], r"the calibration set is empty"),
+        (np.full((3, 2), 0.5), ["negative", "maybe", "positive"], r"true label 'maybe' of item 1 is not one of the labels \['negative', 'positive'\]"),
+        (np.full((3, 2), 0.5), [0, 1, 5], r"true label 5 of item 2 is not a class index in \[0, 2\)"),
+        (np.full((3, 2), 0.5), [True, False, True], r"give the true labels \(names or indices\), not correctness"),
+        (np.full((3, 2), 0.5), [0, 1], r"expected 3 true labels"),
+        (np.ones((2, 2, 2)), [0, 1], r"shape \(n, K\) or \(n,\)"),
+        ([0.9, 0.8], [1, 0, 1], r"confidences has 2 items but correct has shape \(3,\)"),
+    ],
+)
+def test_bad_calibration_data(scores, truth, match):
+    with pytest.raises(PolicyError, match=match):
+        certify_policy(scores, truth, labels=LABELS)
+
+
+def test_labels_not_in_the_task_are_named(task):
+    probabilities, truth = scored(n=50)
+    with pytest.raises(PolicyError, match=r"label 'neutral' is not one of the task's labels \['negative', 'positive'\]"):
+        certify_policy(probabilities, truth, labels=["neutral", "positive"], task=task)
+    with pytest.raises(PolicyError, match=r"true label 'maybe' of item 0 is not one of the labels"):
+        certify_policy(probabilities[:2], ["maybe", "positive"], task=task)
+
+
+def test_confidences_with_a_distribution_calibrator_are_refused():
+    probabilities, truth = scored(n=400)
+    calibrator = make_calibrator("platt", mode="distribution").fit(probabilities, truth)
+    with pytest.raises(PolicyError, match=r"a 'distribution'-mode calibrator needs \(n, K\) label probabilities"):
+        certify_policy(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth, labels=LABELS, calibrator=calibrator)
+
+
+def test_decide_refuses_the_wrong_number_of_labels():
+    probabilities, truth = scored(n=300)
+    policy = certify_policy(probabilities, truth, labels=LABELS)
+    with pytest.raises(PolicyError, match=r"probabilities have 3 columns but the policy has 2 labels"):
+        policy.decide(np.full((2, 3), 1 / 3))
+
+
+def test_a_calibrator_refusing_the_input_is_a_policy_error():
+    probabilities, truth = scored(n=400)
+    calibrator = make_calibrator("platt", mode="distribution").fit(probabilities[:200], truth[:200])
+    policy = certify_policy(probabilities[200:], truth[200:], labels=LABELS, calibrator=calibrator)
+    with pytest.raises(PolicyError, match=r"the policy's calibrator refused the input: .*row 0 sums to 0.5"):
+        policy.decide(np.array([[0.2, 0.3]]))
+
+
+def saved(tmp_path) -> tuple[dict, object]:
+    probabilities, truth = scored(n=300)
+    path = certify_policy(probabilities, truth, labels=LABELS).save(tmp_path / "p.json")
+    return json.loads(path.read_text()), path
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda d: d.update(schema_version=2), r"policy schema version 2 is not supported; this howsure reads schema version 1"),
+        (lambda d: d.update(format="something"), r"not a howsure policy: format is 'something'"),
+        (lambda d: d.pop("labels"), r"policy is missing the field 'labels'"),
+        (lambda d: d.update(threshold=0.5), r"policy_id .* does not match the content"),
+        (lambda d: (d.update(threshold=1.5), d.pop("policy_id")), r"threshold must be a number in \[0, 1\] or null, got 1.5"),
+        (lambda d: (d.update(rule="magic"), d.pop("policy_id")), r"unknown policy rule 'magic'"),
+        (lambda d: (d.update(labels=["only"]), d.pop("policy_id")), r"at least 2 non-empty names"),
+        (lambda d: (d.update(version=0), d.pop("policy_id")), r"policy version must be an integer >= 1, got 0"),
+        (lambda d: (d.update(rule="per_class", class_thresholds={"maybe": 0.9}), d.pop("policy_id")),
+         r"class threshold for 'maybe', which is not one of the labels"),
+    ],
+)
+def test_bad_policy_files_are_refused(tmp_path, edit, match):
+    data, path = saved(tmp_path)
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(PolicyError, match=match):
+        Policy.load(path)
+
+
+def test_missing_and_non_json_files(tmp_path):
+    with pytest.raises(PolicyError, match=r"policy file '.*nope.json' does not exist"):
+        Policy.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(PolicyError, match=r"is not valid JSON"):
+        Policy.load(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(PolicyError, match=r"a policy must be a JSON object, got list"):
+        Policy.load(tmp_path / "list.json")
