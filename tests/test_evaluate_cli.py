@@ -173,6 +173,21 @@ def test_score_output_uses_the_full_distribution(tmp_path):
     assert set(record["calibrated_probabilities"]) == {"a", "b", "c"}
 
 
+def test_label_map_renames_gold_values(tmp_path):
+    path = score_output(tmp_path / "scored.jsonl")
+    numbered = tmp_path / "numbered.jsonl"
+    codes = {"a": "0", "b": "1", "c": "2"}
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    numbered.write_text("".join(json.dumps({**r, "label": codes[r["label"]]}) + "\n" for r in records))
+    mapped = load_scored_items(numbered, label_map={"0": "a", "1": "b", "2": "c"})
+    np.testing.assert_array_equal(mapped.labels, load_scored_items(path).labels)
+    result = run("evaluate", numbered, "--out", tmp_path / "out", "--label-map", "0=a,1=b,2")
+    assert result.exit_code == 2
+    assert "--label-map entry '2' is not VALUE=LABEL" in " ".join(result.output.split())
+    result = run("evaluate", numbered, "--out", tmp_path / "out")
+    assert "rename gold values with --label-map VALUE=LABEL" in " ".join(result.output.split())
+
+
 def test_score_output_in_confidence_mode(tmp_path):
     items = load_scored_items(score_output(tmp_path / "scored.jsonl"))
     summary = evaluate(items, EvaluationConfig(calibrator="isotonic", mode="confidence", n_boot=50)).summary

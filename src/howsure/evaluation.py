@@ -43,7 +43,7 @@ FALSE_WORDS = {"false", "0", "no", "n", "f", "0.0"}
 
 MODE_DESCRIPTIONS = {
     "distribution": "the whole label distribution was calibrated against the gold labels, so the "
-    "predicted label may change (this is how a model biased towards one label wins accuracy back)",
+    "predicted label may change; this is how a model biased towards one label wins accuracy back",
     "confidence": "only the predicted label's confidence was calibrated against whether it was "
     "right; labels never change",
 }
@@ -110,7 +110,7 @@ def load_scored_items(path: str | Path, *, records_key: str | None = None, **col
         JSON input: key of the list of records (default: the only list-valued key).
     **columns
         Column choices of `scored_items_from_frame`: ``prob_column``, ``correct_column``,
-        ``label_column``, ``prediction_column``, ``text_column``, ``positive_label``.
+        ``label_column``, ``prediction_column``, ``text_column``, ``positive_label``, ``label_map``.
 
     Raises
     ------
@@ -131,10 +131,14 @@ def scored_items_from_frame(
     prediction_column: str | None = None,
     text_column: str | None = None,
     positive_label: str | None = None,
+    label_map: dict[str, str] | None = None,
     source: str = "",
 ) -> ScoredItems:
     """Turn a DataFrame of scores into `ScoredItems`; each column argument defaults as the
-    module docstring says (``confidence``, ``correct``, ``label``, ``prediction``, ``text``)."""
+    module docstring says (``confidence``, ``correct``, ``label``, ``prediction``, ``text``).
+
+    ``label_map`` renames gold label values before they are compared with the scored or
+    predicted labels, e.g. ``{"0": "negative", "1": "positive"}`` for SST-2's 0/1 column."""
     if len(frame) == 0:
         raise DataError(f"{source or 'the input'} has no rows; expected scored items")
     columns = [str(c) for c in frame.columns]
@@ -143,6 +147,10 @@ def scored_items_from_frame(
                            ("--text-column", text_column)):
         if column is not None:
             _require(frame, column, option)
+    if label_map:
+        gold_column = label_column or "label"
+        _require(frame, gold_column, "gold label", hint="--label-map renames the values of the gold label column")
+        frame = frame.assign(**{gold_column: [label_map.get(str(v), v) for v in frame[gold_column].tolist()]})
     text_column = text_column or ("text" if "text" in columns else None)
     texts = [str(t) for t in frame[text_column].tolist()] if text_column else None
     ids = [str(i) for i in frame["id"].tolist()] if "id" in columns else [str(i) for i in range(len(frame))]
@@ -261,7 +269,7 @@ def _from_score_output(frame, gold_column: str) -> ScoredItems:
         row, value = unknown[0]
         raise DataError(
             f"column {gold_column!r} row {row}: gold label {value!r} is not one of the scored labels "
-            f"{names} ({len(unknown)} rows like this)"
+            f"{names} ({len(unknown)} rows like this); rename gold values with --label-map VALUE=LABEL,..."
         )
     labels = np.array([index[g] for g in gold])
     correct, confidence, _ = top_label(matrix, labels)

@@ -193,24 +193,22 @@ class ReliabilityDisplay(Display):
                             ha="center", fontsize=7, color="#333333")
         per_bin = f"{curve.counts.min()}-{curve.counts.max()} items per bin" if equal_counts else "items per bin above dots"
         ax.set_xlim(low, 1.0)
-        ax.set_ylim(low, 1.04)
+        ax.set_ylim(low, 1.07)  # room for the count printed over a dot at accuracy 1
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy (share right)")
-        ax.text(0.03, 0.97,
-                f"ECE {curve.ece:.3f}\n{STRATEGY_NAMES[curve.strategy]}, {curve.n_bins} bins\n"
-                f"{int(curve.counts.sum())} items; {per_bin}",
-                transform=ax.transAxes, va="top", fontsize=8,
-                bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "#cccccc"})
+        # The numbers and the legend go above and below the axes: dots can land anywhere
+        # inside (a calibrated model's low bins sit top left), and nothing should cover them.
+        info = (f"ECE {curve.ece:.3f} · {STRATEGY_NAMES[curve.strategy]}, {curve.n_bins} bins · "
+                f"{int(curve.counts.sum())} items; {per_bin}")
+        ax.set_title(f"{self.title}\n{info}" if self.title else info, fontsize=9.5 if self.title else 8.5)
         handles = [
             Line2D([], [], linestyle="--", color=IDEAL_COLOUR, label="perfectly calibrated"),
             Line2D([], [], marker="o", color=MAIN_COLOUR, label="bins (area ~ items)"),
             Line2D([], [], marker="s", linestyle="", markersize=8, color=COUNT_COLOUR, alpha=0.5,
                    label="confidence histogram"),
         ]
-        # Upper left stays clear for an over-confident model, whose dots sink below the diagonal.
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.84), fontsize=8, frameon=False)
-        if self.title:
-            ax.set_title(self.title, fontsize=11)
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8,
+                  frameon=False)
         _style(ax)
         self.figure_, self.ax_ = figure, ax
         return self

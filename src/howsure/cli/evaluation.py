@@ -37,6 +37,7 @@ def evaluate(
     prediction_column: Optional[str] = typer.Option(None, help="Predicted label column (its probability is in --prob-column)."),
     text_column: Optional[str] = typer.Option(None, help="Text column, to keep duplicates together (default: text)."),
     positive_label: Optional[str] = typer.Option(None, help="With --label-column only: the label --prob-column is the probability of."),
+    label_map: Optional[str] = typer.Option(None, help="Rename gold label values, e.g. 0=negative,1=positive."),
     records_key: Optional[str] = typer.Option(None, help="JSON input: key of the list of records (default: the only list)."),
     title: Optional[str] = typer.Option(None, help="Report title."),
 ) -> None:
@@ -51,7 +52,7 @@ def evaluate(
     items = load_scored_items(
         input, prob_column=prob_column, correct_column=correct_column, label_column=label_column,
         prediction_column=prediction_column, text_column=text_column, positive_label=positive_label,
-        records_key=records_key,
+        label_map=parse_label_map(label_map), records_key=records_key,
     )
     config = EvaluationConfig(
         calibrator=calibrator, mode=mode, n_folds=folds or 5, test_size=test_size, n_bins=bins, beta=beta,
@@ -78,6 +79,19 @@ def report(
     path = write_html(data, out or summary.with_name("report.html"))
     print_summary(data)
     console.print(f"report: [bold]{path}[/]")
+
+
+def parse_label_map(text: str | None) -> dict[str, str] | None:
+    """'0=negative,1=positive' -> {'0': 'negative', '1': 'positive'}."""
+    if not text:
+        return None
+    mapping = {}
+    for pair in text.split(","):
+        value, sep, label = (part.strip() for part in pair.partition("="))
+        if not sep or not value or not label:
+            raise DataError(f"--label-map entry {pair!r} is not VALUE=LABEL; expected e.g. 0=negative,1=positive")
+        mapping[value] = label
+    return mapping
 
 
 def print_summary(summary: dict) -> None:
