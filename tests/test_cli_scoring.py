@@ -57,8 +57,11 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, tiny_model_dir):
     assert "Traceback" not in result.output
 
 
-def test_inspect_shows_tokens_variants_and_prediction(tiny_model_dir):
-    result = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir), "--show-prompt"])
+def test_inspect_shows_tokens_variants_and_prediction(tmp_path, tiny_model_dir):
+    task = tmp_path / "variants.toml"
+    task.write_text('instruction = "Positive or negative? {text}"\nvariant_rule = "variants"\n'
+                    '[labels]\npositive = ["positive"]\nnegative = ["negative"]\n')
+    result = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir), "--task", str(task), "--show-prompt"])
     assert result.exit_code == 0, result.output
     assert "Top next tokens" in result.output and "(other)" in result.output
     assert "<|im_start|>assistant" in result.output
