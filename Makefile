@@ -24,5 +24,8 @@ demo: venv
 system-deps:
 	bash .ci/system-deps
 
+# The PostgreSQL server .ci/system-deps starts; the storage tests create their own databases.
+export HOWSURE_TEST_POSTGRES_URL ?= postgresql://howsure:howsure@127.0.0.1:5432/postgres
+
 test: venv system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

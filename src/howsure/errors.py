@@ -34,3 +34,17 @@ class PolicyError(HowsureError, ValueError):
 
 class ResumeError(HowsureError):
     """An existing output file does not belong to the run being resumed."""
+
+
+class StoreError(HowsureError):
+    """The review store (SQLite / PostgreSQL) refused an operation: unknown item, user or
+    policy version, a bad database URL."""
+
+
+class ClaimError(StoreError):
+    """A review conflicts with the queue's state: the item is claimed by someone else, its lease
+    was taken over, or it is already reviewed (the service answers 409)."""
+
+
+class AuthError(HowsureError):
+    """A token is missing, unknown or revoked (401), or its role may not do this (403)."""

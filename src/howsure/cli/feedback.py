@@ -1,0 +1,1 @@
+"""Learning-loop commands: recalibrate, policy history / rollback, drift, export."""

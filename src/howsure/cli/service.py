@@ -1,0 +1,1 @@
+"""Service commands: serve, users, tokens (filled in by the service work)."""
