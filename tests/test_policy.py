@@ -275,3 +275,90 @@ def test_missing_and_non_json_files(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(PolicyError, match=r"a policy must be a JSON object, got list"):
         Policy.load(tmp_path / "list.json")
+
+
+# ---------------------------------------------------------------------- reference distribution
+# Written by the policy code before `reference` existed (the assumption text trimmed to keep
+# the line short); its policy_id was computed by that code, so loading it checks that old
+# files keep their identity.
+OLD_POLICY_FILE = (
+    '{"format":"howsure.policy","schema_version":1,"version":1,"created":"2025-01-01T00:00:00+00:00",'
+    '"model_id":null,"task":null,"labels":["negative","positive"],"calibrator":null,"rule":"top_label",'
+    '"threshold":0.5963157894736842,"class_thresholds":null,"guarantee":{"kind":"top_label",'
+    '"target_accuracy":0.8,"delta":0.2,"method":"fixed_sequence","p_value":"binomial",'
+    '"threshold":0.5963157894736842,"n_calibration":20,"n_automated":18,"n_errors":1,'
+    '"certified_range":[0.5963157894736842,0.8278947368421052],"labels_needed":null,"starts":[],'
+    '"certified":true,"automation_rate":0.9,"empirical_accuracy":0.9444444444444444},"cost":null,'
+    '"data_fingerprint":"sha256:3187f266647d84c8f2eba96c6cd7e98dc1efe4fcb6d4d7f270c98ed5590bb74d",'
+    '"policy_id":"d1cca64eb1b37704"}'
+)
+
+
+def test_a_policy_file_from_before_the_reference_field_still_loads_with_its_id(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(OLD_POLICY_FILE)
+    policy = Policy.load(path)
+    assert policy.reference is None and policy.policy_id == "d1cca64eb1b37704"
+    assert "reference" not in policy.to_dict()
+    assert [d.decision for d in policy.decide([[0.3, 0.7], [0.45, 0.55]])] == ["auto", "review"]
+    # Saved again without a reference, it is byte-for-byte the same policy.
+    assert Policy.load(policy.save(tmp_path / "again.json")).policy_id == "d1cca64eb1b37704"
+
+
+def test_certify_keeps_the_sorted_calibrated_confidences_it_certified_on(tmp_path):
+    probabilities, truth = scored(n=300)
+    calibrator = make_calibrator("platt", mode="distribution").fit(*scored(n=400, seed=1))
+    policy = certify_policy(probabilities, truth, labels=LABELS, calibrator=calibrator)
+    _, confidence, _ = policy.calibrate(probabilities)
+    assert policy.reference == [round(float(c), 6) for c in np.sort(confidence)]
+    # Not the raw confidences: the calibrator moved them.
+    assert policy.reference != [round(float(c), 6) for c in np.sort(probabilities.max(axis=1))]
+    loaded = Policy.load(policy.save(tmp_path / "p.json"))
+    assert loaded.reference == policy.reference and loaded.policy_id == policy.policy_id
+
+
+def test_a_large_calibration_set_keeps_2000_quantiles_spanning_its_range():
+    probabilities, truth = scored(n=5000)
+    policy = certify_policy(probabilities, truth, labels=LABELS)
+    confidence = np.sort(probabilities.max(axis=1))
+    reference = np.array(policy.reference)
+    assert reference.size == 2000 and np.all(np.diff(reference) >= 0)
+    assert reference[0] == round(confidence[0], 6) and reference[-1] == round(confidence[-1], 6)
+    assert abs(reference[1000] - np.quantile(confidence, 1000 / 1999)) < 1e-6
+
+
+def test_per_class_and_confidence_only_policies_have_a_reference_too():
+    probabilities, truth = scored(n=300)
+    per_class = certify_policy(probabilities, truth, labels=LABELS, per_class=True)
+    assert len(per_class.reference) == 300
+    confidence = probabilities.max(axis=1)
+    from_confidence = certify_policy(confidence, probabilities.argmax(axis=1) == truth, labels=LABELS)
+    assert from_confidence.reference == [round(float(c), 6) for c in np.sort(confidence)]
+
+
+def test_the_reference_is_part_of_the_policy_id():
+    probabilities, truth = scored(n=300)
+    policy = certify_policy(probabilities, truth, labels=LABELS)
+    data = policy.to_dict()
+    data["reference"] = data["reference"][:-1]
+    with pytest.raises(PolicyError, match=r"policy_id .* does not match the content"):
+        Policy.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "reference,match",
+    [
+        ([], r"non-empty list of confidences or null"),
+        ("0.5", r"non-empty list of confidences or null"),
+        ([0.2, 1.5], r"reference value 1 must be a number in \[0, 1\], got 1.5"),
+        ([0.2, True], r"reference value 1 must be a number in \[0, 1\], got True"),
+        ([0.6, 0.5], r"must be sorted; value 1 \(0.5\) < value 0 \(0.6\)"),
+        ([0.5] * 2001, r"holds 2001 values; at most 2000"),
+    ],
+)
+def test_bad_references_are_refused(reference, match):
+    data = json.loads(OLD_POLICY_FILE)
+    data.pop("policy_id")
+    data["reference"] = reference
+    with pytest.raises(PolicyError, match=match):
+        Policy.from_dict(data)

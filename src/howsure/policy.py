@@ -16,6 +16,10 @@ than the ones certifying the threshold, or the guarantee no longer holds.
 The file is plain JSON (no executable serialisation) and versioned: ``schema_version`` is the layout of the
 file, ``version`` the user's version of this policy (bump it when re-certifying),
 ``policy_id`` a hash of the content that changes whenever anything in it does.
+
+``reference`` keeps the calibrated top-label confidences of the certification items (sorted,
+at most `MAX_REFERENCE` quantiles), so a label-free drift check can later compare live
+confidences with them (``howsure.service.drift``). Files written before it existed still load.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ FORMAT_NAME = "howsure.policy"
 SCHEMA_VERSION = 1
 RULES = ("top_label", "per_class")
 DECISIONS = ("auto", "review")
+MAX_REFERENCE = 2000  # quantiles kept of the reference confidences: enough for PSI and KS
+REFERENCE_DIGITS = 6
 
 ASSUMPTION = (
     "calibration items and future items are independent draws from the same population, "
@@ -76,7 +82,8 @@ class Policy:
 
     ``rule`` is ``"top_label"`` (automate when the predicted label's calibrated confidence is
     at least ``threshold``) or ``"per_class"`` (at least ``class_thresholds[label]``). A
-    threshold of None automates nothing.
+    threshold of None automates nothing. ``reference`` holds the calibrated confidences the
+    threshold was certified on (sorted quantiles), for drift checks; None in older files.
     """
 
     labels: list[str]
@@ -91,6 +98,7 @@ class Policy:
     version: int = 1
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     cost: dict[str, Any] | None = None
+    reference: list[float] | None = None
     _calibrator_object: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -104,7 +112,7 @@ class Policy:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _content(self) -> dict[str, Any]:
-        return {
+        content = {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
             "version": self.version,
@@ -120,6 +128,11 @@ class Policy:
             "cost": self.cost,
             "data_fingerprint": self.data_fingerprint,
         }
+        # Only present when set, so a file written before the field existed keeps its
+        # policy_id and still loads.
+        if self.reference is not None:
+            content["reference"] = self.reference
+        return content
 
     def to_dict(self) -> dict[str, Any]:
         return {**self._content(), "policy_id": self.policy_id}
@@ -179,6 +192,7 @@ class Policy:
             version=data["version"],
             created=data["created"],
             cost=data.get("cost"),
+            reference=data.get("reference"),
         )
         stated = data.get("policy_id")
         if stated is not None and stated != policy.policy_id:
@@ -216,6 +230,8 @@ class Policy:
             raise PolicyError(f"policy guarantee must be an object, got {self.guarantee!r}")
         if self.calibrator is not None and not isinstance(self.calibrator, dict):
             raise PolicyError(f"policy calibrator must be an object or null, got {type(self.calibrator).__name__}")
+        if self.reference is not None:
+            _check_reference(self.reference)
         if self.task is not None:
             task_labels = list((self.task or {}).get("labels", {}))
             if task_labels != self.labels:
@@ -338,6 +354,46 @@ def _check_threshold(value: Any, what: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 or math.isnan(value):
         raise PolicyError(f"{what} must be a number in [0, 1] or null, got {value!r}")
+
+
+def _check_reference(values: Any) -> None:
+    if not isinstance(values, list) or not values:
+        raise PolicyError(f"policy reference must be a non-empty list of confidences or null, got {values!r:.80}")
+    if len(values) > MAX_REFERENCE:
+        raise PolicyError(f"policy reference holds {len(values)} values; at most {MAX_REFERENCE} are kept")
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 or math.isnan(value):
+            raise PolicyError(f"policy reference value {i} must be a number in [0, 1], got {value!r}")
+        if i and value < values[i - 1]:
+            raise PolicyError(f"policy reference must be sorted; value {i} ({value!r}) < value {i - 1} ({values[i - 1]!r})")
+
+
+def reference_quantiles(confidence: Any, max_values: int = MAX_REFERENCE) -> list[float]:
+    """The sorted confidences, or ``max_values`` evenly spaced quantiles of them when there
+    are more, rounded to `REFERENCE_DIGITS` digits: the ``reference`` a policy stores.
+
+    Parameters
+    ----------
+    confidence : array-like of shape (n,)
+        Calibrated top-label confidences of the certification items.
+    max_values : int
+        Most values kept; a drift test against the summary then treats it as a sample of that
+        size, which is conservative (fewer points, wider p-values) rather than optimistic.
+
+    Returns
+    -------
+    list of float, sorted, length ``min(n, max_values)``
+    """
+    values = np.sort(np.asarray(confidence, dtype=np.float64).ravel())
+    if values.size == 0:
+        raise PolicyError("a reference distribution needs at least one confidence")
+    if not np.all(np.isfinite(values)) or values[0] < -1e-9 or values[-1] > 1 + 1e-9:
+        raise PolicyError(f"reference confidences must lie in [0, 1], got range [{values[0]!r}, {values[-1]!r}]")
+    values = np.clip(values, 0.0, 1.0)  # rounding error of a calibrator, not a real excursion
+    if values.size > max_values:
+        values = np.quantile(values, np.linspace(0.0, 1.0, max_values))
+    # Rounding keeps order (it is monotone), so the list stays sorted.
+    return [float(v) for v in np.round(values, REFERENCE_DIGITS)]
 
 
 def data_fingerprint(scores: np.ndarray, truth: np.ndarray, labels: Sequence[str]) -> str:
@@ -516,5 +572,6 @@ def certify_policy(
                 "automate_everything": decision.automate_everything.to_dict(),
             }
     policy.guarantee = guarantee
+    policy.reference = reference_quantiles(confidence)
     policy._validate()
     return policy
