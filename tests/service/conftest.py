@@ -1,0 +1,166 @@
+"""Fixtures of the service tests: a fresh database on each back end, a store on it, and a
+valid policy.
+
+    def test_something(store, policy_dict, new_item):
+        policy = store.add_policy(policy_dict, actor="admin")
+        [item] = store.add_items([new_item(policy, confidence=0.6)], actor="client")
+
+``db_url`` is parametrised over ``sqlite`` (a fresh file under tmp_path) and ``postgresql`` (a
+fresh database created from HOWSURE_TEST_POSTGRES_URL and dropped afterwards), so every test
+using it runs on both. Without that variable the PostgreSQL runs are skipped, except in CI
+(env ``CI`` set), where they fail: CI must never pass by skipping its database.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+POSTGRES_ENV = "HOWSURE_TEST_POSTGRES_URL"
+
+TEST_INSTRUCTION = "Is the sentiment of this text positive or negative? Answer with one word.\n\nText: {text}"
+
+
+@functools.lru_cache(maxsize=16)
+def _certified(labels: tuple[str, ...], threshold: float | None, with_task: bool) -> str:
+    import json
+
+    from howsure.policy import certify_policy
+
+    rng = np.random.default_rng(0)
+    n, k = 1000, len(labels)
+    # Synthetic raw probabilities that are roughly calibrated: the top label is right with
+    # probability equal to its score, so certification finds a threshold.
+    raw = rng.dirichlet(np.full(k, 0.5), size=n)
+    top = raw.argmax(axis=1)
+    right = rng.random(n) < raw[np.arange(n), top]
+    other = (top + rng.integers(1, k, size=n)) % k
+    truth = [labels[t if ok else o] for t, ok, o in zip(top, right, other)]
+    task = {"name": "test-sentiment", "instruction": TEST_INSTRUCTION,
+            "labels": {label: [label] for label in labels}} if with_task else None
+    policy = certify_policy(raw, truth, target_accuracy=0.8, delta=0.1, labels=list(labels), task=task,
+                            model_id="test-model")
+    # The threshold is set by hand so tests know which confidences are automated; the
+    # guarantee block stays the certified one (these are test policies, not real ones).
+    policy.threshold = threshold
+    policy._validate()
+    return json.dumps(policy.to_dict())
+
+
+def make_policy_dict(labels: tuple[str, ...] | list[str] = ("negative", "positive"), threshold: float | None = 0.9,
+                     *, with_task: bool = True) -> dict[str, Any]:
+    """A valid policy JSON (`howsure.policy.Policy.to_dict`) certified on synthetic data.
+
+    Items whose calibrated top-label confidence is >= ``threshold`` are automated (None:
+    nothing is). No calibrator, so the calibrated confidence is the raw one. With
+    ``with_task`` the body carries a task whose labels are ``labels`` (verbalizer = the label
+    name), as the service needs to build prompts.
+    """
+    import json
+
+    return json.loads(_certified(tuple(labels), threshold, with_task))
+
+
+@pytest.fixture
+def policy_dict() -> dict[str, Any]:
+    """`make_policy_dict()`: labels negative/positive, threshold 0.9, with a task."""
+    return make_policy_dict()
+
+
+@pytest.fixture
+def policy_dict_factory():
+    """`make_policy_dict` itself, for other labels or thresholds."""
+    return make_policy_dict
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} is not set in CI; the PostgreSQL half of the suite must run there")
+        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
+    return url
+
+
+@pytest.fixture(scope="session")
+def _postgres_admin():
+    """An autocommit psycopg connection to the server's maintenance database (one per session)."""
+    import psycopg
+
+    url = _postgres_admin_url()
+    try:
+        connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"cannot connect to PostgreSQL at {POSTGRES_ENV}: {exc}")
+    yield url, connection
+    connection.close()
+
+
+def _database_url(admin_url: str, database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from howsure.service.db import normalise_url
+
+    url = make_url(normalise_url(admin_url)).set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> Iterator[str]:
+    """A URL of a fresh, empty database (no tables yet) on each back end."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'reviews.db'}"
+        return
+    admin_url, admin = request.getfixturevalue("_postgres_admin")
+    name = f"howsure_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _database_url(admin_url, name)
+    finally:
+        # FORCE ends connections a failed test left open (PostgreSQL 13+).
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def store(db_url):
+    """A migrated `ReviewStore` on the fresh database of `db_url` (no policy, no users)."""
+    from howsure.service.store import ReviewStore
+
+    review_store = ReviewStore(db_url)
+    yield review_store
+    review_store.close()
+
+
+@pytest.fixture
+def new_item():
+    """A factory of `NewItem`s decided by a stored policy record.
+
+    ``new_item(policy, text="...", confidence=0.7, prediction=None, audit=False,
+    request_id=None, external_id=None)``: the prediction defaults to the policy's first label,
+    the decision follows the policy's threshold, ``audit=True`` queues an auto item for audit.
+    """
+    from howsure.service.store import NewItem
+
+    def make(policy: Any, text: str = "a text", confidence: float = 0.7, prediction: str | None = None,
+             *, audit: bool = False, request_id: str | None = None, external_id: str | None = None) -> NewItem:
+        labels = policy.body["labels"]
+        prediction = labels[0] if prediction is None else prediction
+        threshold = policy.body["threshold"]
+        decision = "auto" if threshold is not None and confidence >= threshold else "review"
+        rest = (1 - confidence) / (len(labels) - 1)
+        probabilities = {label: (confidence if label == prediction else rest) for label in labels}
+        return NewItem(
+            text=text, prediction=prediction, confidence=confidence, probabilities=probabilities,
+            raw_probabilities=dict(probabilities), decision=decision,
+            queue_reason="review" if decision == "review" else ("audit" if audit else None),
+            policy_version=policy.version, policy_id=policy.policy_id, request_id=request_id,
+            external_id=external_id,
+        )
+
+    return make
