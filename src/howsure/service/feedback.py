@@ -1,0 +1,455 @@
+"""Learn from the reviews: refit the calibrator, re-certify the threshold, export labels.
+
+    from howsure.service.feedback import recalibrate, export_labelled
+    record, report = recalibrate(store, actor="ops")     # new active policy version
+    export_labelled(store, "reviewed.jsonl")             # labelled data for fine-tuning
+
+Which reviewed items may certify
+--------------------------------
+The certificate (`howsure.policy.certify_policy`) needs an iid sample of the population the
+policy will decide on. The labelled items in the store are not one: every item routed to
+review is queued (all low-confidence items), but an auto-handled item is queued only when the
+service drew it for audit, with probability ``audit_rate``. Certifying on all reviewed items
+would over-represent the low-confidence ones.
+
+So the certification set keeps each item of the population with the same probability
+``certify_share`` (at most ``audit_rate``, by default equal to it):
+
+* an audited item with probability ``certify_share / audit_rate`` (every one by default);
+* a reviewed review-routed item with probability ``certify_share``.
+
+Both draws are made by a hash of the item's id (`hash_share`): independent of text, label and
+confidence, the same on every run with the same seed. Every other reviewed item fits the
+calibrator, so the two sets are disjoint, as the certificate's assumption requires. The report
+says how many items of each source went where, how many queued items are still unreviewed (the
+certificate treats the reviewed ones as representative of them), and how the audit rate was
+known.
+
+The fit set is mostly review-routed (low-confidence) items; calibrators that extrapolate
+smoothly (temperature, Platt) carry that to high confidences better than step functions. Pass
+a ``certify_share`` below the audit rate to move some audited items into the fit set, at the
+cost of a smaller certification set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from howsure.errors import DataError, PolicyError
+
+if TYPE_CHECKING:
+    from howsure.policy import Policy
+    from howsure.service.store import PolicyRecord, ReviewStore
+
+SOURCES = ("review", "audit")
+EXPORT_FORMATS = ("jsonl", "csv")
+EXPORT_COLUMNS = ("item_id", "text", "label", "source", "reviewer", "policy_version", "prediction", "reviewed_at")
+NO_AUDIT_CERTIFY_SHARE = 0.5  # nothing was automated: every item was reviewed, split them in half
+
+
+def hash_share(item_id: Hashable, seed: int = 0) -> float:
+    """A number in [0, 1) fixed by ``item_id`` and ``seed``, uniform over ids: the coin that
+    decides whether a reviewed item certifies or fits.
+
+    A hash rather than a random generator so an item lands on the same side every time the
+    store is recalibrated with the same seed, whatever else was reviewed in between.
+    """
+    digest = hashlib.sha256(f"howsure.recalibrate:{seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _check_rate(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1 or math.isnan(value):
+        raise PolicyError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class CertificationSplit:
+    """Indices of the reviewed items that fit the calibrator and of those that certify.
+
+    ``certify_share`` is each population item's chance of certifying; ``audit_keep`` the chance
+    an audited item certifies given it was audited (``certify_share / audit_rate``).
+    """
+
+    fit: np.ndarray
+    certify: np.ndarray
+    certify_share: float
+    audit_keep: float | None
+
+    def counts(self, sources: Sequence[str]) -> dict[str, dict[str, int]]:
+        """{"fit": {"n", "review", "audit"}, "certify": {...}}."""
+        source_array = np.asarray(sources, dtype=object)
+        out = {}
+        for name, index in (("fit", self.fit), ("certify", self.certify)):
+            chosen = source_array[index]
+            out[name] = {"n": int(index.size), **{s: int(np.sum(chosen == s)) for s in SOURCES}}
+        return out
+
+
+def split_for_recalibration(
+    item_ids: Sequence[Hashable],
+    sources: Sequence[str],
+    *,
+    audit_rate: float | None,
+    certify_share: float | None = None,
+    seed: int = 0,
+) -> CertificationSplit:
+    """Choose which reviewed items certify (an iid share of the population) and which fit.
+
+    Parameters
+    ----------
+    item_ids : sequence of shape (n,)
+        Store ids of the reviewed items (the hash's input).
+    sources : sequence of str, shape (n,)
+        ``"review"`` (routed to review: every such item was queued) or ``"audit"`` (auto-handled
+        and drawn for audit with probability ``audit_rate``).
+    audit_rate : float in (0, 1] or None
+        Chance an auto-handled item was audited. None when nothing was auto-handled; then no
+        item may be an audit item.
+    certify_share : float in (0, 1], optional
+        Chance any population item certifies; at most ``audit_rate``. Default: ``audit_rate``
+        (every audited item certifies), or 0.5 when nothing was auto-handled.
+    seed : int
+        Salt of `hash_share`.
+
+    Returns
+    -------
+    CertificationSplit
+    """
+    sources = [str(s) for s in sources]
+    if len(sources) != len(item_ids):
+        raise DataError(f"got {len(item_ids)} item ids but {len(sources)} sources")
+    unknown = next((s for s in sources if s not in SOURCES), None)
+    if unknown is not None:
+        raise DataError(f"reviewed item source {unknown!r} is not one of {list(SOURCES)}")
+    if audit_rate is not None:
+        audit_rate = _check_rate(audit_rate, "audit_rate")
+    elif "audit" in sources:
+        raise PolicyError("audited items need the audit rate they were drawn at; got audit_rate=None")
+    if certify_share is None:
+        certify_share = audit_rate if audit_rate is not None else NO_AUDIT_CERTIFY_SHARE
+    certify_share = _check_rate(certify_share, "certify_share")
+    if audit_rate is not None and certify_share > audit_rate:
+        raise PolicyError(
+            f"certify_share {certify_share:g} exceeds the audit rate {audit_rate:g}: auto-handled "
+            "items were labelled only at the audit rate, so no larger share of the population can "
+            "be certified on without over-weighting the reviewed low-confidence items"
+        )
+    audit_keep = None if audit_rate is None else certify_share / audit_rate
+    shares = np.array([hash_share(i, seed) for i in item_ids], dtype=np.float64)
+    limits = np.array([certify_share if s == "review" else audit_keep for s in sources], dtype=np.float64)
+    certify = shares < limits
+    return CertificationSplit(np.flatnonzero(~certify), np.flatnonzero(certify), certify_share, audit_keep)
+
+
+def fit_calibrator(name: str, scores: np.ndarray, labels: np.ndarray, *, seed: int = 0,
+                   groups: Sequence[Hashable] | None = None) -> Any:
+    """A distribution-mode calibrator fitted on (n, K) raw probabilities; None for ``"none"``.
+
+    ``auto`` chooses by cross-validated log loss with ``seed`` for its folds and keeps
+    ``groups`` (the texts) in one fold each, so duplicate texts cannot flatter a memoriser.
+    """
+    if name == "none":
+        return None
+    from howsure.calibration import make_calibrator
+
+    if labels.size == 0:
+        raise DataError(f"no reviewed items are left to fit the {name!r} calibrator; review more "
+                        "items, lower certify_share, or use calibrator='none'")
+    if name == "auto":
+        return make_calibrator("auto", mode="distribution", seed=seed).fit(scores, labels, groups=groups)
+    return make_calibrator(name, mode="distribution").fit(scores, labels)
+
+
+def recalibrate_arrays(
+    raw_probabilities: Any,
+    labels: Any,
+    item_ids: Sequence[Hashable],
+    sources: Sequence[str],
+    *,
+    label_names: Sequence[str],
+    audit_rate: float | None,
+    certify_share: float | None = None,
+    calibrator: str = "auto",
+    target_accuracy: float = 0.95,
+    delta: float = 0.05,
+    seed: int = 0,
+    texts: Sequence[str] | None = None,
+    **certify_kwargs: Any,
+) -> tuple["Policy", dict[str, Any]]:
+    """Refit a calibrator and certify a policy from reviewed items (no store needed).
+
+    Parameters
+    ----------
+    raw_probabilities : array-like of shape (n, K)
+        The model's raw label probabilities, columns in ``label_names`` order.
+    labels : array-like of shape (n,), int
+        The reviewers' labels as column indices.
+    item_ids, sources, audit_rate, certify_share, seed
+        See `split_for_recalibration`.
+    calibrator : str
+        A name of `howsure.calibration.CALIBRATOR_NAMES` or ``"none"``.
+    texts : sequence of str, optional
+        Groups for ``auto``'s folds.
+    **certify_kwargs
+        Passed to `howsure.policy.certify_policy` (task, model_id, method, p_value, per_class,
+        cost, version).
+
+    Returns
+    -------
+    policy : Policy
+        Certified on the certification split with the calibrator fitted on the fit split.
+    report : dict
+        Counts per split and source, the shares used, the calibrator and the certificate.
+    """
+    from howsure.policy import certify_policy
+
+    scores = np.asarray(raw_probabilities, dtype=np.float64)
+    truth = np.asarray(labels, dtype=np.int64)
+    if scores.ndim != 2 or scores.shape[0] != truth.shape[0] or scores.shape[1] != len(label_names):
+        raise DataError(
+            f"expected (n, {len(label_names)}) probabilities and n labels, got shapes {scores.shape} and {truth.shape}"
+        )
+    split = split_for_recalibration(item_ids, sources, audit_rate=audit_rate, certify_share=certify_share, seed=seed)
+    if split.certify.size == 0:
+        raise PolicyError(
+            f"none of the {len(item_ids)} reviewed items fell into the certification share "
+            f"({split.certify_share:g}); review more items (audited ones certify first)"
+        )
+    groups = None if texts is None else [texts[i] for i in split.fit]
+    fitted = fit_calibrator(calibrator, scores[split.fit], truth[split.fit], seed=seed, groups=groups)
+    policy = certify_policy(scores[split.certify], truth[split.certify], target_accuracy=target_accuracy,
+                            delta=delta, labels=list(label_names), calibrator=fitted, **certify_kwargs)
+    guarantee = policy.guarantee
+    report: dict[str, Any] = {
+        "n_reviewed": len(item_ids),
+        "audit_rate": audit_rate,
+        "certify_share": split.certify_share,
+        "audit_keep": split.audit_keep,
+        "seed": seed,
+        **split.counts(sources),
+        "calibrator": calibrator if fitted is None else fitted.name,
+        "calibrator_chosen": getattr(fitted, "chosen_", None),
+        "calibrator_explanation": getattr(fitted, "explanation_", None),
+        "rule": policy.rule,
+        "threshold": policy.threshold,
+        "class_thresholds": policy.class_thresholds,
+        "certified": bool(guarantee.get("certified")),
+        "target_accuracy": guarantee["target_accuracy"],
+        "delta": guarantee["delta"],
+        "automation_rate": guarantee.get("automation_rate"),
+        "labels_needed": guarantee.get("labels_needed"),
+        "policy_id": policy.policy_id,
+    }
+    return policy, report
+
+
+# ------------------------------------------------------------------------------ with a store
+def _same_model(body: dict[str, Any], active: dict[str, Any]) -> bool:
+    return body.get("labels") == active.get("labels") and body.get("model_id") == active.get("model_id")
+
+
+def _estimate_audit_rate(stats: list[dict[str, Any]]) -> tuple[float | None, str]:
+    auto = sum(int(s.get("auto", 0)) for s in stats)
+    sampled = sum(int(s.get("audit_sampled", 0)) for s in stats)
+    if auto == 0:
+        return None, "no item was auto-handled, so there are no audit items"
+    if sampled == 0:
+        raise PolicyError(
+            f"{auto} items were auto-handled but none was drawn for audit, so the accuracy of "
+            "automation cannot be measured; serve with --audit-rate > 0 and review the audit items"
+        )
+    return sampled / auto, f"estimated from the store: {sampled} audited of {auto} auto-handled items"
+
+
+def recalibrate(
+    store: "ReviewStore",
+    *,
+    actor: str,
+    calibrator: str = "auto",
+    target_accuracy: float | None = None,
+    delta: float | None = None,
+    seed: int = 0,
+    audit_rate: float | None = None,
+    certify_share: float | None = None,
+    activate: bool = True,
+    note: str | None = None,
+) -> tuple["PolicyRecord", dict[str, Any]]:
+    """Refit the calibrator and re-certify the threshold from the store's reviewed items, and
+    add the result as a new policy version (active unless ``activate=False``).
+
+    Parameters
+    ----------
+    store : ReviewStore
+    actor : str
+        Who recalibrates; kept with the new version and in the audit log.
+    calibrator : str
+        Calibrator name (``auto`` picks by cross-validated log loss) or ``"none"``.
+    target_accuracy, delta : float, optional
+        Default: the active policy's.
+    seed : int
+        Salt of the fit/certify coin and seed of ``auto``'s folds.
+    audit_rate : float, optional
+        The audit rate the service ran with; default: estimated as audited / auto-handled items.
+    certify_share : float, optional
+        See `split_for_recalibration`.
+    activate : bool
+    note : str, optional
+        Stored with the version; default: a sentence with the counts.
+
+    Returns
+    -------
+    record : PolicyRecord
+        The new version.
+    report : dict
+        What `recalibrate_arrays` reports, plus the versions pooled, the previous version,
+        unreviewed queue items, how the audit rate was known, and warnings.
+
+    Notes
+    -----
+    Items of every policy version with the same labels and model as the active one are pooled:
+    the calibrator works on the model's raw probabilities, which do not depend on the policy.
+    """
+    from howsure.policy import Policy
+
+    active = store.active_policy()
+    if active is None:
+        raise PolicyError("the store has no active policy to recalibrate; add one first (howsure serve --policy)")
+    current = Policy.from_dict(active.body)
+    history = store.policy_history()
+    versions = sorted(r.version for r in history if _same_model(r.body, active.body))
+    labelled = [item for item in store.labelled_items() if item.policy_version in versions]
+    if not labelled:
+        raise PolicyError(
+            f"no reviewed items under policy version(s) {versions} (model {current.model_id!r}); "
+            "review queued items first"
+        )
+    index = {label: k for k, label in enumerate(current.labels)}
+    scores = np.empty((len(labelled), len(current.labels)))
+    truth = np.empty(len(labelled), dtype=np.int64)
+    for row, item in enumerate(labelled):
+        if item.label not in index:
+            raise DataError(f"item {item.item_id} was labelled {item.label!r}, not one of {current.labels}")
+        try:
+            scores[row] = [float(item.raw_probabilities[label]) for label in current.labels]
+        except KeyError as exc:
+            raise DataError(f"item {item.item_id} has no raw probability for label {exc.args[0]!r}") from None
+        truth[row] = index[item.label]
+    sources = [item.queue_reason for item in labelled]
+
+    stats = [store.stats(policy_version=v) for v in versions]
+    if audit_rate is None:
+        audit_rate, audit_rate_source = _estimate_audit_rate(stats)
+    else:
+        audit_rate_source = "given"
+    guarantee = current.guarantee
+    cost = None
+    if current.cost is not None:
+        from howsure.decisions import CostModel
+
+        cost = CostModel(current.cost["cost_review"], current.cost["cost_error"], current.cost["volume_per_day"])
+    next_version = max(r.version for r in history) + 1
+    policy, report = recalibrate_arrays(
+        scores, truth, [item.item_id for item in labelled], sources,
+        label_names=current.labels, audit_rate=audit_rate, certify_share=certify_share,
+        calibrator=calibrator, seed=seed, texts=[item.text for item in labelled],
+        target_accuracy=guarantee["target_accuracy"] if target_accuracy is None else target_accuracy,
+        delta=guarantee["delta"] if delta is None else delta,
+        task=current.task, model_id=current.model_id, per_class=current.rule == "per_class",
+        method=guarantee.get("method", "fixed_sequence"), p_value=guarantee.get("p_value", "binomial"),
+        cost=cost, version=next_version,
+    )
+
+    reviewed_review = sum(1 for s in sources if s == "review")
+    unreviewed = {
+        "review": max(sum(int(s.get("review", 0)) for s in stats) - reviewed_review, 0),
+        "audit": max(sum(int(s.get("audit_sampled", 0)) - int(s.get("audit_reviewed", 0)) for s in stats), 0),
+    }
+    warnings = []
+    if unreviewed["review"] or unreviewed["audit"]:
+        warnings.append(
+            f"{unreviewed['review']} review-routed and {unreviewed['audit']} audit items are not reviewed yet; "
+            "the certificate treats the reviewed ones as representative of them (true when the "
+            "queue is worked in order and hard items are not skipped for good)"
+        )
+    if not report["certified"]:
+        warnings.append("nothing was certified: this version sends every item to review")
+    c = report["certify"]
+    f = report["fit"]
+    note = note or (
+        f"recalibrated by {actor} from {len(labelled)} reviewed items: calibrator {report['calibrator']} "
+        f"fitted on {f['n']} ({f['review']} review, {f['audit']} audit), threshold certified on "
+        f"{c['n']} ({c['review']} review, {c['audit']} audit)"
+    )
+    record = store.add_policy(policy.to_dict(), actor=actor, activate=activate, note=note)
+    report.update({
+        "version": record.version,
+        "active": record.active,
+        "previous_version": active.version,
+        "previous_threshold": current.threshold,
+        "versions_pooled": versions,
+        "audit_rate_source": audit_rate_source,
+        "unreviewed": unreviewed,
+        "warnings": warnings,
+        "note": note,
+    })
+    return record, report
+
+
+# ------------------------------------------------------------------------------ export
+def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) -> list[dict[str, Any]]:
+    """Reviewed items as flat dicts with `EXPORT_COLUMNS`; ``label`` is the reviewer's."""
+    rows = []
+    for item in store.labelled_items(policy_version=policy_version):
+        reviewed_at = item.reviewed_at
+        rows.append({
+            "item_id": item.item_id,
+            "text": item.text,
+            "label": item.label,
+            "source": item.queue_reason,
+            "reviewer": item.reviewer,
+            "policy_version": item.policy_version,
+            "prediction": item.prediction,
+            "reviewed_at": reviewed_at.isoformat() if hasattr(reviewed_at, "isoformat") else reviewed_at,
+        })
+    return rows
+
+
+def export_labelled(store: "ReviewStore", path: str | Path, format: str | None = None, *,
+                    policy_version: int | None = None) -> int:
+    """Write reviewed items as a labelled data set for fine-tuning; returns the row count.
+
+    Parameters
+    ----------
+    path : str or Path
+    format : {"jsonl", "csv"}, optional
+        Default: from the file suffix (``.jsonl`` / ``.csv``).
+    policy_version : int, optional
+        Only items decided under this version.
+    """
+    path = Path(path)
+    if format is None:
+        format = path.suffix.lower().lstrip(".")
+    if format not in EXPORT_FORMATS:
+        raise DataError(f"cannot export to {str(path)!r} as {format!r}: expected one of {list(EXPORT_FORMATS)}")
+    rows = labelled_rows(store, policy_version=policy_version)
+    if format == "jsonl":
+        with path.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, EXPORT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return len(rows)
