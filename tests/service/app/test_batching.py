@@ -1,0 +1,155 @@
+"""MicroBatcher: concurrent submissions share calls, results go back to the right caller, one bad
+item fails alone, and the processing function never runs concurrently with itself."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from howsure.errors import DataError
+from howsure.service.batching import BatcherClosed, MicroBatcher
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.0):
+        self.calls: list[list] = []
+        self.active = 0
+        self.max_active = 0
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def __call__(self, items):
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            time.sleep(self.delay)
+            if any(item == "bad" for item in items):
+                raise ValueError("bad item")
+            self.calls.append(list(items))
+            return [f"<{item}>" for item in items]
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_results():
+    recorder = Recorder(delay=0.02)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=50)
+        await batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit([f"t{i}"]) for i in range(40)))
+        finally:
+            await batcher.stop()
+        return results, batcher.stats
+
+    results, stats = run(main())
+    assert results == [[f"<t{i}>"] for i in range(40)]
+    assert stats.items == 40
+    assert stats.largest == 8
+    assert all(len(call) <= 8 for call in recorder.calls)
+    assert stats.batches <= 10  # 40 items in batches of up to 8, not 40 calls
+    assert recorder.max_active == 1
+
+
+def test_a_lone_item_waits_at_most_about_max_wait():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=32, max_wait_ms=30)
+        await batcher.start()
+        started = time.monotonic()
+        result = await batcher.submit(["only"])
+        elapsed = time.monotonic() - started
+        await batcher.stop()
+        return result, elapsed
+
+    result, elapsed = run(main())
+    assert result == ["<only>"]
+    assert 0.025 <= elapsed < 1.0
+
+
+def test_a_request_larger_than_max_batch_is_split_in_order():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=3, max_wait_ms=1)
+        await batcher.start()
+        try:
+            return await batcher.submit([str(i) for i in range(10)])
+        finally:
+            await batcher.stop()
+
+    assert run(main()) == [f"<{i}>" for i in range(10)]
+    assert [len(c) for c in recorder.calls] == [3, 3, 3, 1]
+
+
+def test_one_bad_item_fails_alone():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=50)
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                batcher.submit(["a"]), batcher.submit(["bad"]), batcher.submit(["b"]),
+                return_exceptions=True,
+            )
+        finally:
+            await batcher.stop()
+
+    good_a, bad, good_b = run(main())
+    assert good_a == ["<a>"] and good_b == ["<b>"]
+    assert isinstance(bad, ValueError) and "bad item" in str(bad)
+
+
+def test_wrong_number_of_results_is_an_error_not_a_misalignment():
+    async def main():
+        batcher = MicroBatcher(lambda items: items[:-1], max_batch=4, max_wait_ms=1)
+        await batcher.start()
+        try:
+            await batcher.submit(["x", "y"])
+        finally:
+            await batcher.stop()
+
+    with pytest.raises(RuntimeError, match="returned 1 results for 2 items|returned 0 results for 1 items"):
+        run(main())
+
+
+def test_submit_needs_a_running_batcher_and_stop_fails_waiting_items():
+    recorder = Recorder(delay=0.2)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=1, max_wait_ms=0)
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(["early"])
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        second = asyncio.create_task(batcher.submit(["second"]))
+        await asyncio.sleep(0.05)  # "first" is being processed, "second" waits in the queue
+        await batcher.stop()
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    first, second = run(main())
+    assert first == ["<first>"]  # the batch in progress is finished and answered
+    assert isinstance(second, BatcherClosed)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_batch": 0}, "max_batch must be an integer >= 1, got 0"),
+    ({"max_wait_ms": -1}, "max_wait_ms must be >= 0, got -1"),
+])
+def test_bad_settings_are_named(kwargs, match):
+    with pytest.raises(DataError, match=match):
+        MicroBatcher(lambda items: items, **kwargs)
