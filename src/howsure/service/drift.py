@@ -249,6 +249,8 @@ def drift_report(
 
     Label-free: reads only the stored calibrated confidences of decided items.
     """
+    from howsure.service.db import safe_url
+
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise DataError(f"window must be an integer >= 1, got {window!r}")
     _check_settings(psi_alarm, ks_alpha, min_live)
@@ -263,17 +265,5 @@ def drift_report(
     return check_drift(
         record.body.get("reference"), live, psi_alarm=psi_alarm, ks_alpha=ks_alpha,
         min_live=min_live, policy_version=record.version,
-        recalibrate_hint=f"howsure recalibrate --db {_display_url(store)}",
+        recalibrate_hint=f"howsure recalibrate --db {safe_url(store.engine)}",
     )
-
-
-def _display_url(store: Any) -> str:
-    """The store's URL without a password, for a command line shown to people."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    url = str(store.url)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # not a SQLAlchemy URL: show it as given, it has no password to hide
-        return url

@@ -345,7 +345,7 @@ def recalibrate(
         except KeyError as exc:
             raise DataError(f"item {item.item_id} has no raw probability for label {exc.args[0]!r}") from None
         truth[row] = index[item.label]
-    sources = [item.queue_reason for item in labelled]
+    sources = [item.source for item in labelled]
 
     stats = [store.stats(policy_version=v) for v in versions]
     if audit_rate is None:
@@ -416,7 +416,7 @@ def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) ->
             "item_id": item.item_id,
             "text": item.text,
             "label": item.label,
-            "source": item.queue_reason,
+            "source": item.source,
             "reviewer": item.reviewer,
             "policy_version": item.policy_version,
             "prediction": item.prediction,

@@ -10,17 +10,7 @@ from scipy.stats import kstest
 from howsure.errors import DataError, PolicyError
 from howsure.service.drift import ks_test
 from howsure.service.feedback import hash_share, recalibrate_arrays, split_for_recalibration
-
-LABELS = ["negative", "positive"]
-
-
-def population(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raw binary probabilities and true labels; about 90 % accurate, 99 % in its top half."""
-    rng = np.random.default_rng(seed)
-    truth = rng.integers(0, 2, n)
-    p_true = 1 / (1 + np.exp(-rng.normal(2.5, 2.0, n)))
-    p_positive = np.where(truth == 1, p_true, 1 - p_true)
-    return np.column_stack([1 - p_positive, p_positive]), truth
+from loop_sim import LABELS, population
 
 
 def served(n: int = 6000, *, automated: float = 0.4, audit_rate: float = 0.1, seed: int = 1):
