@@ -1,1 +1,236 @@
-"""Learning-loop commands: recalibrate, policy history / rollback, drift, export."""
+"""Learning-loop commands: recalibrate, policy history / rollback, drift, export.
+
+    howsure recalibrate --db reviews.db          refit + re-certify from reviews, new active version
+    howsure policy list --db reviews.db          every stored version, the active one marked
+    howsure policy rollback --db reviews.db      back to the version before the active one
+    howsure drift --db reviews.db                live vs certified confidences; exit 1 on alarm
+    howsure export --db reviews.db --output reviewed.jsonl
+
+Nothing here imports torch: the store, the calibrators and scipy are all it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from howsure.cli.app import app, command, console, err_console
+from howsure.errors import StoreError
+
+EXIT_ALARM = 1
+
+policy_app = typer.Typer(name="policy", help="Stored policy versions: list them, roll back.",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+DB_HELP = "The review store: a SQLite file path, sqlite:/// or postgresql:// URL."
+
+
+def _actor(given: str | None) -> str:
+    """Who runs the command, for the audit log: --actor, else the login name."""
+    if given:
+        return given
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in a bare container
+        return "cli"
+
+
+@contextmanager
+def _open(db: str) -> Iterator[Any]:
+    from howsure.service.store import ReviewStore
+
+    store = ReviewStore(db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _threshold(body: dict[str, Any]) -> str:
+    if body.get("rule") == "per_class":
+        parts = [f"{label} {'-' if t is None else f'{t:.4g}'}" for label, t in (body.get("class_thresholds") or {}).items()]
+        return ", ".join(parts)
+    value = body.get("threshold")
+    return "none" if value is None else f"{value:.4g}"
+
+
+def _split_line(counts: dict[str, int]) -> str:
+    return f"{counts['n']} items ({counts['review']} review, {counts['audit']} audit)"
+
+
+@command("recalibrate")
+def recalibrate_command(
+    db: str = typer.Option(..., "--db", help=DB_HELP),
+    calibrator: str = typer.Option("auto", help="Calibrator to fit (auto chooses by cross-validated log loss), or none."),
+    target: Optional[float] = typer.Option(None, help="Accuracy the automated items must reach (default: the active policy's)."),
+    delta: Optional[float] = typer.Option(None, help="Chance the guarantee may fail (default: the active policy's)."),
+    audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with (default: estimated from the store)."),
+    certify_share: Optional[float] = typer.Option(None, "--certify-share", help="Share of all items that certifies (at most the audit rate; default: the audit rate)."),
+    seed: int = typer.Option(0, help="Salt of the fit/certify draw and seed of auto's folds."),
+    activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new version the active one."),
+    actor: Optional[str] = typer.Option(None, help="Name kept in the audit log (default: your login name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Refit the calibrator and re-certify the threshold from reviews: a new policy version.
+
+    Certifies on an equal-chance share of all items (every audited item, review items at the
+    audit rate) and fits the calibrator on the other reviewed items.
+    """
+    from howsure.cli.decisions import _certificate_line
+    from howsure.service.feedback import recalibrate
+
+    with _open(db) as store:
+        record, report = recalibrate(
+            store, actor=_actor(actor), calibrator=calibrator, target_accuracy=target, delta=delta,
+            seed=seed, audit_rate=audit_rate, certify_share=certify_share, activate=activate,
+        )
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+        return
+    versions = ", ".join(str(v) for v in report["versions_pooled"])
+    chosen = f" -> {report['calibrator_chosen']}" if report.get("calibrator_chosen") else ""
+    rate = "none (nothing was auto-handled)" if report["audit_rate"] is None else f"{report['audit_rate']:.3g}"
+    console.print(f"[bold]{report['n_reviewed']}[/] reviewed items of policy version(s) {versions}", highlight=False)
+    console.print(f"  calibrator {report['calibrator']}{chosen} fitted on {_split_line(report['fit'])}",
+                  highlight=False)
+    console.print(
+        f"  threshold certified on {_split_line(report['certify'])}: every item had the same "
+        f"chance {report['certify_share']:.3g} to be drawn", highlight=False,
+    )
+    console.print(f"  audit rate {rate} ({report['audit_rate_source']})", highlight=False)
+    body = record.body
+    if body["rule"] == "top_label":
+        console.print(_certificate_line(body["guarantee"]), highlight=False)
+    else:
+        for label, cert in body["guarantee"]["classes"].items():
+            console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
+    state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
+    console.print(
+        f"policy version {record.version} ({record.policy_id}) {state}; the previous version "
+        f"{report['previous_version']} had threshold {report['previous_threshold'] if report['previous_threshold'] is not None else 'none'}",
+        highlight=False,
+    )
+    for warning in report["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+@command("list", group=policy_app)
+def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
+    """Every stored policy version, newest first; * marks the active one."""
+    with _open(db) as store:
+        history = store.policy_history()
+    if not history:
+        console.print("no policy stored yet (howsure serve --policy adds one)")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator", "note"):
+        table.add_column(name, overflow="fold", justify="right" if name in ("version", "threshold", "target") else "left")
+    for record in history:
+        body = record.body
+        guarantee = body.get("guarantee", {})
+        calibrator = body.get("calibrator") or {}
+        name = calibrator.get("name", "none")
+        if name == "auto":
+            name = f"auto ({(calibrator.get('state') or {}).get('chosen', '?')})"
+        target = guarantee.get("target_accuracy")
+        table.add_row(
+            f"{'*' if record.active else ''}{record.version}", record.policy_id,
+            record.created_at.strftime("%Y-%m-%d %H:%M"), record.created_by, _threshold(body),
+            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", name, record.note,
+            style="bold" if record.active else None,
+        )
+    console.print(table)
+
+
+def previous_active_version(store: Any) -> int:
+    """The version that was active before the active one became active (the activation log's
+    ``previous_version``): what ``policy rollback`` returns to. Like ``kubectl rollout undo``,
+    rolling back twice returns to where it started; ``--to`` goes further back."""
+    active = store.active_policy()
+    if active is None:
+        raise StoreError("no policy is active, so there is nothing to roll back from; give --to VERSION")
+    for event in store.events(action="policy_activated", limit=None):
+        if event.policy_version == active.version:
+            previous = event.detail.get("previous_version")
+            if previous is None:
+                raise StoreError(f"version {active.version} was the first active policy; nothing to roll back "
+                                 "to (give --to VERSION to activate another one)")
+            return int(previous)
+    # No activation logged (a store filled by other means): fall back to the next older version.
+    older = [r.version for r in store.policy_history() if r.version < active.version]
+    if not older:
+        raise StoreError(f"version {active.version} is the oldest stored policy; nothing to roll back to")
+    return max(older)
+
+
+@command("rollback", group=policy_app)
+def policy_rollback(
+    db: str = typer.Option(..., "--db", help=DB_HELP),
+    to: Optional[int] = typer.Option(None, "--to", help="Version to activate (default: the one active before the active one)."),
+    actor: Optional[str] = typer.Option(None, help="Name kept in the audit log (default: your login name)."),
+) -> None:
+    """Activate the policy version that was active before the current one (any with --to)."""
+    with _open(db) as store:
+        active = store.active_policy()
+        record = store.activate_policy(previous_active_version(store) if to is None else to, actor=_actor(actor))
+    was = "none" if active is None else active.version
+    console.print(f"policy version {record.version} ({record.policy_id}) is active (was {was})", highlight=False)
+
+
+@command("drift")
+def drift_command(
+    db: str = typer.Option(..., "--db", help=DB_HELP),
+    version: Optional[int] = typer.Option(None, "--policy-version", help="Policy version whose items to check (default: the active one)."),
+    window: int = typer.Option(1000, help="Newest items compared with the reference."),
+    psi_alarm: float = typer.Option(0.2, "--psi-alarm", help="Alarm when the PSI reaches this."),
+    ks_alpha: float = typer.Option(0.01, "--ks-alpha", help="Alarm when the KS p-value falls below this."),
+    min_live: int = typer.Option(100, "--min-live", help="Fewer live items than this: no check."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Compare live confidences with the certified ones (PSI, KS; no labels); exit 1 on alarm."""
+    from howsure.service.drift import drift_report
+
+    with _open(db) as store:
+        report = drift_report(store, policy_version=version, window=window, psi_alarm=psi_alarm,
+                              ks_alpha=ks_alpha, min_live=min_live)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        style = "bold red" if report.alarm else "green" if report.psi is not None else "yellow"
+        console.print(f"[{style}]{report.message}[/]", highlight=False, soft_wrap=True)
+        if report.suggestion:
+            console.print(f"suggestion: {report.suggestion}", highlight=False, soft_wrap=True)
+    if report.alarm:
+        raise typer.Exit(EXIT_ALARM)
+
+
+@command("export")
+def export_command(
+    db: str = typer.Option(..., "--db", help=DB_HELP),
+    output: Path = typer.Option(..., "--output", help="File to write (.jsonl or .csv)."),
+    format: Optional[str] = typer.Option(None, "--format", help="jsonl or csv (default: from the file suffix)."),
+    version: Optional[int] = typer.Option(None, "--policy-version", help="Only items decided by this policy version."),
+) -> None:
+    """Write reviewed items as a labelled data set (JSONL or CSV) for fine-tuning.
+
+    Columns: item_id, text, label (the reviewer's), source (review or audit), reviewer,
+    policy_version, prediction, reviewed_at.
+    """
+    from howsure.service.feedback import export_labelled
+
+    with _open(db) as store:
+        n = export_labelled(store, output, format, policy_version=version)
+    console.print(f"{n} reviewed items written to {output}", highlight=False)
