@@ -1,1 +1,185 @@
-"""Service commands: serve, users, tokens (filled in by the service work)."""
+"""Service commands: serve, users, tokens.
+
+    howsure users add alice --role reviewer --db reviews.db
+    howsure tokens create alice --db reviews.db          # prints the token once
+    howsure serve --policy policy.json --db reviews.db   # http://127.0.0.1:8000/review
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from howsure.cli.app import app, command, console, err_console, fail
+
+users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+DbOption = typer.Option(..., "--db", help="Database: a SQLite file (reviews.db), sqlite:/// or postgresql:// URL.")
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a CLI action: ``cli:<login name>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name in some containers
+        return "cli"
+
+
+def open_store(db: str):
+    from howsure.service.store import ReviewStore
+
+    return ReviewStore(db)
+
+
+def install_policy(store, policy_path: Optional[Path], actor: str) -> tuple[object, str]:
+    """Make sure the store has an active policy; returns (active record, what happened).
+
+    A policy file whose content (policy_id) is not stored yet becomes a new active version. One
+    that is stored already changes nothing: after a recalibration or a rollback the store's
+    active version wins, so restarting the service never undoes them.
+    """
+    from howsure.policy import Policy
+
+    active = store.active_policy()
+    if policy_path is None:
+        if active is None:
+            raise fail("the database has no policy yet; pass --policy FILE (a policy made by `howsure thresholds`)")
+        return active, f"serving the active policy, version {active.version}"
+    policy = Policy.load(policy_path)
+    if active is not None and active.policy_id == policy.policy_id:
+        return active, f"policy {policy.policy_id} is the active version {active.version}"
+    stored = [record for record in store.policy_history() if record.policy_id == policy.policy_id]
+    if stored and active is None:
+        record = store.activate_policy(stored[0].version, actor=actor)
+        return record, f"policy {policy.policy_id} is stored as version {record.version}; activated it"
+    if stored:
+        return active, (
+            f"policy {policy.policy_id} from {policy_path} is stored as version {stored[0].version}, but version "
+            f"{active.version} is active and stays so (roll back with `howsure policy rollback --to "
+            f"{stored[0].version}`)"
+        )
+    record = store.add_policy(policy.to_dict(), actor=actor, note=f"from {policy_path}")
+    return record, f"policy {policy.policy_id} from {policy_path} stored as version {record.version} (active)"
+
+
+@command("serve")
+def serve(
+    db: str = DbOption,
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p",
+                                          help="Policy JSON; stored as a new active version if it is new."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Preset, model directory, .gguf or hub id (default: the policy's model)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto items also queued for an audit."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, mixed or bfloat16."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Most texts per forward pass."),
+    max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest a text waits for a batch to fill."),
+    lease_seconds: float = typer.Option(300.0, "--lease-seconds", help="How long a reviewer holds an item."),
+    secure_cookies: bool = typer.Option(False, "--secure-cookies", help="Session cookie only over HTTPS."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Run the review service: the JSON API under /v1, the review page at /review.
+
+    Sessions of the review page are signed with HOWSURE_SESSION_SECRET when it is set (set it
+    when several processes serve one database), else with a random key per process.
+    """
+    import uvicorn
+
+    from howsure.models import DEFAULT_MODEL
+    from howsure.service.app import create_app
+
+    store = open_store(db)
+    record, what = install_policy(store, policy, cli_actor())
+    err_console.print(what, highlight=False, soft_wrap=True)
+    if not any(user.role == "admin" and not user.disabled for user in store.list_users()):
+        err_console.print("[yellow]note:[/] no admin user yet: `howsure users add NAME --role admin --db ...` "
+                          "and `howsure tokens create NAME --db ...`", highlight=False, soft_wrap=True)
+    model_name = model or record.body.get("model_id") or DEFAULT_MODEL
+    from howsure.backends import load_backend
+
+    with err_console.status(f"loading {model_name} …"):
+        backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch, install=False)
+    service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                             lease_seconds=lease_seconds, secure_cookies=secure_cookies)
+    err_console.print(f"review page: http://{host}:{port}/review   API docs: http://{host}:{port}/docs",
+                      highlight=False, soft_wrap=True)
+    try:
+        uvicorn.run(service_app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    finally:
+        store.close()
+
+
+@command("add", group=users_app)
+def users_add(
+    name: str = typer.Argument(..., help="User name (also the reviewer name in the audit log)."),
+    role: str = typer.Option("reviewer", "--role", "-r", help="admin, reviewer or client."),
+    db: str = DbOption,
+) -> None:
+    """Add a user; then give them a token with `howsure tokens create NAME`."""
+    with open_store(db) as store:
+        user = store.add_user(name, role, actor=cli_actor())
+    console.print(f"added user {user.name} ({user.role})", highlight=False, soft_wrap=True)
+
+
+@command("list", group=users_app)
+def users_list(db: str = DbOption) -> None:
+    """List the users and their roles."""
+    with open_store(db) as store:
+        users = store.list_users()
+        tokens = store.list_tokens()
+    table = Table()
+    for column in ("user", "role", "active tokens", "disabled"):
+        table.add_column(column)
+    for user in users:
+        active = sum(1 for t in tokens if t.user_name == user.name and t.revoked_at is None)
+        table.add_row(user.name, user.role, str(active), "yes" if user.disabled else "")
+    console.print(table)
+
+
+@command("create", group=tokens_app)
+def tokens_create(
+    name: str = typer.Argument(..., help="The user the token belongs to."),
+    db: str = DbOption,
+    note: str = typer.Option("", "--note", help="What the token is for (kept with it)."),
+) -> None:
+    """Create a token for a user and print it. It is shown only this once (stored hashed)."""
+    with open_store(db) as store:
+        token = store.create_token(name, actor=cli_actor(), note=note)
+    typer.echo(token)  # plain stdout, so `TOKEN=$(howsure tokens create ...)` works
+    err_console.print(f"token for {name}: shown once, stored only as its sha256; revoke with "
+                      f"`howsure tokens revoke`", highlight=False, soft_wrap=True)
+
+
+@command("list", group=tokens_app)
+def tokens_list(db: str = DbOption, user: Optional[str] = typer.Option(None, "--user", help="Only this user's.")) -> None:
+    """List tokens (id, user, hash prefix, last use); never the tokens themselves."""
+    with open_store(db) as store:
+        tokens = store.list_tokens(user)
+    table = Table()
+    for column in ("id", "user", "hash prefix", "note", "created", "last used", "revoked"):
+        table.add_column(column)
+    for t in tokens:
+        stamp = lambda value: value.strftime("%Y-%m-%d %H:%M") if value else ""  # noqa: E731
+        table.add_row(str(t.id), t.user_name, t.hash_prefix, t.note, stamp(t.created_at), stamp(t.last_used_at),
+                      stamp(t.revoked_at))
+    console.print(table)
+
+
+@command("revoke", group=tokens_app)
+def tokens_revoke(
+    token: str = typer.Argument(..., help="Token id, the token itself, or 8+ hex digits of its hash."),
+    db: str = DbOption,
+) -> None:
+    """Revoke a token: it stops working at once."""
+    with open_store(db) as store:
+        record = store.revoke_token(token, actor=cli_actor())
+    console.print(f"revoked token {record.id} of {record.user_name}", highlight=False, soft_wrap=True)

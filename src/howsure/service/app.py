@@ -1,0 +1,934 @@
+"""The review service's web app: a JSON API under ``/v1`` and server-rendered review pages.
+
+    from howsure.service.app import create_app
+    app = create_app(ReviewStore("reviews.db"), load_backend("smollm2-135m"), audit_rate=0.05)
+    uvicorn.run(app, host="127.0.0.1", port=8000)      # what `howsure serve` does
+
+One item's way through `POST /v1/classify`: the text joins the micro-batcher's queue
+(`howsure.service.batching`), one ``backend.label_scores`` call scores a batch of texts from
+concurrent requests, the active policy turns the raw label probabilities into a calibrated
+confidence and a decision (auto or review), a random ``audit_rate`` share of the auto items is
+queued for auditing as well, and the items are stored (one transaction per request) *before*
+the response is sent: an acknowledged item is in the database.
+
+Errors are JSON everywhere: ``{"error": {"code": ..., "message": ...}}`` with 401/403 for
+authentication and roles, 404 for unknown items and routes, 409 for queue conflicts, 413 for a
+body over the limit, 422 for invalid input, 503 while no policy is active.
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the request models built inside
+# create_app (their limits are settings), which string annotations would hide from it.
+import logging
+import math
+import random
+import threading
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, Path as PathParam, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from howsure import __version__
+from howsure.errors import ClaimError, DataError, HowsureError, PolicyError, StoreError, TaskError
+from howsure.service import auth
+from howsure.service.batching import BatcherClosed, MicroBatcher
+
+log = logging.getLogger("howsure.service")
+
+HERE = Path(__file__).resolve().parent
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+MAX_KEY_CHARS = 200  # external ids, request ids, labels (the store's column widths)
+
+PAGE_HEADERS = {
+    # No inline script or style anywhere: the pages' JS and CSS are files under /static.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+# ---------------------------------------------------------------------------- errors
+class NotFound(HowsureError):
+    """An item, policy version or route that does not exist (HTTP 404)."""
+
+
+class ServiceUnavailable(HowsureError):
+    """The service cannot classify right now: no active policy, or it is shutting down (503)."""
+
+
+def error_status(exc: HowsureError) -> tuple[int, str]:
+    """The HTTP status and error code of a library error."""
+    if isinstance(exc, auth.Unauthorized | auth.Forbidden):
+        return exc.status_code, exc.code
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
+    if isinstance(exc, ClaimError):
+        return 409, "conflict"
+    if isinstance(exc, ServiceUnavailable):
+        return 503, "unavailable"
+    if isinstance(exc, StoreError):
+        # The store wraps driver failures (connection lost, disk full) in StoreError as well;
+        # those are the server's trouble, not the request's.
+        if str(exc).startswith("database error"):
+            return 503, "database_unavailable"
+        return 400, "bad_request"
+    if isinstance(exc, PolicyError | DataError | TaskError):
+        return 422, "invalid_input"
+    return 400, "bad_request"
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": {"code": code, "message": message, **extra}}
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 413: "too_large", 415: "unsupported_media_type",
+              422: "invalid_input", 429: "too_many_requests", 503: "unavailable"}
+
+
+# ---------------------------------------------------------------------------- API models
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable: unauthorized, forbidden, not_found, conflict, too_large, "
+                                  "invalid_input, unavailable, ...")
+    message: str = Field(description="What was wrong and what was expected instead.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def _clean_string(value: str | None, what: str) -> str | None:
+    # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8: both
+    # would fail deep in the database driver, so they are refused here with a clear message.
+    if value is None:
+        return value
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character (\\u0000), which cannot be stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode (it contains a lone surrogate)") from None
+    return value
+
+
+def _request_models(max_text_chars: int, max_items: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The classify request models with this app's limits in their schema."""
+
+    class ClassifyItem(BaseModel):
+        """One text to classify."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+            "text": "A gorgeous, witty, seductive movie.", "id": "review-1017", "request_id": "9f1c2e"}})
+        text: str = Field(min_length=1, max_length=max_text_chars, description="The text to classify.")
+        id: str | None = Field(None, min_length=1, max_length=MAX_KEY_CHARS,
+                               description="Your id for the item, stored and returned as external_id.")
+        request_id: str | None = Field(
+            None, min_length=1, max_length=MAX_KEY_CHARS,
+            description="Idempotency key: sending the same request_id again (a retry after a timeout or a "
+                        "crash) returns the stored item instead of storing a second one.")
+
+        @field_validator("text")
+        @classmethod
+        def _text(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError("text is blank; send the text to classify")
+            return _clean_string(value, "text")
+
+        @field_validator("id", "request_id")
+        @classmethod
+        def _keys(cls, value: str | None) -> str | None:
+            return _clean_string(value, "id")
+
+    class ClassifyBatch(BaseModel):
+        """Several texts at once (scored together with other requests' texts)."""
+
+        model_config = ConfigDict(extra="forbid")
+        items: list[ClassifyItem] = Field(min_length=1, max_length=max_items)
+
+    return ClassifyItem, ClassifyBatch
+
+
+class ClassifiedItem(BaseModel):
+    item_id: int = Field(description="The stored item's id (GET /v1/items/{item_id}).")
+    external_id: str | None = Field(description="The id you sent with the item.")
+    request_id: str | None
+    label: str = Field(description="The predicted label.")
+    confidence: float = Field(description="Calibrated probability of the predicted label.")
+    probabilities: dict[str, float] = Field(description="Calibrated probability of every label.")
+    decision: Literal["auto", "review"] = Field(
+        description="auto: act on the label; review: a person will label the item.")
+    policy_version: int
+    policy_id: str
+
+
+class ClassifyResponse(BaseModel):
+    items: list[ClassifiedItem]
+
+
+class ReviewOut(BaseModel):
+    id: int
+    item_id: int
+    reviewer: str
+    label: str
+    created_at: datetime
+    policy_version: int
+    agreed_with_model: bool
+    source: Literal["review", "audit"]
+
+
+class ItemOut(ClassifiedItem):
+    text: str
+    status: Literal["done", "queued", "claimed", "reviewed"]
+    queue_reason: Literal["review", "audit"] | None
+    created_at: datetime
+    created_by: str
+    queued_at: datetime | None
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+    review: ReviewOut | None = None
+
+
+class QueueNextResponse(BaseModel):
+    item: ItemOut | None = Field(description="The item you now hold (null: the queue is empty).")
+    queue_length: int = Field(description="Items waiting to be claimed.")
+    reviewed_by_you: int
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: int = Field(ge=1, le=MAX_ID)
+    label: str = Field(min_length=1, max_length=MAX_KEY_CHARS)
+
+
+class PolicyOut(BaseModel):
+    version: int
+    policy_id: str
+    active: bool
+    created_at: datetime
+    created_by: str
+    note: str
+    labels: list[str]
+    rule: str
+    threshold: float | None
+    class_thresholds: dict[str, float | None] | None
+    target_accuracy: float | None
+    delta: float | None
+    summary: str
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+    level: float
+
+
+class AuditAccuracy(BaseModel):
+    reviewed: int = Field(description="Audited auto items with a review.")
+    correct: int
+    accuracy: float | None
+    interval: Interval | None = Field(description="Clopper-Pearson interval of the accuracy.")
+    target: float | None = Field(description="The accuracy the active policy guarantees.")
+    verdict: str = Field(description="no_data, below_target, meets_target or consistent_with_target")
+
+
+class StatsResponse(BaseModel):
+    policy_version: int | None
+    overall: dict[str, Any] = Field(description="ReviewStore.stats() over all items.")
+    active_policy: dict[str, Any] | None = Field(description="The same counts for the active policy's items.")
+    audit: AuditAccuracy = Field(description="Audited accuracy of the active policy's auto items.")
+    drift: dict[str, Any] | None = Field(description="howsure.service.drift report (null if unavailable).")
+    drift_error: str | None = None
+    batching: dict[str, Any]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    version: str
+    model: str
+    policy_version: int | None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- statistics
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval for a proportion.
+
+    Parameters
+    ----------
+    successes, n : int
+        ``0 <= successes <= n``, ``n >= 1``.
+    level : float
+        Coverage, e.g. 0.95.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    from scipy.stats import beta
+
+    if n < 1 or not 0 <= successes <= n:
+        raise DataError(f"need 0 <= successes <= n and n >= 1, got successes={successes}, n={n}")
+    alpha = 1 - level
+    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return low, high
+
+
+def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95) -> AuditAccuracy:
+    """Audited accuracy with its interval, and how it stands against the policy's target."""
+    reviewed = int((stats or {}).get("audit_reviewed") or 0)
+    correct = int((stats or {}).get("audit_correct") or 0)
+    if reviewed == 0:
+        return AuditAccuracy(reviewed=0, correct=0, accuracy=None, interval=None, target=target, verdict="no_data")
+    low, high = clopper_pearson(correct, reviewed, level)
+    if target is None:
+        verdict = "no_target"
+    elif high < target:
+        verdict = "below_target"
+    elif low >= target:
+        verdict = "meets_target"
+    else:
+        verdict = "consistent_with_target"
+    return AuditAccuracy(reviewed=reviewed, correct=correct, accuracy=correct / reviewed,
+                         interval=Interval(low=low, high=high, level=level), target=target, verdict=verdict)
+
+
+# ---------------------------------------------------------------------------- the service state
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A stored policy version made ready to decide: the Policy and the Task it prompts with."""
+
+    version: int
+    policy_id: str
+    policy: Any  # howsure.policy.Policy
+    task: Any  # howsure.task.Task
+
+
+class Service:
+    """What the endpoints share: the store, the backend, the batcher and the settings."""
+
+    def __init__(self, store: Any, backend: Any, *, audit_rate: float, max_batch: int, max_wait_ms: float,
+                 lease_seconds: float, seed: int | None, session_secret: str | bytes | None,
+                 secure_cookies: bool) -> None:
+        self.store = store
+        self.backend = backend
+        self.audit_rate = audit_rate
+        self.lease_seconds = lease_seconds
+        self.secure_cookies = secure_cookies
+        self.sessions = auth.SessionSigner(session_secret)
+        self.batcher: MicroBatcher = MicroBatcher(self._score, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._policies: dict[int, LoadedPolicy] = {}
+        self._policies_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ policies
+    def loaded(self, record: Any) -> LoadedPolicy:
+        """The ready-to-use form of a stored policy version (cached: versions never change)."""
+        with self._policies_lock:
+            cached = self._policies.get(record.version)
+        if cached is not None and cached.policy_id == record.policy_id:
+            return cached
+        from howsure.policy import Policy
+        from howsure.task import Task
+
+        policy = Policy.from_dict(record.body)
+        if not policy.task:
+            raise ServiceUnavailable(
+                f"policy version {record.version} has no task, so the service cannot build prompts; "
+                "certify the policy with its task (howsure thresholds --task ...) and add it again")
+        loaded = LoadedPolicy(record.version, record.policy_id, policy, Task.from_dict(policy.task))
+        with self._policies_lock:
+            self._policies[record.version] = loaded
+        return loaded
+
+    def active(self) -> LoadedPolicy:
+        record = self.store.active_policy()
+        if record is None:
+            raise ServiceUnavailable("no policy is active; start the service with `howsure serve --policy FILE`")
+        return self.loaded(record)
+
+    # ------------------------------------------------------------------ classification
+    def _score(self, pairs: list[tuple[Any, str]]) -> list[Any]:
+        """The batch function: one backend call per task among the pairs (normally one)."""
+        groups: dict[int, list[int]] = {}
+        for index, (task, _) in enumerate(pairs):
+            groups.setdefault(id(task), []).append(index)
+        results: list[Any] = [None] * len(pairs)
+        for indices in groups.values():
+            task = pairs[indices[0]][0]
+            scores = self.backend.label_scores(task, [pairs[i][1] for i in indices], top_k=1)
+            for i, score in zip(indices, scores):
+                results[i] = score
+        return results
+
+    def _audit_draw(self) -> bool:
+        with self._rng_lock:
+            return self._rng.random() < self.audit_rate
+
+    def decide_and_store(self, loaded: LoadedPolicy, items: Sequence[Any], scores: Sequence[Any],
+                         actor: str) -> list[Any]:
+        """Apply the policy to the raw scores and store the items in one transaction."""
+        from howsure.service.store import NewItem
+
+        labels = loaded.policy.labels
+        raw = np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
+        decisions = loaded.policy.decide(raw)
+        new_items = []
+        for item, row, decision in zip(items, raw, decisions):
+            audit = decision.decision == "auto" and self._audit_draw()
+            new_items.append(NewItem(
+                text=item.text, prediction=decision.label, confidence=float(decision.confidence),
+                probabilities=decision.probabilities,
+                raw_probabilities={label: float(p) for label, p in zip(labels, row)},
+                decision=decision.decision,
+                queue_reason="review" if decision.decision == "review" else ("audit" if audit else None),
+                policy_version=loaded.version, policy_id=loaded.policy_id,
+                external_id=item.id, request_id=item.request_id,
+            ))
+        records = self.store.add_items(new_items, actor=actor)
+        for item, record in zip(items, records):
+            # A request_id names one item of one client: a retry gets its own item back, and
+            # nobody reads another client's item by guessing its key.
+            if item.request_id is not None and (record.created_by != actor or record.text != item.text):
+                raise ClaimError(f"request_id {item.request_id!r} was already used for another item; "
+                                 "use a new key for a new text")
+        return records
+
+    # ------------------------------------------------------------------ reviewers
+    def user_of(self, credentials: HTTPAuthorizationCredentials | None) -> Any:
+        """The user of an API request's bearer token; `auth.Unauthorized` without a valid one."""
+        token = auth.bearer_token(None if credentials is None else f"Bearer {credentials.credentials}")
+        user = self.store.authenticate(token)
+        if user is None:
+            raise auth.Unauthorized("unknown or revoked token (or its user is disabled)")
+        return user
+
+    def session_user(self, request: Request) -> tuple[Any, auth.Session] | None:
+        """The signed-in reviewer of a page request, or None."""
+        session = self.sessions.load(request.cookies.get(auth.SESSION_COOKIE))
+        if session is None:
+            return None
+        try:
+            user = self.store.get_user(session.user)
+        except StoreError:
+            return None
+        if user.disabled or user.role not in ("admin", "reviewer"):
+            return None
+        return user, session
+
+
+def item_out(record: Any, review: Any = None) -> ItemOut:
+    return ItemOut(
+        item_id=record.id, external_id=record.external_id, request_id=record.request_id, label=record.prediction,
+        confidence=record.confidence, probabilities=record.probabilities, decision=record.decision,
+        policy_version=record.policy_version, policy_id=record.policy_id, text=record.text, status=record.status,
+        queue_reason=record.queue_reason, created_at=record.created_at, created_by=record.created_by,
+        queued_at=record.queued_at, claimed_by=record.claimed_by, claim_expires_at=record.claim_expires_at,
+        review=None if review is None else ReviewOut(**vars(review)),
+    )
+
+
+def policy_out(record: Any) -> PolicyOut:
+    body = record.body
+    guarantee = body.get("guarantee") or {}
+    try:
+        summary = record.to_policy().summary()
+    except (HowsureError, KeyError, TypeError) as exc:  # an odd stored body must not break the listing
+        summary = f"(cannot summarise: {exc})"
+    return PolicyOut(
+        version=record.version, policy_id=record.policy_id, active=record.active, created_at=record.created_at,
+        created_by=record.created_by, note=record.note, labels=list(body.get("labels", [])), rule=body.get("rule", ""),
+        threshold=body.get("threshold"), class_thresholds=body.get("class_thresholds"),
+        target_accuracy=guarantee.get("target_accuracy"), delta=guarantee.get("delta"), summary=summary,
+    )
+
+
+def gather_stats(service: Service) -> StatsResponse:
+    """Everything the stats page and GET /v1/stats show."""
+    store = service.store
+    record = store.active_policy()
+    overall = store.stats()
+    active = store.stats(policy_version=record.version) if record is not None else None
+    target = ((record.body.get("guarantee") or {}).get("target_accuracy")) if record is not None else None
+    drift, drift_error = None, None
+    try:
+        from howsure.service.drift import drift_report
+    except ImportError:  # the drift module ships separately while the service grows
+        drift_error = "the drift check is not installed"
+    else:
+        try:
+            drift = _json_safe(drift_report(store).to_dict())
+        except HowsureError as exc:
+            drift_error = str(exc)
+    return StatsResponse(
+        policy_version=None if record is None else record.version, overall=_json_safe(overall),
+        active_policy=_json_safe(active), audit=audit_accuracy(active, target), drift=drift,
+        drift_error=drift_error, batching=service.batcher.stats.to_dict(),
+    )
+
+
+# ---------------------------------------------------------------------------- limits
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before any endpoint
+    sees it, whether the client declares its length or streams it in chunks."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await error_response(400, "bad_request", "Content-Length is not a number")(scope, receive, send)
+                return
+            if length > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away; the endpoint sees the disconnect
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
+        response = error_response(413, "too_large", f"the request body is over the limit of {self.max_bytes} bytes; "
+                                                    "send fewer or shorter items per request")
+        await response(scope, receive, send)
+
+
+# ---------------------------------------------------------------------------- the app
+def create_app(
+    store: Any,
+    backend: Any,
+    *,
+    audit_rate: float = 0.05,
+    max_batch: int = 32,
+    max_wait_ms: float = 10,
+    lease_seconds: float = 300,
+    max_items_per_request: int = 256,
+    max_text_chars: int = 20000,
+    max_body_bytes: int = 1_000_000,
+    seed: int | None = None,
+    session_secret: str | bytes | None = None,
+    secure_cookies: bool = False,
+) -> FastAPI:
+    """Build the review service.
+
+    Parameters
+    ----------
+    store : howsure.service.store.ReviewStore
+        Where items, reviews, policies and users live. The active policy decides.
+    backend : howsure.backends.Backend
+        The model; its ``label_scores`` is called from one worker thread at a time.
+    audit_rate : float in [0, 1]
+        Share of auto-decided items also queued for a person, so the accuracy of automation
+        is measured on an unbiased sample.
+    max_batch, max_wait_ms : int, float
+        Micro-batching: most texts per forward pass, and the longest a text waits for others.
+    lease_seconds : float
+        How long a reviewer holds a claimed item before someone else may take it.
+    max_items_per_request, max_text_chars, max_body_bytes : int
+        Request limits (422 for too many items or too long a text, 413 for too large a body).
+    seed : int, optional
+        Seed of the audit draw (tests); None draws from the OS.
+    session_secret : str or bytes, optional
+        Key of the review pages' session cookies (else ``HOWSURE_SESSION_SECRET`` or random).
+    secure_cookies : bool
+        Mark the session cookie Secure (behind HTTPS).
+    """
+    if isinstance(audit_rate, bool) or not isinstance(audit_rate, int | float) or not 0 <= audit_rate <= 1:
+        raise DataError(f"audit_rate must be a number in [0, 1], got {audit_rate!r}")
+    for name, value in (("max_items_per_request", max_items_per_request), ("max_text_chars", max_text_chars),
+                        ("max_body_bytes", max_body_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{name} must be an integer >= 1, got {value!r}")
+    if not lease_seconds > 0:
+        raise DataError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+    record = store.active_policy()
+    service = Service(store, backend, audit_rate=float(audit_rate), max_batch=max_batch, max_wait_ms=max_wait_ms,
+                      lease_seconds=lease_seconds, seed=seed, session_secret=session_secret,
+                      secure_cookies=secure_cookies)
+    if record is not None:
+        try:
+            service.loaded(record)  # a policy the service cannot use fails now, not on the first request
+        except ServiceUnavailable as exc:
+            raise PolicyError(str(exc)) from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.batcher.start()
+        try:
+            yield
+        finally:
+            await service.batcher.stop()
+
+    app = FastAPI(
+        title="howsure review service",
+        version=__version__,
+        description=(
+            "Classify texts under a certified policy, route the unsure ones to people, review them.\n\n"
+            "Authenticate with `Authorization: Bearer <token>` (`howsure tokens create NAME --db URL`). "
+            "Roles: **client** classifies; **reviewer** works the queue; **admin** does everything. "
+            "Errors are `{\"error\": {\"code\": ..., \"message\": ...}}`."
+        ),
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "classify", "description": "Classify texts (role client)."},
+            {"name": "review", "description": "The review queue (role reviewer)."},
+            {"name": "policies", "description": "Policy versions; activating one is a rollback (role admin)."},
+            {"name": "health", "description": "Liveness, no authentication."},
+        ],
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    ClassifyItem, ClassifyBatch = _request_models(max_text_chars, max_items_per_request)
+    bearer = HTTPBearer(auto_error=False, description="A token made by `howsure tokens create`.")
+    errors = {code: {"model": ErrorResponse} for code in (401, 403, 413, 422)}
+
+    def role(allowed: tuple[str, ...], what: str):
+        def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Any:
+            user = service.user_of(credentials)
+            auth.check_role(user, allowed, what)
+            return user
+        return dependency
+
+    classifier = role(auth.CLASSIFY, "classify")
+    reviewer = role(auth.REVIEW, "work the review queue")
+    admin = role(auth.ADMIN, "manage policies")
+    anyone = role(("client", "reviewer"), "read items")
+
+    # ------------------------------------------------------------------ error handlers
+    @app.exception_handler(HowsureError)
+    async def howsure_error(request: Request, exc: HowsureError) -> JSONResponse:
+        status, code = error_status(exc)
+        return error_response(status, code, str(exc))
+
+    @app.exception_handler(BatcherClosed)
+    async def closed(request: Request, exc: BatcherClosed) -> JSONResponse:
+        return error_response(503, "unavailable", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        return error_response(422, "invalid_input", f"{where}: {first['msg']}", details=details[:20])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such path {request.url.path!r}; the API is described at /docs"
+        response = error_response(exc.status_code, code, message)
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "the server failed on this request; it was logged")
+
+    # ------------------------------------------------------------------ API
+    @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"],
+              responses={**errors, 409: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def classify(body: ClassifyBatch | ClassifyItem, user: Any = Depends(classifier)) -> ClassifyResponse:  # type: ignore[valid-type]
+        """Classify one text (`{"text": ...}`) or several (`{"items": [...]}`).
+
+        Every item gets the predicted label, its calibrated confidence, the probabilities, the
+        decision (`auto` or `review`) and the policy version that decided. Items are stored
+        before the answer is sent; a retry with the same `request_id` returns the stored item.
+        """
+        items = body.items if isinstance(body, ClassifyBatch) else [body]
+        loaded = await run_in_threadpool(service.active)
+        scores = await service.batcher.submit([(loaded.task, item.text) for item in items])
+        records = await run_in_threadpool(service.decide_and_store, loaded, items, scores, user.name)
+        return ClassifyResponse(items=[
+            ClassifiedItem(item_id=r.id, external_id=r.external_id, request_id=r.request_id, label=r.prediction,
+                           confidence=r.confidence, probabilities=r.probabilities, decision=r.decision,
+                           policy_version=r.policy_version, policy_id=r.policy_id)
+            for r in records
+        ])
+
+    def item_or_404(item_id: int) -> Any:
+        try:
+            return store.get_item(item_id)
+        except StoreError:
+            raise NotFound(f"item {item_id} is not in the store") from None
+
+    ItemId = PathParam(ge=1, le=MAX_ID, description="The item's id.")
+
+    @app.get("/v1/items/{item_id}", response_model=ItemOut, tags=["review"],
+             responses={**errors, 404: {"model": ErrorResponse}})
+    def get_item(item_id: int = ItemId, user: Any = Depends(anyone)) -> ItemOut:
+        """One item with its decision, queue status and review (clients see their own items)."""
+        record = item_or_404(item_id)
+        if user.role == "client" and record.created_by != user.name:
+            raise NotFound(f"item {item_id} is not in the store")  # no hint that it exists
+        return item_out(record, store.get_review(item_id))
+
+    @app.get("/v1/queue/next", response_model=QueueNextResponse, tags=["review"], responses=errors)
+    def queue_next(user: Any = Depends(reviewer)) -> QueueNextResponse:
+        """Claim the next item to review (the one you already hold, if any) for `lease_seconds`."""
+        record = store.claim_next(user.name, lease_seconds=service.lease_seconds)
+        return QueueNextResponse(item=None if record is None else item_out(record),
+                                 queue_length=store.queue_length(), reviewed_by_you=store.reviewer_count(user.name))
+
+    @app.post("/v1/reviews", response_model=ReviewOut, status_code=201, tags=["review"],
+              responses={**errors, 400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+                         409: {"model": ErrorResponse}})
+    def post_review(body: ReviewIn, user: Any = Depends(reviewer)) -> ReviewOut:
+        """Label an item you hold. 409 when it is reviewed already or someone else holds it."""
+        item_or_404(body.item_id)
+        review = store.submit_review(body.item_id, user.name, body.label)
+        return ReviewOut(**vars(review))
+
+    @app.post("/v1/items/{item_id}/skip", response_model=ItemOut, tags=["review"],
+              responses={**errors, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+    def skip(item_id: int = ItemId, user: Any = Depends(reviewer)) -> ItemOut:
+        """Give an item you hold back to the end of the queue."""
+        item_or_404(item_id)
+        return item_out(store.release(item_id, user.name))
+
+    @app.get("/v1/stats", response_model=StatsResponse, tags=["review"], responses=errors)
+    def stats(user: Any = Depends(reviewer)) -> StatsResponse:
+        """Automation rate, audited accuracy against the guarantee, queue, drift, batching."""
+        return gather_stats(service)
+
+    @app.get("/v1/policies", response_model=list[PolicyOut], tags=["policies"], responses=errors)
+    def policies(user: Any = Depends(reviewer)) -> list[PolicyOut]:
+        """Every policy version, newest first."""
+        return [policy_out(record) for record in store.policy_history()]
+
+    @app.get("/v1/policies/{version}", tags=["policies"], responses={**errors, 404: {"model": ErrorResponse}})
+    def policy_body(version: int = PathParam(ge=1, le=MAX_ID), user: Any = Depends(reviewer)) -> dict[str, Any]:
+        """The full policy JSON of one version."""
+        try:
+            return store.get_policy(version).body
+        except StoreError as exc:
+            raise NotFound(str(exc)) from None
+
+    @app.post("/v1/policies/{version}/activate", response_model=PolicyOut, tags=["policies"],
+              responses={**errors, 404: {"model": ErrorResponse}})
+    def activate(version: int = PathParam(ge=1, le=MAX_ID), user: Any = Depends(admin)) -> PolicyOut:
+        """Make a stored version the active one (a rollback when it is older)."""
+        try:
+            record = store.get_policy(version)
+        except StoreError as exc:
+            raise NotFound(str(exc)) from None
+        try:
+            service.loaded(record)
+        except ServiceUnavailable as exc:
+            raise PolicyError(str(exc)) from None
+        return policy_out(store.activate_policy(version, actor=user.name))
+
+    @app.get("/healthz", response_model=HealthResponse, tags=["health"], responses={503: {"model": ErrorResponse}})
+    def healthz() -> HealthResponse:
+        """The service is up and its database answers."""
+        record = store.active_policy()
+        return HealthResponse(status="ok", version=__version__, model=str(getattr(backend, "model_id", "?")),
+                              policy_version=None if record is None else record.version)
+
+    add_pages(app, service)
+    return app
+
+
+# ---------------------------------------------------------------------------- pages
+FLASH = {
+    "saved": "Saved item {item}.",
+    "skipped": "Skipped item {item}; it went back to the end of the queue.",
+    "conflict": "Item {item} was not saved: {reason}",
+}
+CONFLICT_REASONS = {
+    "taken": "your lease ran out and another reviewer took it over.",
+    "reviewed": "it is already reviewed.",
+    "label": "pick one of the labels first.",
+}
+
+
+def add_pages(app: FastAPI, service: Service) -> None:
+    """The server-rendered pages: sign in, review one item at a time, stats."""
+    import jinja2
+
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,  # every value is escaped: an item's "<script>" is shown as text
+        undefined=jinja2.StrictUndefined,
+    )
+    store = service.store
+
+    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = templates.get_template(name).render(version=__version__, **context)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def to_login() -> RedirectResponse:
+        return RedirectResponse("/login", status_code=303)
+
+    def check_csrf(session: auth.Session, form: Any) -> None:
+        if not auth.csrf_matches(session, form.get("csrf")):
+            raise auth.Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
+
+    async def read_form(request: Request) -> Any:
+        try:
+            return await request.form(max_files=0, max_fields=20)
+        except Exception as exc:  # noqa: BLE001 - multipart's errors are not one class
+            raise DataError(f"the form could not be read: {exc}") from None
+
+    def forbidden_page(user: Any, session: Any, message: str) -> HTMLResponse:
+        return page("error.html", 403, title="Forbidden", message=message, user=user, session=session)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/review", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request) -> Response:
+        if service.session_user(request) is not None:
+            return RedirectResponse("/review", status_code=303)
+        return page("login.html", user=None, session=None, error=None)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = await read_form(request)
+        token = str(form.get("token") or "").strip()
+        user = await run_in_threadpool(store.authenticate, token) if token else None
+        if user is None:
+            return page("login.html", 401, user=None, session=None,
+                        error="That token is unknown or revoked. Ask an admin for one (howsure tokens create).")
+        if user.role not in ("admin", "reviewer"):
+            return page("login.html", 403, user=None, session=None,
+                        error=f"User {user.name} has role {user.role}; the review pages need reviewer or admin.")
+        _, cookie = service.sessions.new_session(user.name)
+        response = RedirectResponse("/review", status_code=303)
+        response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=int(service.sessions.max_age_s), httponly=True,
+                            samesite="strict", secure=service.secure_cookies, path="/")
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        signed_in = await run_in_threadpool(service.session_user, request)
+        if signed_in is not None:
+            check_csrf(signed_in[1], await read_form(request))
+        response = to_login()
+        response.delete_cookie(auth.SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/review", include_in_schema=False)
+    def review_page(request: Request, done: str | None = None, item: int | None = None,
+                    reason: str | None = None) -> Response:
+        signed_in = service.session_user(request)
+        if signed_in is None:
+            return to_login()
+        user, session = signed_in
+        flash = None
+        if done in FLASH and item is not None and 1 <= item <= MAX_ID:
+            flash = FLASH[done].format(item=item, reason=CONFLICT_REASONS.get(reason or "", "it changed meanwhile."))
+        record = store.claim_next(user.name, lease_seconds=service.lease_seconds)
+        context: dict[str, Any] = {
+            "user": user, "session": session, "flash": flash, "flash_kind": done,
+            "queue_length": store.queue_length(), "my_count": store.reviewer_count(user.name), "item": None,
+        }
+        if record is not None:
+            labels = store.get_policy(record.policy_version).labels
+            context.update(
+                item=record, labels=labels, audit=record.queue_reason == "audit",
+                suggestion=record.prediction, confidence=record.confidence,
+                lease_minutes=max(1, round(service.lease_seconds / 60)),
+            )
+        return page("review.html", **context)
+
+    @app.post("/review", include_in_schema=False)
+    async def review_submit(request: Request) -> Response:
+        signed_in = await run_in_threadpool(service.session_user, request)
+        if signed_in is None:
+            return to_login()
+        user, session = signed_in
+        form = await read_form(request)
+        try:
+            check_csrf(session, form)
+        except auth.Forbidden as exc:
+            return forbidden_page(user, session, str(exc))
+        try:
+            item_id = int(str(form.get("item_id", "")))
+        except ValueError:
+            item_id = 0
+        if not 1 <= item_id <= MAX_ID:
+            return page("error.html", 400, title="Bad request", message="The form names no item.",
+                        user=user, session=session)
+        action = form.get("action", "review")
+        label = form.get("label")
+        try:
+            if action == "skip":
+                await run_in_threadpool(store.release, item_id, user.name)
+                return RedirectResponse(f"/review?done=skipped&item={item_id}", status_code=303)
+            if not label:
+                return RedirectResponse(f"/review?done=conflict&item={item_id}&reason=label", status_code=303)
+            await run_in_threadpool(store.submit_review, item_id, user.name, str(label))
+        except ClaimError as exc:
+            reason = "reviewed" if "already reviewed" in str(exc) else "taken"
+            return RedirectResponse(f"/review?done=conflict&item={item_id}&reason={reason}", status_code=303)
+        except StoreError as exc:
+            return page("error.html", 400, title="Not saved", message=str(exc), user=user, session=session)
+        return RedirectResponse(f"/review?done=saved&item={item_id}", status_code=303)
+
+    @app.get("/stats", include_in_schema=False)
+    def stats_page(request: Request) -> Response:
+        signed_in = service.session_user(request)
+        if signed_in is None:
+            return to_login()
+        user, session = signed_in
+        stats = gather_stats(service)
+        history = [policy_out(record) for record in store.policy_history()[:20]]
+        return page("stats.html", user=user, session=session, stats=stats, history=history)

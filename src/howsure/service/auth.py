@@ -1,0 +1,164 @@
+"""Who may do what: bearer tokens and roles for the API, signed session cookies and CSRF
+tokens for the review pages.
+
+API clients send ``Authorization: Bearer hs_...``; the store keeps only the token's sha256
+(`howsure.service.store.ReviewStore.authenticate`). Roles:
+
+    client     POST /v1/classify, and reading back the items it sent
+    reviewer   the review queue, reviews, stats, policies and the pages
+    admin      everything, including activating a policy version
+
+The pages use a session cookie instead: after a reviewer signs in with a token, the browser
+holds ``payload.signature`` where the payload names the user and carries the session's CSRF
+token, and the signature is an HMAC-SHA256 under the server's secret. The cookie is HttpOnly
+and SameSite=Strict; every form POST must echo the CSRF token in a hidden field as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from howsure.errors import AuthError
+
+ROLES = ("admin", "reviewer", "client")
+#: What each permission needs; admin has every permission.
+CLASSIFY = ("client",)
+REVIEW = ("reviewer",)
+ADMIN = ()
+
+SESSION_COOKIE = "howsure_session"
+SESSION_MAX_AGE_S = 12 * 3600
+SECRET_ENV = "HOWSURE_SESSION_SECRET"
+
+
+class Unauthorized(AuthError):
+    """No credentials, or credentials nobody recognises (HTTP 401)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    """Known user, wrong role, or a form without its CSRF token (HTTP 403)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; `Unauthorized` otherwise."""
+    if not header:
+        raise Unauthorized("missing 'Authorization: Bearer <token>' header; create a token with "
+                           "`howsure tokens create NAME --db URL`")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(f"the Authorization header must be 'Bearer <token>', got scheme {scheme[:20]!r}")
+    return token
+
+
+def check_role(user: Any, allowed: tuple[str, ...], what: str) -> None:
+    """`Forbidden` unless ``user.role`` is admin or one of ``allowed``.
+
+    Parameters
+    ----------
+    user : UserRecord
+    allowed : tuple of str
+        Roles besides admin that may do ``what``.
+    what : str
+        The action, for the message ("classify", "review items").
+    """
+    if user.role == "admin" or user.role in allowed:
+        return
+    needed = " or ".join(("admin",) + tuple(allowed))
+    raise Forbidden(f"user {user.name!r} has role {user.role!r}; to {what} the role must be {needed}")
+
+
+# ---------------------------------------------------------------------------- sessions
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser: the user's name, the session's CSRF token and when it expires."""
+
+    user: str
+    csrf: str
+    expires: float
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """Signs and checks session cookies with HMAC-SHA256.
+
+    Parameters
+    ----------
+    secret : str or bytes, optional
+        The signing key. Several server processes behind one address need the same one (set
+        ``HOWSURE_SESSION_SECRET``); without one a random key is made, and sessions end when
+        the process restarts.
+    max_age_s : float
+        How long a session lasts after signing in.
+    """
+
+    def __init__(self, secret: str | bytes | None = None, *, max_age_s: float = SESSION_MAX_AGE_S) -> None:
+        if secret is None:
+            secret = os.environ.get(SECRET_ENV) or secrets.token_bytes(32)
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if len(secret) < 16:
+            raise AuthError(f"the session secret must be at least 16 bytes, got {len(secret)}")
+        # A derived key: the secret may be reused elsewhere without these signatures colliding.
+        self._key = hashlib.sha256(b"howsure-session\0" + secret).digest()
+        self.max_age_s = max_age_s
+
+    def _sign(self, payload: str) -> str:
+        return _b64encode(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+
+    def new_session(self, user: str, *, now: float | None = None) -> tuple[Session, str]:
+        """A fresh session for ``user`` (new CSRF token) and its cookie value."""
+        now = time.time() if now is None else now
+        session = Session(user=user, csrf=secrets.token_urlsafe(32), expires=now + self.max_age_s)
+        body = json.dumps({"u": session.user, "c": session.csrf, "e": session.expires}, separators=(",", ":"))
+        payload = _b64encode(body.encode("utf-8"))
+        return session, f"{payload}.{self._sign(payload)}"
+
+    def load(self, cookie: str | None, *, now: float | None = None) -> Session | None:
+        """The session of a cookie value, or None if it is missing, forged, garbled or expired."""
+        if not cookie or len(cookie) > 4096 or cookie.count(".") != 1:
+            return None
+        payload, signature = cookie.split(".")
+        try:
+            expected = self._sign(payload)
+        except UnicodeEncodeError:
+            return None
+        if not hmac.compare_digest(expected, signature):
+            return None
+        try:
+            data = json.loads(_b64decode(payload))
+            session = Session(user=str(data["u"]), csrf=str(data["c"]), expires=float(data["e"]))
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None
+        if session.expires < (time.time() if now is None else now):
+            return None
+        return session
+
+
+def csrf_matches(session: Session | None, submitted: str | None) -> bool:
+    """Whether a form's CSRF field equals the session's token (constant-time)."""
+    if session is None or not submitted:
+        return False
+    return hmac.compare_digest(session.csrf.encode("utf-8"), submitted.encode("utf-8", "replace"))
