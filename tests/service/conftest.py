@@ -6,8 +6,8 @@ valid policy.
         [item] = store.add_items([new_item(policy, confidence=0.6)], actor="client")
 
 ``db_url`` is parametrised over ``sqlite`` (a fresh file under tmp_path) and ``postgresql`` (a
-fresh database created from HOWSURE_TEST_POSTGRES_URL and dropped afterwards), so every test
-using it runs on both. Without that variable the PostgreSQL runs are skipped, except in CI
+fresh schema in a database created from HOWSURE_TEST_POSTGRES_URL for the session and dropped
+afterwards), so every test using it runs on both. Without that variable the PostgreSQL runs are skipped, except in CI
 (env ``CI`` set), where they fail: CI must never pass by skipping its database.
 """
 
@@ -79,7 +79,7 @@ def policy_dict_factory():
     return make_policy_dict
 
 
-def _postgres_admin_url() -> str | None:
+def _postgres_admin_url() -> str:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         if os.environ.get("CI"):
@@ -88,21 +88,65 @@ def _postgres_admin_url() -> str | None:
     return url
 
 
+class _PostgresTestDatabase:
+    """One database per test session, and in it one fresh schema per test.
+
+    CREATE/DROP DATABASE cost up to seconds each on a busy machine (they copy a template and
+    wait for the disk); CREATE SCHEMA costs milliseconds. Each test's URL sets the connection's
+    ``search_path`` to its own schema, so the tests see an empty database of their own, as
+    separate as separate databases would be for everything the service does.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        import psycopg
+
+        self.admin_url = admin_url
+        self.name = f"howsure_test_{uuid.uuid4().hex[:12]}"
+        try:
+            with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
+                admin.execute(f'CREATE DATABASE "{self.name}"')
+        except psycopg.Error as exc:
+            pytest.fail(f"cannot create a test database on the server of {POSTGRES_ENV}: {exc}")
+        self.url = _with_database(admin_url, self.name)
+        self._connection = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://", 1),
+                                           autocommit=True, connect_timeout=10)
+        # A test that leaves a transaction open must not hang the next one's clean-up.
+        self._connection.execute("SET lock_timeout = '5s'")
+
+    def new_schema(self) -> tuple[str, str]:
+        """(schema, URL whose connections work in that fresh, empty schema)."""
+        from sqlalchemy.engine import make_url
+
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        self._connection.execute(f'CREATE SCHEMA "{schema}"')
+        url = make_url(self.url).update_query_dict({"options": f"-csearch_path={schema}"})
+        return schema, url.render_as_string(hide_password=False)
+
+    def drop_schema(self, schema: str) -> None:
+        import psycopg
+
+        try:
+            self._connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        except psycopg.errors.LockNotAvailable:
+            pass  # still in use by a leaked connection: goes with the database at the end
+
+    def close(self) -> None:
+        import psycopg
+
+        self._connection.close()
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as admin:
+            # FORCE ends connections a failed test left open (PostgreSQL 13+).
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
-def _postgres_admin():
-    """An autocommit psycopg connection to the server's maintenance database (one per session)."""
-    import psycopg
-
-    url = _postgres_admin_url()
-    try:
-        connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"cannot connect to PostgreSQL at {POSTGRES_ENV}: {exc}")
-    yield url, connection
-    connection.close()
+def _postgres_database():
+    database = _PostgresTestDatabase(_postgres_admin_url())
+    yield database
+    database.close()
 
 
-def _database_url(admin_url: str, database: str) -> str:
+def _with_database(admin_url: str, database: str) -> str:
     from sqlalchemy.engine import make_url
 
     from howsure.service.db import normalise_url
@@ -113,18 +157,20 @@ def _database_url(admin_url: str, database: str) -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path) -> Iterator[str]:
-    """A URL of a fresh, empty database (no tables yet) on each back end."""
+    """A URL of a fresh, empty database (no tables yet) on each back end.
+
+    SQLite: a new file under tmp_path. PostgreSQL: a new schema in this session's test
+    database (the URL carries ``options=-csearch_path=<schema>``), dropped after the test.
+    """
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'reviews.db'}"
         return
-    admin_url, admin = request.getfixturevalue("_postgres_admin")
-    name = f"howsure_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+    database = request.getfixturevalue("_postgres_database")
+    schema, url = database.new_schema()
     try:
-        yield _database_url(admin_url, name)
+        yield url
     finally:
-        # FORCE ends connections a failed test left open (PostgreSQL 13+).
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database.drop_schema(schema)
 
 
 @pytest.fixture

@@ -324,6 +324,7 @@ def downgrade(url_or_engine: str | Engine, revision: str = "base") -> None:
 
 def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> None:
     from alembic import command
+    from alembic.util import CommandError
 
     engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
     try:
@@ -337,6 +338,8 @@ def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> 
                 getattr(command, direction)(_alembic_config(connection), revision)
     except DBAPIError as exc:
         raise StoreError(f"cannot migrate database {safe_url(engine)}: {_first_line(exc)}") from exc
+    except CommandError as exc:
+        raise StoreError(f"cannot {direction} database {safe_url(engine)} to revision {revision!r}: {exc}") from exc
     finally:
         if engine is not url_or_engine:
             engine.dispose()
