@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 from rich import box
@@ -80,6 +80,7 @@ def recalibrate_command(
     audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with (default: estimated from the store)."),
     certify_share: Optional[float] = typer.Option(None, "--certify-share", help="Share of all items that certifies (at most the audit rate; default: the audit rate)."),
     seed: int = typer.Option(0, help="Salt of the fit/certify draw and seed of auto's folds."),
+    versions: Optional[List[int]] = typer.Option(None, "--policy-version", help="Learn only from items these versions decided (repeat the option; default: every version of the same model)."),
     activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new version the active one."),
     actor: Optional[str] = typer.Option(None, help="Name kept in the audit log (default: your login name)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -96,6 +97,7 @@ def recalibrate_command(
         record, report = recalibrate(
             store, actor=_actor(actor), calibrator=calibrator, target_accuracy=target, delta=delta,
             seed=seed, audit_rate=audit_rate, certify_share=certify_share, activate=activate,
+            policy_versions=versions or None,
         )
     if as_json:
         console.print_json(json.dumps(report, default=str))
@@ -118,9 +120,10 @@ def recalibrate_command(
         for label, cert in body["guarantee"]["classes"].items():
             console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
     state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
+    previous = report["previous_threshold"]
     console.print(
-        f"policy version {record.version} ({record.policy_id}) {state}; the previous version "
-        f"{report['previous_version']} had threshold {report['previous_threshold'] if report['previous_threshold'] is not None else 'none'}",
+        f"policy version {record.version} ({record.policy_id}) {state}; version "
+        f"{report['previous_version']} had threshold {'none' if previous is None else f'{previous:.6g}'}",
         highlight=False,
     )
     for warning in report["warnings"]:
@@ -136,8 +139,8 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
         console.print("no policy stored yet (howsure serve --policy adds one)")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
-    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator", "note"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("version", "threshold", "target") else "left")
+    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator"):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("version", "threshold", "target") else "left")
     for record in history:
         body = record.body
         guarantee = body.get("guarantee", {})
@@ -149,10 +152,14 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
         table.add_row(
             f"{'*' if record.active else ''}{record.version}", record.policy_id,
             record.created_at.strftime("%Y-%m-%d %H:%M"), record.created_by, _threshold(body),
-            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", name, record.note,
+            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", name,
             style="bold" if record.active else None,
         )
     console.print(table)
+    # Notes are sentences; under the table they wrap at the terminal instead of squeezing it.
+    for record in history:
+        if record.note:
+            console.print(f"{record.version}: {record.note}", highlight=False)
 
 
 def previous_active_version(store: Any) -> int:
@@ -186,6 +193,10 @@ def policy_rollback(
     with _open(db) as store:
         active = store.active_policy()
         record = store.activate_policy(previous_active_version(store) if to is None else to, actor=_actor(actor))
+    if active is not None and active.version == record.version:
+        console.print(f"policy version {record.version} ({record.policy_id}) is already active; nothing changed",
+                      highlight=False)
+        return
     was = "none" if active is None else active.version
     console.print(f"policy version {record.version} ({record.policy_id}) is active (was {was})", highlight=False)
 

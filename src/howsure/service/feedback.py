@@ -284,6 +284,7 @@ def recalibrate(
     certify_share: float | None = None,
     activate: bool = True,
     note: str | None = None,
+    policy_versions: Sequence[int] | None = None,
 ) -> tuple["PolicyRecord", dict[str, Any]]:
     """Refit the calibrator and re-certify the threshold from the store's reviewed items, and
     add the result as a new policy version (active unless ``activate=False``).
@@ -306,6 +307,10 @@ def recalibrate(
     activate : bool
     note : str, optional
         Stored with the version; default: a sentence with the counts.
+    policy_versions : sequence of int, optional
+        Learn only from items these versions decided, e.g. those after a drift alarm, when the
+        older items no longer come from today's population. Default: every version with the
+        same labels and model as the active one.
 
     Returns
     -------
@@ -328,6 +333,15 @@ def recalibrate(
     current = Policy.from_dict(active.body)
     history = store.policy_history()
     versions = sorted(r.version for r in history if _same_model(r.body, active.body))
+    if policy_versions is not None:
+        wanted = sorted({int(v) for v in policy_versions})
+        other = [v for v in wanted if v not in versions]
+        if other or not wanted:
+            raise PolicyError(
+                f"policy version(s) {other or wanted} cannot be pooled: the versions of the active "
+                f"policy's model {current.model_id!r} and labels are {versions}"
+            )
+        versions = wanted
     labelled = [item for item in store.labelled_items() if item.policy_version in versions]
     if not labelled:
         raise PolicyError(
@@ -384,12 +398,20 @@ def recalibrate(
         )
     if not report["certified"]:
         warnings.append("nothing was certified: this version sends every item to review")
-    c = report["certify"]
-    f = report["fit"]
+    observed = store.stats(policy_version=active.version)["automation_rate"]
+    if report["automation_rate"] is not None and observed is not None and report["automation_rate"] < observed:
+        warnings.append(
+            f"this version automates {report['automation_rate']:.1%} of its certification items, version "
+            f"{active.version} automated {observed:.1%} of the items it decided: {report['certify']['n']} "
+            "certification items support only a stricter threshold; more audited reviews (a higher "
+            "audit rate, or time) certify more, so consider keeping the previous version until then"
+        )
+    c, f = report["certify"], report["fit"]
+    calibrator_name = report["calibrator"] + (f" ({report['calibrator_chosen']})" if report["calibrator_chosen"] else "")
     note = note or (
-        f"recalibrated by {actor} from {len(labelled)} reviewed items: calibrator {report['calibrator']} "
-        f"fitted on {f['n']} ({f['review']} review, {f['audit']} audit), threshold certified on "
-        f"{c['n']} ({c['review']} review, {c['audit']} audit)"
+        f"recalibrated from {len(labelled)} reviews: {calibrator_name} fitted on {f['n']} "
+        f"({f['review']} review, {f['audit']} audit), certified on {c['n']} ({c['review']} review, "
+        f"{c['audit']} audit)"
     )
     record = store.add_policy(policy.to_dict(), actor=actor, activate=activate, note=note)
     report.update({

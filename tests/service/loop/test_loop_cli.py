@@ -37,10 +37,11 @@ def served_db(db_url, loop_policy):
 def test_recalibrate_list_roll_back_and_export(served_db, tmp_path):
     # A trial version first: stored, not active, its report as JSON.
     trial = invoke("recalibrate", "--db", served_db, "--calibrator", "platt", "--no-activate", "--json",
-                   "--target", 0.9, "--delta", 0.1)
+                   "--target", 0.9, "--delta", 0.1, "--policy-version", 1)
     assert trial.exit_code == 0, trial.output
     report = json.loads(trial.stdout)
     assert report["version"] == 2 and report["active"] is False and report["target_accuracy"] == 0.9
+    assert report["versions_pooled"] == [1]
     assert report["fit"]["n"] + report["certify"]["n"] == report["n_reviewed"]
 
     result = invoke("recalibrate", "--db", served_db, "--calibrator", "platt", "--actor", "ops")
@@ -69,6 +70,7 @@ def test_recalibrate_list_roll_back_and_export(served_db, tmp_path):
     # ... twice undoes it; --to goes anywhere; unknown versions are one clear line, exit 2.
     assert "is active (was 1)" in flat(invoke("policy", "rollback", "--db", served_db).stdout)
     assert "policy version 2 (" in flat(invoke("policy", "rollback", "--db", served_db, "--to", 2).stdout)
+    assert "is already active; nothing changed" in flat(invoke("policy", "rollback", "--db", served_db, "--to", 2).stdout)
     missing = invoke("policy", "rollback", "--db", served_db, "--to", 7)
     assert missing.exit_code == 2 and "policy version 7 is not in the store" in flat(missing.stderr)
 

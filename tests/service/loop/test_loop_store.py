@@ -41,7 +41,7 @@ def test_recalibrate_writes_an_active_version_from_an_iid_certification_share(st
     left = store.stats()
     assert report["unreviewed"]["review"] + report["unreviewed"]["audit"] == 10 == left["queue_length"]
     assert any("not reviewed yet" in warning for warning in report["warnings"])
-    assert f"from {len(reviews)} reviewed items" in record.note
+    assert record.note.startswith(f"recalibrated from {len(reviews)} reviews: platt fitted on {report['fit']['n']}")
     [added] = store.events(action="policy_added", limit=1)
     assert added.actor == "ops" and added.policy_version == 2
 
@@ -64,6 +64,12 @@ def test_a_second_recalibration_pools_the_reviews_of_both_versions_of_the_same_m
     _, report = recalibrate(store, actor="ops", calibrator="temperature")
     assert report["versions_pooled"] == [1, 2] and report["version"] == 4
     assert report["n_reviewed"] == len(store.labelled_items())
+    # After a drift only the newer items may describe today's population: pool what is asked.
+    _, report = recalibrate(store, actor="ops", calibrator="temperature", policy_versions=[2], activate=False)
+    assert report["versions_pooled"] == [2] and report["n_reviewed"] == len(store.labelled_items(policy_version=2))
+    with pytest.raises(PolicyError, match=r"policy version\(s\) \[3\] cannot be pooled: the versions of the "
+                                          r"active policy's model 'test-model' and labels are \[1, 2, 4, 5\]"):
+        recalibrate(store, actor="ops", policy_versions=[2, 3])
 
 
 def test_recalibrate_refuses_what_it_cannot_do_honestly(store, loop_policy):
