@@ -33,7 +33,7 @@ from howsure.errors import StoreError
 __all__ = [
     "ROLES", "DECISIONS", "QUEUE_REASONS", "STATUSES", "SOURCES", "TABLES", "UTCDateTime", "metadata",
     "users", "tokens", "policies", "items", "reviews", "events", "normalise_url", "make_engine", "upgrade",
-    "safe_url",
+    "downgrade", "current_revision", "safe_url", "utcnow",
 ]
 
 ROLES = ("admin", "reviewer", "client")
@@ -293,7 +293,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 # ---------------------------------------------------------------------------- migrations
-def _alembic_config(connection: sa.Connection) -> Any:
+def alembic_config(connection: sa.Connection) -> Any:
+    """An Alembic Config for the service's migrations that runs on ``connection``."""
     from alembic.config import Config
 
     config = Config()
@@ -335,9 +336,9 @@ def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> 
             with connection.begin():
                 if engine.dialect.name == "postgresql":
                     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
-                getattr(command, direction)(_alembic_config(connection), revision)
+                getattr(command, direction)(alembic_config(connection), revision)
     except DBAPIError as exc:
-        raise StoreError(f"cannot migrate database {safe_url(engine)}: {_first_line(exc)}") from exc
+        raise StoreError(f"cannot migrate database {safe_url(engine)}: {error_summary(exc)}") from exc
     except CommandError as exc:
         raise StoreError(f"cannot {direction} database {safe_url(engine)} to revision {revision!r}: {exc}") from exc
     finally:
@@ -353,7 +354,8 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def _first_line(exc: BaseException) -> str:
+def error_summary(exc: BaseException) -> str:
+    """The driver's first line of a database error, without SQLAlchemy's SQL and links."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip()
     return text.splitlines()[0] if text else type(orig).__name__

@@ -283,9 +283,9 @@ class ReviewStore:
         try:
             current = db.current_revision(self.engine)
         except DBAPIError as exc:
-            raise StoreError(f"cannot open database {db.safe_url(self.engine)}: {db._first_line(exc)}") from exc
+            raise StoreError(f"cannot open database {db.safe_url(self.engine)}: {db.error_summary(exc)}") from exc
         with self.engine.connect() as connection:
-            head = ScriptDirectory.from_config(db._alembic_config(connection)).get_current_head()
+            head = ScriptDirectory.from_config(db.alembic_config(connection)).get_current_head()
         if current != head:
             raise StoreError(
                 f"database {db.safe_url(self.engine)} is at schema revision {current!r}, this howsure "
@@ -321,6 +321,16 @@ class ReviewStore:
         except DBAPIError as exc:
             raise self._wrap(exc) from exc
 
+    def _first(self, query: Any) -> Any:
+        """The first row of a read-only query (None when there is none)."""
+        with self._read() as connection:
+            return connection.execute(query).first()
+
+    def _rows(self, query: Any) -> list[Any]:
+        """Every row of a read-only query."""
+        with self._read() as connection:
+            return list(connection.execute(query).all())
+
     def _retrying(self, operation: Callable[[], Any]) -> Any:
         """Run a write, again when it lost a race for a UNIQUE value to a concurrent writer."""
         for attempt in range(WRITE_RETRIES):
@@ -328,12 +338,12 @@ class ReviewStore:
                 return operation()
             except IntegrityError as exc:
                 if attempt == WRITE_RETRIES - 1:
-                    raise StoreError(f"write kept conflicting with concurrent writers: {db._first_line(exc)}") from exc
+                    raise StoreError(f"write kept conflicting with concurrent writers: {db.error_summary(exc)}") from exc
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wrap(self, exc: DBAPIError) -> StoreError:
-        return StoreError(f"database error on {db.safe_url(self.engine)}: {db._first_line(exc)}")
+        return StoreError(f"database error on {db.safe_url(self.engine)}: {db.error_summary(exc)}")
 
     def _event(self, connection: sa.Connection, actor: str, action: str, *, item_id: int | None = None,
                policy_version: int | None = None, detail: dict[str, Any] | None = None,
@@ -392,23 +402,20 @@ class ReviewStore:
 
     def active_policy(self) -> PolicyRecord | None:
         """The active policy, or None when no policy was added yet."""
-        with self._read() as connection:
-            row = connection.execute(sa.select(policies_t).where(policies_t.c.active.is_(True))).first()
+        row = self._first(sa.select(policies_t).where(policies_t.c.active.is_(True)))
         return None if row is None else _policy_record(row)
 
     def get_policy(self, version: int) -> PolicyRecord:
         """The policy stored as ``version``; `StoreError` when there is none."""
         version = _int(version, "policy version")
-        with self._read() as connection:
-            row = connection.execute(sa.select(policies_t).where(policies_t.c.version == version)).first()
+        row = self._first(sa.select(policies_t).where(policies_t.c.version == version))
         if row is None:
             raise StoreError(f"policy version {version} is not in the store; versions: {self._versions()}")
         return _policy_record(row)
 
     def policy_history(self) -> list[PolicyRecord]:
         """Every stored policy version, newest first."""
-        with self._read() as connection:
-            rows = connection.execute(sa.select(policies_t).order_by(policies_t.c.version.desc())).all()
+        rows = self._rows(sa.select(policies_t).order_by(policies_t.c.version.desc()))
         return [_policy_record(row) for row in rows]
 
     def activate_policy(self, version: int, *, actor: str) -> PolicyRecord:
@@ -472,16 +479,14 @@ class ReviewStore:
 
     def get_user(self, name: str) -> UserRecord:
         """The user called ``name``; `StoreError` when there is none."""
-        with self._read() as connection:
-            row = connection.execute(sa.select(users_t).where(users_t.c.name == name)).first()
+        row = self._first(sa.select(users_t).where(users_t.c.name == name))
         if row is None:
             raise StoreError(f"no user called {name!r}; add one with `howsure users add`")
         return _user_record(row)
 
     def list_users(self) -> list[UserRecord]:
         """Every user, by name."""
-        with self._read() as connection:
-            rows = connection.execute(sa.select(users_t).order_by(users_t.c.name)).all()
+        rows = self._rows(sa.select(users_t).order_by(users_t.c.name))
         return [_user_record(row) for row in rows]
 
     def set_user_disabled(self, name: str, disabled: bool, *, actor: str) -> UserRecord:
@@ -523,13 +528,12 @@ class ReviewStore:
         if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         digest = hash_token(token)
-        with self._read() as connection:
-            row = connection.execute(
-                sa.select(tokens_t.c.id, tokens_t.c.token_hash, tokens_t.c.revoked_at, tokens_t.c.last_used_at,
-                          users_t.c.id.label("user_id"), users_t.c.name, users_t.c.role, users_t.c.disabled)
-                .join(users_t, users_t.c.id == tokens_t.c.user_id)
-                .where(tokens_t.c.token_hash == digest)
-            ).first()
+        row = self._first(
+            sa.select(tokens_t.c.id, tokens_t.c.token_hash, tokens_t.c.revoked_at, tokens_t.c.last_used_at,
+                      users_t.c.id.label("user_id"), users_t.c.name, users_t.c.role, users_t.c.disabled)
+            .join(users_t, users_t.c.id == tokens_t.c.user_id)
+            .where(tokens_t.c.token_hash == digest)
+        )
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None
         if row.revoked_at is not None or row.disabled:
@@ -546,8 +550,7 @@ class ReviewStore:
                  .join(users_t, users_t.c.id == tokens_t.c.user_id).order_by(tokens_t.c.id))
         if user_name is not None:
             query = query.where(users_t.c.name == user_name)
-        with self._read() as connection:
-            rows = connection.execute(query).all()
+        rows = self._rows(query)
         return [_token_record(row) for row in rows]
 
     def revoke_token(self, prefix_or_id: str | int, *, actor: str) -> TokenRecord:
@@ -557,7 +560,7 @@ class ReviewStore:
         """
         actor = _name(actor, "actor")
         key = prefix_or_id
-        if isinstance(key, int) and not isinstance(key, bool) or isinstance(key, str) and key.isdigit():
+        if (isinstance(key, int) and not isinstance(key, bool)) or (isinstance(key, str) and key.isdigit()):
             condition, what = tokens_t.c.id == int(key), f"id {int(key)}"
         elif isinstance(key, str) and key.startswith(TOKEN_PREFIX):
             condition, what = tokens_t.c.token_hash == hash_token(key), "the given plaintext"
@@ -659,8 +662,7 @@ class ReviewStore:
     def get_review(self, item_id: int) -> ReviewRecord | None:
         """The review of an item, or None when it has none (yet)."""
         item_id = _int(item_id, "item id")
-        with self._read() as connection:
-            row = connection.execute(sa.select(reviews_t).where(reviews_t.c.item_id == item_id)).first()
+        row = self._first(sa.select(reviews_t).where(reviews_t.c.item_id == item_id))
         return None if row is None else _review_record(row)
 
     def _items_by_id(self, ids: Sequence[int]) -> dict[int, ItemRecord]:
@@ -816,7 +818,7 @@ class ReviewStore:
                              "a lease that expired may have been given back to the queue)")
         if row.claimed_by != reviewer:
             raise ClaimError(f"cannot {what} {item}: it is claimed by another reviewer, not {reviewer!r} "
-                             "(an expired lease was taken over)")
+                             "(if it was yours, your lease expired and it was taken over)")
 
     def queue_length(self) -> int:
         """Items waiting to be claimed: queued, or claimed with an expired lease."""
@@ -906,8 +908,7 @@ class ReviewStore:
                  .order_by(reviews_t.c.created_at, reviews_t.c.id))
         if policy_version is not None:
             query = query.where(items_t.c.policy_version == _int(policy_version, "policy version"))
-        with self._read() as connection:
-            rows = connection.execute(query).all()
+        rows = self._rows(query)
         return [
             LabelledItem(
                 item_id=row.id, text=row.text, label=row.label, prediction=row.prediction,
@@ -939,8 +940,7 @@ class ReviewStore:
             query = query.where(events_t.c.action == action)
         if limit is not None:
             query = query.limit(_int(limit, "limit", minimum=0))
-        with self._read() as connection:
-            rows = connection.execute(query).all()
+        rows = self._rows(query)
         return [EventRecord(id=row.id, at=row.at, actor=row.actor, action=row.action, item_id=row.item_id,
                             policy_version=row.policy_version, detail=json.loads(row.detail)) for row in rows]
 
