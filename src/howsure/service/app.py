@@ -264,6 +264,30 @@ class HealthResponse(BaseModel):
     policy_version: int | None
 
 
+BODY_BRANCHES = ("ClassifyBatch", "ClassifyItem")
+
+
+def _branch_errors(errors: Sequence[dict]) -> list[dict]:
+    """The validation errors of the body form the client meant.
+
+    The classify body is one item or a batch; pydantic reports why it is neither. A body with
+    "items" meant a batch, any other a single item: keep that branch's errors and drop the
+    branch name from their location, so the message reads ``body.text: ...``.
+    """
+    branches: dict[str, list[dict]] = {}
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if len(loc) >= 2 and loc[0] == "body" and loc[1] in BODY_BRANCHES:
+            branches.setdefault(loc[1], []).append({**error, "loc": ("body", *loc[2:])})
+    if not branches:
+        return list(errors)
+    body = next((e.get("input") for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)), None)
+    meant = "ClassifyBatch" if isinstance(body, dict) and "items" in body else "ClassifyItem"
+    if isinstance(body, dict) and meant in branches:
+        return branches[meant]
+    return [error for group in branches.values() for error in group]
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -660,7 +684,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        details = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in _branch_errors(exc.errors())]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"]) or "request"
         return error_response(422, "invalid_input", f"{where}: {first['msg']}", details=details[:20])
