@@ -213,3 +213,26 @@ def serve_process(tmp_path, tiny_model_dir, policy_dict_factory):
     yield make
     for process in processes:
         process.stop()
+
+
+@pytest.fixture
+def live_service(store, tiny_backend, policy_dict_factory, thread_server):
+    """``live_service(threshold=None, audit_rate=0.0, **create_app_kwargs) -> (ServiceEnv, url)``:
+    the app under uvicorn on a real socket; ``env.client`` is an httpx client of that URL."""
+    from howsure.service.app import create_app
+
+    tokens = add_users(store)
+    clients = []
+
+    def make(threshold: float | None = None, audit_rate: float = 0.0, **kwargs: Any):
+        record = store.add_policy(policy_dict_factory(threshold=threshold), actor="test")
+        app = create_app(store, tiny_backend, audit_rate=audit_rate, seed=0,
+                         session_secret="test-secret-of-enough-length", **kwargs)
+        server = thread_server(app)
+        client = httpx.Client(base_url=server.url, timeout=30)
+        clients.append(client)
+        return ServiceEnv(store, app, client, tokens, record), server.url
+
+    yield make
+    for client in clients:
+        client.close()
