@@ -399,12 +399,13 @@ def recalibrate(
     if not report["certified"]:
         warnings.append("nothing was certified: this version sends every item to review")
     observed = store.stats(policy_version=active.version)["automation_rate"]
-    if report["automation_rate"] is not None and observed is not None and report["automation_rate"] < observed:
+    if report["certified"] and observed is not None and report["automation_rate"] < observed:
         warnings.append(
             f"this version automates {report['automation_rate']:.1%} of its certification items, version "
-            f"{active.version} automated {observed:.1%} of the items it decided: {report['certify']['n']} "
-            "certification items support only a stricter threshold; more audited reviews (a higher "
-            "audit rate, or time) certify more, so consider keeping the previous version until then"
+            f"{active.version} automated {observed:.1%} of the items it decided. Either the population "
+            f"changed (howsure drift) or {report['certify']['n']} certification items support only a "
+            "stricter threshold; in the second case more audited reviews certify more, and keeping "
+            "the previous version until then is reasonable"
         )
     c, f = report["certify"], report["fit"]
     calibrator_name = report["calibrator"] + (f" ({report['calibrator_chosen']})" if report["calibrator_chosen"] else "")
