@@ -44,6 +44,12 @@ def add_users(store) -> dict[str, str]:
     return tokens
 
 
+@pytest.fixture
+def user_tokens(store) -> dict[str, str]:
+    """The five test users added to `store`: name -> token."""
+    return add_users(store)
+
+
 @dataclass
 class ServiceEnv:
     """A service under test: its store, app, test client and the users' tokens."""
