@@ -59,12 +59,14 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _threshold(body: dict[str, Any]) -> str:
+def _threshold(body: dict[str, Any], digits: int = 4) -> str:
+    """The threshold(s) of a stored policy body, for people: '0.7844', 'negative -, positive 0.99'."""
     if body.get("rule") == "per_class":
-        parts = [f"{label} {'-' if t is None else f'{t:.4g}'}" for label, t in (body.get("class_thresholds") or {}).items()]
+        parts = [f"{label} {'-' if t is None else f'{t:.{digits}g}'}"
+                 for label, t in (body.get("class_thresholds") or {}).items()]
         return ", ".join(parts)
     value = body.get("threshold")
-    return "none" if value is None else f"{value:.4g}"
+    return "none" if value is None else f"{value:.{digits}g}"
 
 
 def _split_line(counts: dict[str, int]) -> str:
@@ -99,6 +101,7 @@ def recalibrate_command(
             seed=seed, audit_rate=audit_rate, certify_share=certify_share, activate=activate,
             policy_versions=versions or None,
         )
+        previous = store.get_policy(report["previous_version"])
     if as_json:
         console.print_json(json.dumps(report, default=str))
         return
@@ -120,11 +123,9 @@ def recalibrate_command(
         for label, cert in body["guarantee"]["classes"].items():
             console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
     state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
-    previous = report["previous_threshold"]
     console.print(
         f"policy version {record.version} ({record.policy_id}) {state}; version "
-        f"{report['previous_version']} had threshold {'none' if previous is None else f'{previous:.6g}'}",
-        highlight=False,
+        f"{previous.version} had threshold {_threshold(previous.body, 6)}", highlight=False,
     )
     for warning in report["warnings"]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

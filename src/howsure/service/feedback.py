@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 SOURCES = ("review", "audit")
 EXPORT_FORMATS = ("jsonl", "csv")
 EXPORT_COLUMNS = ("item_id", "text", "label", "source", "reviewer", "policy_version", "prediction", "reviewed_at")
+MIN_FIT_ITEMS = 50  # fewer: warn that the calibrator is rough (it is still honest)
 NO_AUDIT_CERTIFY_SHARE = 0.5  # nothing was automated: every item was reviewed, split them in half
 
 
@@ -398,10 +399,17 @@ def recalibrate(
         )
     if not report["certified"]:
         warnings.append("nothing was certified: this version sends every item to review")
-    observed = store.stats(policy_version=active.version)["automation_rate"]
-    if report["certified"] and observed is not None and report["automation_rate"] < observed:
+    if report["calibrator"] != "none" and report["fit"]["n"] < MIN_FIT_ITEMS:
         warnings.append(
-            f"this version automates {report['automation_rate']:.1%} of its certification items, version "
+            f"the calibrator was fitted on only {report['fit']['n']} items; its confidences are rough "
+            "(the certificate still holds: it was measured on other items)"
+        )
+    observed = store.stats(policy_version=active.version)["automation_rate"]
+    # Per-class certificates have no single automation rate; the comparison is for top_label.
+    rate = report["automation_rate"]
+    if report["certified"] and observed is not None and rate is not None and rate < observed:
+        warnings.append(
+            f"this version automates {rate:.1%} of its certification items, version "
             f"{active.version} automated {observed:.1%} of the items it decided. Either the population "
             f"changed (howsure drift) or {report['certify']['n']} certification items support only a "
             "stricter threshold; in the second case more audited reviews certify more, and keeping "

@@ -72,6 +72,21 @@ def test_a_second_recalibration_pools_the_reviews_of_both_versions_of_the_same_m
         recalibrate(store, actor="ops", policy_versions=[2, 3])
 
 
+def test_a_per_class_policy_is_recalibrated_per_class(store):
+    from howsure.policy import certify_policy
+    from loop_sim import LABELS, population
+
+    probabilities, truth = population(2000, 0)
+    body = certify_policy(probabilities, truth, labels=LABELS, per_class=True, target_accuracy=0.9,
+                          model_id="test-model").to_dict()
+    first = store.add_policy(body, actor="admin")
+    review(store, serve(store, first, 200, audit_rate=0.5))
+    record, report = recalibrate(store, actor="ops", calibrator="platt")
+    assert record.body["rule"] == "per_class" and report["rule"] == "per_class"
+    assert set(record.body["class_thresholds"]) == set(LABELS) and report["automation_rate"] is None
+    assert record.body["guarantee"]["target_accuracy"] == 0.9
+
+
 def test_recalibrate_refuses_what_it_cannot_do_honestly(store, loop_policy):
     with pytest.raises(PolicyError, match=r"the store has no active policy to recalibrate"):
         recalibrate(store, actor="ops")
