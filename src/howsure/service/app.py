@@ -676,6 +676,9 @@ def create_app(
     @app.exception_handler(HowsureError)
     async def howsure_error(request: Request, exc: HowsureError) -> JSONResponse:
         status, code = error_status(exc)
+        if code == "database_unavailable":  # the driver's message names the database: log it only
+            log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+            return error_response(status, code, "the database failed on this request; try again (it was logged)")
         return error_response(status, code, str(exc))
 
     @app.exception_handler(BatcherClosed)
