@@ -1,0 +1,201 @@
+"""Classify throughput of the review service vs offline batch scoring, measured in one run.
+
+1. offline (1st pass): ``backend.label_scores(task, texts)`` on the bundled model, all texts in
+   one call (the backend sorts them by length and batches them), in this process;
+2. a policy is certified on those scores and the sample's labels (it only routes the bench's
+   items; no claim is made with it), and ``howsure serve`` starts on it in a subprocess with
+   the same model and thread count, on a fresh SQLite file;
+3. service: ``--clients`` concurrent clients (asyncio + httpx) send the same texts to
+   ``POST /v1/classify``, ``--items-per-request`` texts per request, until every text is
+   done; each request's latency is recorded. The service does everything it does in
+   production: micro-batching, calibration and routing, the audit draw, one SQLite
+   transaction per request before answering;
+4. offline (2nd pass), the same as 1, so a machine that got slower or faster meanwhile shows.
+
+It prints both throughputs, their ratio (service / mean offline; the target is >= 0.8), p50,
+p90 and p99 latency and the service's mean batch size.
+
+    python bench/bench_service.py                          # 512 texts, 32 clients, 2 threads
+    python bench/bench_service.py --texts 256 --threads 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "src" / "howsure" / "samples" / "rt_polarity_2000.csv"
+
+
+def load_texts(n: int) -> tuple[list[str], list[str]]:
+    import csv
+
+    with open(SAMPLE, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:n]
+    return [row["text"] for row in rows], [row["label"] for row in rows]
+
+
+def offline_pass(backend, task, texts: list[str]) -> tuple[float, list]:
+    started = time.perf_counter()
+    scores = backend.label_scores(task, texts)
+    return time.perf_counter() - started, scores
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def run_clients(url: str, token: str, texts: list[str], clients: int, per_request: int) -> tuple[float, list[float]]:
+    import httpx
+
+    requests = [texts[i:i + per_request] for i in range(0, len(texts), per_request)]
+    queue: asyncio.Queue = asyncio.Queue()
+    for chunk in requests:
+        queue.put_nowait(chunk)
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120,
+                                 limits=limits) as http:
+        async def client() -> None:
+            while True:
+                try:
+                    chunk = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                started = time.perf_counter()
+                response = await http.post("/v1/classify", json={"items": [{"text": t} for t in chunk]})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"classify answered {response.status_code}: {response.text[:300]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - started, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--texts", type=int, default=512, help="How many texts of the bundled sample.")
+    parser.add_argument("--clients", type=int, default=32, help="Concurrent clients.")
+    parser.add_argument("--items-per-request", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the service.")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--model", default=None, help="Default: the bundled model.")
+    parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from howsure.backends import load_backend
+    from howsure.models import DEFAULT_MODEL
+    from howsure.policy import certify_policy
+    from howsure.service.store import ReviewStore
+    from howsure.task import Task, load_task
+
+    model = args.model or DEFAULT_MODEL
+    texts, labels = load_texts(args.texts)
+    task = load_task("sentiment")
+    # Labels listed alphabetically: the store writes policies with sorted JSON keys, which
+    # reorders a task's label mapping and makes the stored policy invalid otherwise (reported
+    # to the store; harmless here, the prompt does not depend on the order).
+    task_dict = task.to_dict()
+    task = Task.from_dict({**task_dict, "labels": dict(sorted(task_dict["labels"].items()))})
+    backend = load_backend(model, threads=args.threads, batch_size=args.max_batch)
+    backend.label_scores(task, texts[:8])  # warm-up: prefix cache, allocator
+    print(f"model {model}, {len(texts)} texts, {args.threads} torch threads, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}", flush=True)
+
+    offline_1, scores = offline_pass(backend, task, texts)
+    print(f"offline pass 1: {offline_1:.2f} s, {len(texts) / offline_1:.1f} texts/s", flush=True)
+    raw = np.vstack([s.probabilities for s in scores])
+    policy = certify_policy(raw, labels, target_accuracy=0.9, delta=0.1, task=task, model_id=model)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        policy_path = policy.save(tmp_path / "policy.json")
+        db = str(tmp_path / "bench.db")
+        with ReviewStore(db) as store:
+            store.add_user("bench", "admin", actor="bench")
+            token = store.create_token("bench", actor="bench")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "howsure", "serve", "--db", db, "--policy", str(policy_path),
+                   "--model", model, "--port", str(port), "--threads", str(args.threads),
+                   "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+                   "--log-level", "warning"]
+        log = open(tmp_path / "serve.log", "wb")
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 300
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("howsure serve did not start:\n" + (tmp_path / "serve.log").read_text())
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            asyncio.run(run_clients(url, token, texts[:8], 4, 1))  # warm-up
+            wall, latencies = asyncio.run(run_clients(url, token, texts, args.clients, args.items_per_request))
+            stats = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    service = len(texts) / wall
+    print(f"service: {wall:.2f} s, {service:.1f} texts/s", flush=True)
+
+    offline_2, _ = offline_pass(backend, task, texts)
+    print(f"offline pass 2: {offline_2:.2f} s, {len(texts) / offline_2:.1f} texts/s", flush=True)
+    offline = len(texts) / statistics.mean([offline_1, offline_2])
+    batching = stats["batching"]
+    figures = {
+        "model": model, "texts": len(texts), "clients": args.clients, "items_per_request": args.items_per_request,
+        "threads": args.threads, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+        "offline_texts_per_s": [round(len(texts) / offline_1, 2), round(len(texts) / offline_2, 2)],
+        "service_texts_per_s": round(service, 2), "ratio": round(service / offline, 3),
+        "latency_s": {"p50": round(percentile(latencies, 50), 3), "p90": round(percentile(latencies, 90), 3),
+                      "p99": round(percentile(latencies, 99), 3), "max": round(max(latencies), 3)},
+        "service_batches": batching["batches"] - 2, "mean_batch": batching["mean_batch"],
+        "automation_rate": stats["overall"]["automation_rate"],
+    }
+    print()
+    print(f"{'':24}{'texts/s':>10}")
+    print(f"{'offline label_scores':24}{offline:>10.1f}   (passes: {figures['offline_texts_per_s']})")
+    print(f"{'service, ' + str(args.clients) + ' clients':24}{service:>10.1f}")
+    print(f"{'ratio':24}{service / offline:>10.3f}   (target >= 0.8)")
+    lat = figures["latency_s"]
+    print(f"latency per request: p50 {lat['p50'] * 1000:.0f} ms, p90 {lat['p90'] * 1000:.0f} ms, "
+          f"p99 {lat['p99'] * 1000:.0f} ms, max {lat['max'] * 1000:.0f} ms")
+    print(f"service batches: mean {batching['mean_batch']} texts over {batching['batches']} forward passes "
+          f"(largest {batching['largest']}); model busy {batching['busy_s']} s of {wall:.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
