@@ -14,6 +14,7 @@ Speed comes from three things, each checked against the naive one-text-at-a-time
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -42,6 +43,19 @@ class _PreparedTask:
     prefix_ids: list[int]
     prefix_cache: list[tuple[torch.Tensor, torch.Tensor]] | None
     vocab: LabelVocabulary
+
+
+def cache_keyword(model) -> str:
+    """Name of the forward argument that takes a KV cache: transformers renamed
+    ``past_key_values`` to ``cache`` (deprecated in 5.x, removed in 5.40), and the range in
+    pyproject.toml spans both."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a forward pass returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def bf16_mlp_blocks(model) -> int:
@@ -119,6 +133,7 @@ class TransformersBackend:
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        self._cache_kw = cache_keyword(self.model)
         self._prepared: dict[str, _PreparedTask] = {}
 
     # ------------------------------------------------------------------ prompts
@@ -158,7 +173,7 @@ class TransformersBackend:
         if prefix_ids:
             with torch.inference_mode():
                 out = self.model(input_ids=torch.tensor([prefix_ids]), use_cache=True)
-            cache = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            cache = [(layer.keys, layer.values) for layer in output_cache(out).layers]
         prepared = _PreparedTask(prefix_ids, cache, vocab)
         self._prepared[key] = prepared
         return prepared
@@ -265,7 +280,7 @@ class TransformersBackend:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 use_cache=vocab.has_sequences,
                 logits_to_keep=1,
             )
@@ -273,7 +288,7 @@ class TransformersBackend:
             seq_probs = None
             if vocab.has_sequences:
                 seq_probs = self._sequence_probs(
-                    out.past_key_values, attention_mask, prefix_len + lengths, log_probs, vocab
+                    output_cache(out), attention_mask, prefix_len + lengths, log_probs, vocab
                 )
         return log_probs.exp().numpy(), seq_probs
 
@@ -315,7 +330,7 @@ class TransformersBackend:
                 input_ids=feed.repeat(chunk, 1),
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=chunk_cache,
+                **{self._cache_kw: chunk_cache},
                 use_cache=True,
                 logits_to_keep=width,
             )
