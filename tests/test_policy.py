@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from howsure.calibration import make_calibrator, save_calibrator
-from howsure.decisions import CostModel, certify_threshold
+from howsure.decisions import CostModel, certify_threshold, min_items_to_certify
 from howsure.errors import PolicyError
-from howsure.policy import SCHEMA_VERSION, Decision, Policy, certify_policy
+from howsure.policy import (
+    ASSUMPTION,
+    SCHEMA_VERSION,
+    Decision,
+    Policy,
+    assumption_text,
+    certify_policy,
+)
 from howsure.task import Task
 
 LABELS = ["negative", "positive"]
@@ -362,3 +369,54 @@ def test_bad_references_are_refused(reference, match):
     data["reference"] = reference
     with pytest.raises(PolicyError, match=match):
         Policy.from_dict(data)
+
+
+# ---------------------------------------------------------------------- the stored assumption
+def test_fixed_sequence_states_the_extra_condition_of_its_data_dependent_start():
+    probabilities, truth = scored(n=600)
+    text = certify_policy(probabilities, truth, labels=LABELS).guarantee["assumption"]
+    assert text.startswith(ASSUMPTION + ". ")
+    extra = text[len(ASSUMPTION) + 2:]
+    # One sentence, naming where the walk starts and what must then hold.
+    assert extra.count(". ") == 0 and extra.endswith(".")
+    assert "starts at the strictest threshold that automates 59 calibration items" in extra
+    assert "no top slice of the most confident items too small to hold 59 calibration items is less accurate" in extra
+    assert "accuracy does not fall as the threshold tightens" in extra and "multistart" in extra
+    # The number follows the target and delta (min_items_to_certify).
+    other = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9, delta=0.1)
+    assert "automates 22 calibration items" in other.guarantee["assumption"]
+    assert min_items_to_certify(0.9, 0.1) == 22
+
+
+def test_multistart_keeps_the_plain_assumption():
+    probabilities, truth = scored(n=600)
+    policy = certify_policy(probabilities, truth, labels=LABELS, method="multistart")
+    assert policy.guarantee["assumption"] == ASSUMPTION
+    assert assumption_text("multistart", 0.95, 0.05) == ASSUMPTION
+
+
+def test_per_class_assumption_counts_items_per_label_at_its_share_of_delta():
+    probabilities, truth = scored(n=600)
+    text = certify_policy(probabilities, truth, labels=LABELS, per_class=True).guarantee["assumption"]
+    # Each of the two labels is certified at delta / 2 = 0.025: its walk starts at 72 items.
+    assert min_items_to_certify(0.95, 0.025) == 72
+    assert "automates 72 of the calibration items predicted as that label" in text
+    assert "no top slice of a label's most confident items too small to hold 72" in text
+
+
+def test_a_stored_assumption_is_kept_as_written_so_old_files_keep_their_id(tmp_path):
+    # A file certified before the assumption named the walk's start: plain text, fixed_sequence.
+    data = json.loads(OLD_POLICY_FILE)
+    data["guarantee"]["assumption"] = ASSUMPTION
+    data.pop("policy_id")
+    policy = Policy.from_dict(data)
+    data["policy_id"] = policy.policy_id
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    loaded = Policy.load(path)
+    assert loaded.guarantee["assumption"] == ASSUMPTION and loaded.policy_id == data["policy_id"]
+    assert Policy.load(loaded.save(tmp_path / "again.json")).policy_id == data["policy_id"]
+    # The reference-less file of before still loads too (its guarantee has no assumption at all).
+    (tmp_path / "x.json").write_text(OLD_POLICY_FILE)
+    assert Policy.load(tmp_path / "x.json").policy_id == "d1cca64eb1b37704"
+

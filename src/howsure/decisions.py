@@ -406,9 +406,11 @@ def certify_threshold(
     delta : float in (0, 1)
         The guarantee may fail with probability at most ``delta``.
     method : {"fixed_sequence", "multistart"}
-        ``fixed_sequence`` starts its walk at the strictest testable threshold (assumes the
-        selective risk does not rise as the threshold tightens); ``multistart`` needs no such
-        assumption and automates somewhat less.
+        ``fixed_sequence`` starts its walk at the strictest testable threshold, which needs one
+        condition beyond iid: no top slice of the most confident items too small to hold
+        `min_items_to_certify` calibration items is less accurate than the target (true when
+        the selective risk does not rise as the threshold tightens; see the module docstring).
+        ``multistart`` needs no such condition and automates somewhat less.
     p_value : {"binomial", "hoeffding_bentkus"}
     starts : sequence of float
         Start thresholds of the ``multistart`` walks; fix them before seeing the data.

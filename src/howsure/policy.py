@@ -44,6 +44,7 @@ from howsure.decisions import (
     check_delta,
     check_probabilities,
     check_target,
+    min_items_to_certify,
     optimal_threshold,
 )
 from howsure.errors import PolicyError
@@ -59,6 +60,34 @@ ASSUMPTION = (
     "calibration items and future items are independent draws from the same population, "
     "and the calibrator (if any) was fitted on other items"
 )
+
+
+def assumption_text(method: str, target_accuracy: float, delta: float, p_value: str = "binomial",
+                    *, per_label: bool = False) -> str:
+    """The ``guarantee.assumption`` a new policy stores.
+
+    ``multistart`` needs only `ASSUMPTION`. ``fixed_sequence`` starts its walk at a data-dependent
+    threshold (the strictest one automating `min_items_to_certify` calibration items), which
+    adds one condition (docs/decisions.md, 'Where the walk starts'); the text names it with the
+    number of items for this target and ``delta`` (with ``per_label``, pass each label's share of
+    delta: the walks then run over the items predicted as each label).
+    Old files keep whatever text they were written with: it is part of their ``policy_id``.
+    """
+    if method != "fixed_sequence":
+        return ASSUMPTION
+    m0 = min_items_to_certify(target_accuracy, delta, p_value)
+    if per_label:
+        walk = (f"each label's fixed_sequence walk starts at the strictest threshold that automates "
+                f"{m0} of the calibration items predicted as that label")
+        slice_ = "no top slice of a label's most confident items"
+    else:
+        walk = f"the fixed_sequence walk starts at the strictest threshold that automates {m0} calibration items"
+        slice_ = "no top slice of the most confident items"
+    return (
+        f"{ASSUMPTION}. Because {walk}, it also assumes that {slice_} too small to hold {m0} "
+        "calibration items is less accurate than the target, which is always true when accuracy "
+        "does not fall as the threshold tightens (method multistart does not need this)."
+    )
 
 
 @dataclass(frozen=True)
@@ -542,7 +571,10 @@ def certify_policy(
     policy.data_fingerprint = data_fingerprint(array, truth_index, label_names)
     guarantee: dict[str, Any] = {
         "kind": policy.rule, "target_accuracy": target, "delta": delta, "method": method,
-        "p_value": p_value, "assumption": ASSUMPTION,
+        "p_value": p_value,
+        # Per label each class is certified at delta / K, so its walk starts later.
+        "assumption": assumption_text(method, target, delta / len(label_names) if per_class else delta,
+                                      p_value, per_label=per_class),
     }
     if per_class:
         certificate = certify_per_class(calibrated, truth_index, target, delta, labels=label_names,
