@@ -121,6 +121,65 @@ def test_per_class_thresholds(tmp_path):
         assert label in result.output
 
 
+def test_per_class_on_two_labels_prints_the_two_sided_policy_and_route_follows_it(tmp_path):
+    rng = np.random.default_rng(5)  # a draw where both sides certify something
+    records = []
+    for i in range(3000):
+        gold = int(rng.integers(0, 2))
+        p_true = 1 / (1 + np.exp(-2 * rng.normal(2.0, 2.0)))
+        p_positive = p_true if gold == 1 else 1 - p_true
+        records.append({"id": f"item-{i}", "label": ["negative", "positive"][gold],
+                        "probabilities": {"positive": p_positive, "negative": 1 - p_positive}})
+    scored_file = write_jsonl(tmp_path / "binary.jsonl", records)
+    result = invoke("thresholds", scored_file, "--target", "0.9", "--per-class", "--out", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    policy = Policy.load(tmp_path / "p.json")
+    accept, negative = policy.class_thresholds["positive"], policy.class_thresholds["negative"]
+    line = (f"two-sided: auto-positive if P(positive) >= {accept:.6g}, auto-negative if P(positive) <= "
+            f"{1 - negative:.6g}, review the middle")
+    assert line in " ".join(result.output.split())
+    routed = tmp_path / "routed.jsonl"
+    result = invoke("route", scored_file, "--policy", tmp_path / "p.json", "--output", routed)
+    assert result.exit_code == 0, result.output
+    assert "auto-positive if P(positive) >=" in " ".join(result.output.split())
+    for record in map(json.loads, routed.read_text().splitlines()):
+        p_positive = record["probabilities"]["positive"]
+        assert (record["decision"] == "auto") == (p_positive >= accept or p_positive <= 1 - negative)
+        if record["decision"] == "auto":
+            assert record["decision_label"] == ("positive" if p_positive >= accept else "negative")
+
+
+def test_per_class_on_three_labels_prints_no_two_sided_line(tmp_path):
+    scored_file = write_jsonl(tmp_path / "scored.jsonl", score_records(n=1500, seed=2))
+    result = invoke("thresholds", scored_file, "--target", "0.9", "--per-class", "--out", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    assert "two-sided" not in result.output
+
+
+def test_the_per_class_help_says_it_is_the_two_sided_policy():
+    result = invoke("thresholds", "--help")
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "On two labels this IS the two-sided policy" in text
+    assert "review the middle" in text
+
+
+@pytest.mark.skipif(not SEED_CWC.exists(), reason="shared seed_cwc data not present")
+def test_the_cached_llama_results_two_sided_matches_certify_two_sided(tmp_path):
+    from howsure.decisions import certify_two_sided
+
+    result = invoke("thresholds", SEED_CWC, "--per-class", "--out", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    # docs/decisions.md, seed_cwc figures section 2 (there 0.001843, to 6 decimals).
+    assert ("two-sided: auto-positive if P(positive) >= 0.980369, auto-negative if P(positive) <= "
+            "0.00184255, review the middle") in " ".join(result.output.split())
+    records = json.loads(SEED_CWC.read_text())["results"]
+    p_positive = np.array([r["confidence"] if r["prediction"] == "positive" else 1 - r["confidence"] for r in records])
+    certificate = certify_two_sided(p_positive, [r["expected"] == "positive" for r in records])
+    rule = Policy.load(tmp_path / "p.json").two_sided()
+    assert rule.accept_above == certificate.accept_above
+    assert rule.reject_below == pytest.approx(certificate.reject_below, abs=1e-15)
+
+
 def test_a_csv_table_with_a_confidence_and_a_correctness_column(tmp_path):
     records = score_records(n=1200, seed=3)
     path = tmp_path / "table.csv"

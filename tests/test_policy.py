@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 
 from howsure.calibration import make_calibrator, save_calibrator
-from howsure.decisions import CostModel, certify_threshold, min_items_to_certify
+from howsure.decisions import CostModel, certify_threshold, certify_two_sided, min_items_to_certify
 from howsure.errors import PolicyError
 from howsure.policy import (
     ASSUMPTION,
     SCHEMA_VERSION,
     Decision,
     Policy,
+    TwoSidedRule,
     assumption_text,
     certify_policy,
+    positive_label,
 )
 from howsure.task import Task
 
@@ -420,3 +422,39 @@ def test_a_stored_assumption_is_kept_as_written_so_old_files_keep_their_id(tmp_p
     (tmp_path / "x.json").write_text(OLD_POLICY_FILE)
     assert Policy.load(tmp_path / "x.json").policy_id == "d1cca64eb1b37704"
 
+
+# ---------------------------------------------------------------------- two labels, per class
+def test_a_two_label_per_class_policy_is_the_two_sided_policy():
+    probabilities, truth = scored(n=3000, seed=1)
+    policy = certify_policy(probabilities, truth, labels=LABELS, per_class=True)
+    rule = policy.two_sided()
+    two = certify_two_sided(probabilities[:, 1], truth == 1, 0.95, 0.05)
+    assert (rule.positive, rule.negative) == ("positive", "negative")
+    assert rule.accept_above == two.accept_above
+    assert rule.reject_below == pytest.approx(two.reject_below, abs=1e-15)
+    assert policy.summary() == (
+        f"auto-positive if P(positive) >= {two.accept_above:.6g}, auto-negative if P(positive) <= "
+        f"{rule.reject_below:.6g}, review the middle; with probability >= 95% each automated label's "
+        "precision is >= 95.0%"
+    )
+    # Routing by the per-class policy is routing by the two-sided rule.
+    p_positive = probabilities[:, 1]
+    auto = [d.decision == "auto" for d in policy.decide(probabilities)]
+    assert auto == list((p_positive >= rule.accept_above) | (p_positive <= rule.reject_below))
+
+
+def test_the_two_sided_reading_finds_the_positive_label_and_says_never():
+    rule = TwoSidedRule(positive="yes", negative="no", accept_above=0.97, reject_below=None)
+    assert rule.text() == "auto-yes if P(yes) >= 0.97, never auto-no, review the middle"
+    assert rule.text(calibrated=True).endswith("review the middle (P(yes) calibrated)")
+    assert positive_label(["yes", "no"]) == "yes" and positive_label(["Positive", "negative"]) == "Positive"
+    assert positive_label(["spam", "ham"]) == "ham"  # no name says positive: the second label
+
+
+def test_no_two_sided_reading_for_top_label_or_three_labels():
+    probabilities, truth = scored(n=600)
+    assert certify_policy(probabilities, truth, labels=LABELS).two_sided() is None
+    rng = np.random.default_rng(3)
+    three = rng.dirichlet([1, 1, 1], 600)
+    policy = certify_policy(three, rng.integers(0, 3, 600), labels=["a", "b", "c"], per_class=True)
+    assert policy.two_sided() is None and policy.summary().startswith("automates per predicted label")

@@ -357,9 +357,34 @@ class Policy:
             for p, c, a, row in zip(predicted, confidence, auto, calibrated)
         ]
 
+    def two_sided(self) -> "TwoSidedRule | None":
+        """A per-class policy on two labels, read as the two-sided binary policy.
+
+        Per predicted label, "automate label A when P(A) >= t_A" on two labels whose
+        probabilities sum to 1 (howsure score's and every calibrator's do) is "auto-positive if
+        P(positive) >= t_positive, auto-negative if P(positive) <= 1 - t_negative, review the
+        middle". None for a top_label policy or more than two labels.
+        """
+        if self.rule != "per_class" or len(self.labels) != 2:
+            return None
+        positive = positive_label(self.labels)
+        negative = next(label for label in self.labels if label != positive)
+        thresholds = self.class_thresholds or {}
+        t_neg = thresholds.get(negative)
+        return TwoSidedRule(
+            positive=positive, negative=negative, accept_above=thresholds.get(positive),
+            reject_below=None if t_neg is None else 1 - t_neg,
+        )
+
     def summary(self) -> str:
         """What the policy promises, in one sentence."""
         g = self.guarantee
+        two_sided = self.two_sided()
+        if two_sided is not None:
+            return (
+                f"{two_sided.text(calibrated=self.calibrator is not None)}; with probability >= "
+                f"{1 - g['delta']:.0%} each automated label's precision is >= {g['target_accuracy']:.1%}"
+            )
         if self.rule == "top_label":
             if self.threshold is None:
                 return "automates nothing: every item goes to review"
@@ -376,6 +401,38 @@ class Policy:
             f"automates per predicted label ({', '.join(parts)}); with probability >= "
             f"{1 - g['delta']:.0%} each automated label's precision is >= {g['target_accuracy']:.1%}"
         )
+
+
+POSITIVE_NAMES = ("positive", "pos", "yes", "true", "1")
+
+
+def positive_label(labels: Sequence[str]) -> str:
+    """Which of two labels a two-sided policy calls positive: one named like ``positive``
+    (positive, pos, yes, true, 1; any case), else the second."""
+    named = [label for label in labels if label.strip().lower() in POSITIVE_NAMES]
+    return named[0] if len(named) == 1 else labels[1]
+
+
+@dataclass(frozen=True)
+class TwoSidedRule:
+    """A two-label per-class policy as the two-sided binary rule: auto-``positive`` when
+    P(positive) >= ``accept_above``, auto-``negative`` when P(positive) <= ``reject_below``,
+    review the middle. A side that is None never automates."""
+
+    positive: str
+    negative: str
+    accept_above: float | None
+    reject_below: float | None
+
+    def text(self, calibrated: bool = False) -> str:
+        """'auto-positive if P(positive) >= a, auto-negative if P(positive) <= b, review the middle'."""
+        prob = f"P({self.positive})"
+        accept = (f"auto-{self.positive} if {prob} >= {self.accept_above:.6g}"
+                  if self.accept_above is not None else f"never auto-{self.positive}")
+        reject = (f"auto-{self.negative} if {prob} <= {self.reject_below:.6g}"
+                  if self.reject_below is not None else f"never auto-{self.negative}")
+        note = f" ({prob} calibrated)" if calibrated else ""
+        return f"{accept}, {reject}, review the middle{note}"
 
 
 def _check_threshold(value: Any, what: str) -> None:

@@ -304,7 +304,12 @@ def thresholds(
     out: Path = typer.Option(Path("policy.json"), "--out", help="Where to write the policy JSON."),
     method: str = typer.Option("fixed_sequence", help="fixed_sequence or multistart."),
     p_value: str = typer.Option("binomial", "--p-value", help="binomial or hoeffding_bentkus."),
-    per_class: bool = typer.Option(False, "--per-class", help="One threshold per predicted label."),
+    per_class: bool = typer.Option(
+        False, "--per-class",
+        help="One threshold per predicted label, certified jointly. On two labels this IS the "
+             "two-sided policy: auto-positive above one threshold, auto-negative below another, "
+             "review the middle.",
+    ),
     calibrator: Optional[Path] = typer.Option(None, help="Fitted calibrator JSON (fitted on OTHER items)."),
     task: Optional[str] = typer.Option(None, help="Task TOML or bundled task name; fixes the labels."),
     model_id: Optional[str] = typer.Option(None, "--model-id", help="Model the scores came from."),
@@ -400,7 +405,15 @@ def thresholds(
     else:
         for label, cert in policy.guarantee["classes"].items():
             console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
+        two_sided = policy.two_sided()
+        if two_sided is not None:
+            console.print(f"two-sided: {two_sided.text(calibrated=policy.calibrator is not None)}", highlight=False)
     console.print(f"policy {policy.policy_id} written to {out}")
+
+
+def _percent(share: float) -> str:
+    """95% for 0.95, 97.5% for 0.975 (a per-label share of delta must not round to 98%)."""
+    return f"{100 * share:.4g}%"
 
 
 def _fmt_threshold(value: float | None) -> str:
@@ -412,7 +425,7 @@ def _certificate_line(cert: dict[str, Any]) -> str:
         return (
             f"[green]certified[/]: confidence >= {cert['threshold']:.6g} automates {cert['n_automated']} of "
             f"{cert['n_calibration']} ({cert['automation_rate']:.1%}); accuracy >= "
-            f"{cert['target_accuracy']:.1%} with probability >= {1 - cert['delta']:.0%} "
+            f"{cert['target_accuracy']:.1%} with probability >= {_percent(1 - cert['delta'])} "
             f"({cert['n_errors']} errors seen; {cert['method']}, {cert['p_value']} p-values)"
         )
     needed = cert.get("labels_needed")
@@ -424,7 +437,7 @@ def _certificate_line(cert: dict[str, Any]) -> str:
     )
     return (
         f"[yellow]nothing certified[/] at accuracy >= {cert['target_accuracy']:.1%} with probability >= "
-        f"{1 - cert['delta']:.0%} from {cert['n_calibration']} items: every item goes to review; {more}"
+        f"{_percent(1 - cert['delta'])} from {cert['n_calibration']} items: every item goes to review; {more}"
     )
 
 
