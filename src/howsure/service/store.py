@@ -947,8 +947,10 @@ class ReviewStore:
 
 # ---------------------------------------------------------------------------- helpers
 def _dumps(value: Any) -> str:
+    # Key order is meaning here: a task's labels and an item's probabilities are in label order,
+    # and a policy whose task labels come back reordered no longer validates.
     try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot store {type(value).__name__} as JSON: {exc}") from None
 

@@ -337,8 +337,6 @@ def test_openapi_documents_auth_limits_and_errors(make_service):
     assert env.client.get("/docs").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="ReviewStore stores policy bodies with json sort_keys=True, which reorders "
-                                       "the task's label mapping; the policy then fails validation")
 def test_a_task_whose_labels_are_not_alphabetical_serves(make_service, store, policy_dict_factory):
     env = make_service()
     body = policy_dict_factory(labels=("positive", "negative"))
