@@ -8,6 +8,11 @@ from howsure.cli import app
 runner = CliRunner()
 
 
+def flat(output: str) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(output.split())
+
+
 def test_score_writes_one_record_per_text(tmp_path, tiny_model_dir):
     source = tmp_path / "in.tsv"
     source.write_text("label\tcontent\npositive\tgreat film\nnegative\tawful\n")
@@ -25,18 +30,28 @@ def test_score_writes_one_record_per_text(tmp_path, tiny_model_dir):
         assert r["other_mass"] == pytest.approx(1 - sum(r["label_mass"].values()), abs=1e-6)
 
 
-def test_invalid_rows_fail_with_row_numbers_or_are_listed(tmp_path, tiny_model_dir):
-    source = tmp_path / "in.jsonl"
-    source.write_text('{"text": "fine"}\n{"text": ""}\n{"text": 7}\n')
+@pytest.mark.parametrize(
+    "name, content, reported, kept",
+    [
+        ("in.jsonl", '{"text": "fine"}\n{"text": ""}\n{"text": 7}\n',
+         ["row 2 (line 2): empty text", "row 3 (line 3): not text: 7"], [0]),
+        # A blank line of a CSV is a row with an empty text, named by its line in the file.
+        ("in.csv", "text,label\nhello,1\n\nworld,0", ["row 2 (line 3): empty text"], [0, 2]),
+    ],
+)
+def test_invalid_rows_fail_with_row_and_line_or_are_listed(tmp_path, tiny_model_dir, name, content, reported, kept):
+    source = tmp_path / name
+    source.write_text(content)
     out = tmp_path / "out.jsonl"
     result = runner.invoke(app, ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir)])
     assert result.exit_code == 2
-    assert "row 1: empty text" in result.output and "row 2: not text: 7" in result.output
+    assert f"{len(reported)} row(s) have no usable text: " + "; ".join(reported) in flat(result.output)
     assert not out.exists()
     result = runner.invoke(app, ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir), "--skip-invalid"])
     assert result.exit_code == 0, result.output
-    assert "2 row(s) skipped" in result.output
-    assert len(out.read_text().splitlines()) == 1
+    assert f"{len(reported)} row(s) skipped" in result.output
+    assert all(where.split(":")[0] in result.output for where in reported)
+    assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == kept
 
 
 @pytest.mark.parametrize(

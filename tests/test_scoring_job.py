@@ -80,11 +80,11 @@ def test_resume_refuses_other_task_or_foreign_file(tmp_path, backend):
 
 
 def test_invalid_rows_fatal_or_skipped(tmp_path, backend):
-    bad = TextRows([0, 2], ["ok", "fine"], ["0", "2"], [None, None], invalid=[(1, "empty text")])
-    with pytest.raises(DataError, match="1 row\\(s\\) have no usable text: row 1: empty text"):
+    bad = TextRows([0, 2], ["ok", "fine"], ["0", "2"], [None, None], invalid=[(1, "empty text")], lines=[2, 4, 5])
+    with pytest.raises(DataError, match="1 row\\(s\\) have no usable text: row 2 \\(line 4\\): empty text"):
         score_rows(backend, load_task("sentiment"), bad, tmp_path / "x.jsonl")
     summary = score_rows(backend, load_task("sentiment"), bad, tmp_path / "y.jsonl", on_invalid="skip")
-    assert summary.skipped == [(1, "empty text")]
+    assert summary.skipped == [("row 2 (line 4)", "empty text")]
     assert [r["row"] for r in records(tmp_path / "y.jsonl")] == [0, 2]
 
 

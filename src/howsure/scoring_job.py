@@ -31,7 +31,7 @@ class ScoreSummary:
     total_rows: int
     scored_now: int
     already_done: int
-    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # ("row 3 (line 4)", reason)
     median_label_mass: float | None = None
 
 
@@ -83,7 +83,7 @@ def reject_invalid_rows(rows: TextRows) -> None:
     """Raise `DataError` listing the rows with no usable text, if there are any."""
     if not rows.invalid:
         return
-    listed = "; ".join(f"row {n}: {why}" for n, why in rows.invalid[:20])
+    listed = "; ".join(f"{rows.where(n)}: {why}" for n, why in rows.invalid[:20])
     more = f" (and {len(rows.invalid) - 20} more)" if len(rows.invalid) > 20 else ""
     raise DataError(
         f"{len(rows.invalid)} row(s) have no usable text: {listed}{more}; fix them or pass "
@@ -151,4 +151,5 @@ def score_rows(
         import numpy as np
 
         median = float(np.median(masses))
-    return ScoreSummary(output, total, len(todo), total - len(todo), list(rows.invalid), median)
+    skipped = [(rows.where(n), why) for n, why in rows.invalid]
+    return ScoreSummary(output, total, len(todo), total - len(todo), skipped, median)

@@ -49,13 +49,13 @@ def score(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from howsure.data import extract_texts, read_table
+    from howsure.data import read_texts
     from howsure.scoring import LOW_LABEL_MASS
     from howsure.scoring_job import reject_invalid_rows, score_rows
     from howsure.task import load_task
 
     the_task = load_task(task)
-    rows = extract_texts(read_table(input), text_column, id_column, label_column)
+    rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
     backend = open_backend(model, dtype, threads, batch_size)
@@ -72,10 +72,10 @@ def score(
         )
     if summary.skipped:
         table = Table(title=f"{len(summary.skipped)} row(s) skipped (no usable text)")
-        table.add_column("row", justify="right")
+        table.add_column("row (line in the file)")
         table.add_column("reason")
-        for number, why in summary.skipped:
-            table.add_row(str(number), why)
+        for where, why in summary.skipped:
+            table.add_row(where, why)
         err_console.print(table)
     console.print(
         f"scored {summary.scored_now} text(s), {summary.already_done} already done "
@@ -196,12 +196,12 @@ def tune_task(
 
     from rich.progress import Progress
 
-    from howsure.data import extract_texts, read_table
+    from howsure.data import read_texts
     from howsure.scoring_job import reject_invalid_rows
     from howsure.tuning import load_candidates, rank_candidates
 
     tasks = load_candidates(candidates)
-    rows = extract_texts(read_table(input), text_column, None, label_column)
+    rows = read_texts(input, text_column, None, label_column)
     reject_invalid_rows(rows)
     mapping = parse_label_map(label_map)
     gold = [mapping.get(g, g) for g in rows.labels]
