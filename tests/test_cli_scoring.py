@@ -54,6 +54,26 @@ def test_invalid_rows_fail_with_row_and_line_or_are_listed(tmp_path, tiny_model_
     assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == kept
 
 
+def test_resume_on_another_input_is_refused_naming_both(tmp_path, tiny_model_dir):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("text\nhello\nworld\n")
+    second.write_text("text\nfoo\nbar\nbaz\n")
+    out = tmp_path / "m.jsonl"
+    command = ["score", "-o", str(out), "-m", str(tiny_model_dir)]
+    assert runner.invoke(app, command + ["-i", str(first)]).exit_code == 0
+    stored = out.read_text()
+    result = runner.invoke(app, command + ["-i", str(second)])
+    assert result.exit_code == 2
+    assert f"holds scores of '{first}' and this run reads '{second}'" in flat(result.output)
+    assert out.read_text() == stored  # hello, world and nothing of b.csv
+    result = runner.invoke(app, command + ["-i", str(first), "--top-k", "3"])
+    assert result.exit_code == 2 and "top_k = 10, this run has 3" in flat(result.output)
+    first.write_text("text\nhello\nworld\nagain\n")  # the same input, grown: resumes
+    result = runner.invoke(app, command + ["-i", str(first)])
+    assert result.exit_code == 0, result.output
+    assert "scored 1 text(s), 2 already done" in result.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -11,7 +11,7 @@ import pytest
 from howsure.backends import load_backend
 from howsure.data import TextRows
 from howsure.errors import DataError, ResumeError
-from howsure.scoring_job import score_rows
+from howsure.scoring_job import meta_path, score_rows
 from howsure.task import load_task
 
 TEXTS = [f"review number {i}: " + ("good " * (i % 7)) + ("bad " * (i % 3)) for i in range(40)]
@@ -77,6 +77,45 @@ def test_resume_refuses_other_task_or_foreign_file(tmp_path, backend):
     with pytest.raises(ResumeError, match="was not written by `howsure score`"):
         score_rows(backend, other, rows(TEXTS[:3]), foreign)
     assert foreign.read_text() == '{"precious": true}\n'
+
+
+def test_resume_refuses_another_input_but_takes_a_grown_one(tmp_path, backend):
+    """a.csv (hello, world) scored into out, then b.csv (foo, bar, baz) into the same out: its
+    rows 0 and 1 are not the stored ones, so nothing is mixed in and both inputs are named."""
+    task = load_task("sentiment")
+    out = tmp_path / "out.jsonl"
+    first = TextRows([0, 1], ["hello", "world"], ["0", "1"], [None, None])
+    score_rows(backend, task, first, out, source="a.csv")
+    stored = out.read_text()
+    other = TextRows([0, 1, 2], ["foo", "bar", "baz"], ["0", "1", "2"], [None, None, None])
+    with pytest.raises(ResumeError, match=r"holds scores of 'a.csv' and this run reads 'b.csv'.*"
+                                          r"id '0' is 'hello' there and 'foo' here"):
+        score_rows(backend, task, other, out, source="b.csv")
+    assert out.read_text() == stored
+    fewer = TextRows([0], ["hello"], ["0"], [None])  # a stored row the input no longer has
+    with pytest.raises(ResumeError, match="id '1' is 'world' there and not a row with text here"):
+        score_rows(backend, task, fewer, out, source="a.csv")
+    grown = TextRows([0, 1, 2], ["hello", "world", "again"], ["0", "1", "2"], [None, None, None])
+    summary = score_rows(backend, task, grown, out, source="a-with-one-more.csv")
+    assert (summary.already_done, summary.scored_now) == (2, 1)
+    assert [r["text"] for r in records(out)] == ["hello", "world", "again"]
+
+
+def test_resume_refuses_another_top_k(tmp_path, backend):
+    task = load_task("sentiment")
+    out = tmp_path / "out.jsonl"
+    score_rows(backend, task, rows(TEXTS[:3]), out, top_k=10)
+    assert json.loads(meta_path(out).read_text())["top_k"] == 10
+    with pytest.raises(ResumeError, match="was written with top_k = 10, this run has 5"):
+        score_rows(backend, task, rows(TEXTS[:4]), out, top_k=5)
+    # A sidecar written before top_k was recorded: the stored records' top tokens tell it.
+    meta = json.loads(meta_path(out).read_text())
+    del meta["top_k"]
+    meta_path(out).write_text(json.dumps(meta))
+    with pytest.raises(ResumeError, match="was written with top_k = 10, this run has 5"):
+        score_rows(backend, task, rows(TEXTS[:4]), out, top_k=5)
+    assert score_rows(backend, task, rows(TEXTS[:4]), out, top_k=10).scored_now == 1
+    assert {len(r["top_tokens"]) for r in records(out)} == {10}
 
 
 def test_invalid_rows_fatal_or_skipped(tmp_path, backend):

@@ -4,8 +4,11 @@ Rows are scored in chunks taken in input order and each chunk is written, in inp
 flushed to disk before the next starts. An interrupted run therefore leaves a prefix of the
 final file (at most one torn last line, which is cut on resume); running the same command again
 skips the rows already written, so the finished file holds the same rows in the same order as
-an uninterrupted run (values equal up to float rounding: batches may be composed differently). A sidecar ``OUT.meta.json`` records what produced the file, so a resume with another
-model or task is refused instead of mixing scores.
+an uninterrupted run (values equal up to float rounding: batches may be composed differently).
+A sidecar ``OUT.meta.json`` records what produced the file, so a resume with another model, task
+or ``top_k`` is refused instead of mixing scores; so is a resume on another input: every stored
+row's text must be the text of the input row with the same id (an input that only grew by
+appended rows still resumes).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
-def run_meta(backend: Backend, task: Task, source: str, columns: dict) -> dict:
+def run_meta(backend: Backend, task: Task, source: str, columns: dict, top_k: int) -> dict:
     return {
         "model": backend.model_id,
         "dtype": getattr(backend, "dtype", None),
@@ -47,11 +50,18 @@ def run_meta(backend: Backend, task: Task, source: str, columns: dict) -> dict:
         "task_fingerprint": task.fingerprint(),
         "input": source,
         "columns": columns,
+        "top_k": top_k,
     }
 
 
-def _resume_state(output: Path, meta: dict) -> set[str]:
-    """Ids already written to ``output``; cuts a torn last line left by an interruption."""
+def _short(text) -> str:
+    text = repr(text)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _resume_state(output: Path, meta: dict, rows: TextRows) -> set[str]:
+    """Ids already written to ``output``; cuts a torn last line left by an interruption.
+    Raises `ResumeError` when ``output`` was not written by this same run."""
     if not output.exists():
         return set()
     sidecar = meta_path(output)
@@ -61,21 +71,44 @@ def _resume_state(output: Path, meta: dict) -> set[str]:
             "choose another output or pass --overwrite"
         )
     previous = json.loads(sidecar.read_text("utf-8"))
-    for key in ("model", "dtype", "task_fingerprint", "columns"):
+    again = "pass --overwrite to start again or choose another output"
+    # Sidecars written before top_k was recorded: the stored records' top tokens tell it.
+    compared = ("model", "dtype", "task_fingerprint", "columns") + (("top_k",) if "top_k" in previous else ())
+    for key in compared:
         if previous.get(key) != meta.get(key):
             raise ResumeError(
                 f"{output} was written with {key} = {previous.get(key)!r}, this run has "
-                f"{meta.get(key)!r}; pass --overwrite to start again or choose another output"
+                f"{meta.get(key)!r}; {again}"
             )
     data = output.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # a line without its newline was torn by a kill
     if len(keep) != len(data):
         with open(output, "r+b") as handle:
             handle.truncate(len(keep))
-    done = set()
+    text_of = dict(zip(rows.ids, rows.texts))
+    done: set[str] = set()
+    differ: list[str] = []
     for line in keep.decode("utf-8").splitlines():
-        if line.strip():
-            done.add(str(json.loads(line)["id"]))
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        ident = str(record["id"])
+        if ident not in text_of:
+            differ.append(f"id {ident!r} is {_short(record.get('text'))} there and not a row with text here")
+        elif text_of[ident] != record.get("text"):
+            differ.append(f"id {ident!r} is {_short(record.get('text'))} there and {_short(text_of[ident])} here")
+        if not done and "top_k" not in previous and len(record.get("top_tokens", [])) != meta["top_k"]:
+            raise ResumeError(
+                f"{output} was written with top_k = {len(record.get('top_tokens', []))}, this run has "
+                f"{meta['top_k']!r}; {again}"
+            )
+        done.add(ident)
+    if differ:
+        raise ResumeError(
+            f"{output} holds scores of {previous.get('input')!r} and this run reads {meta.get('input')!r}, "
+            f"but {len(differ)} of the {len(done)} row(s) already scored are not this input's: "
+            f"{'; '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; {again}"
+        )
     return done
 
 
@@ -110,6 +143,12 @@ def score_rows(
     ``progress(done, total)`` is called as rows finish. Invalid rows (empty or non-text) raise
     `DataError` listing them when ``on_invalid="error"``, and are reported in the summary when
     ``"skip"``.
+
+    Raises
+    ------
+    ResumeError
+        ``output`` exists and was written by another model, dtype, task, columns or ``top_k``,
+        or from another input (a stored row's text is not this input's text for its id).
     """
     if on_invalid not in INVALID_POLICIES:
         raise DataError(f"on_invalid {on_invalid!r} is not one of {', '.join(INVALID_POLICIES)}")
@@ -117,10 +156,10 @@ def score_rows(
         reject_invalid_rows(rows)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = run_meta(backend, task, source, columns or {})
+    meta = run_meta(backend, task, source, columns or {}, top_k)
     if overwrite:
         output.unlink(missing_ok=True)
-    done = _resume_state(output, meta)
+    done = _resume_state(output, meta, rows)
     meta_path(output).write_text(json.dumps(meta, indent=2), "utf-8")
     todo = [i for i, ident in enumerate(rows.ids) if ident not in done]
     total = len(rows.ids)
