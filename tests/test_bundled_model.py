@@ -40,7 +40,7 @@ def test_obvious_texts_are_ranked_apart_with_real_label_mass(bundled_backend):
 
 def test_inspect_and_score_on_the_bundled_model(tmp_path, bundled_model_ready):
     runner = CliRunner()
-    result = runner.invoke(app, ["inspect", "Not bad"])
+    result = runner.invoke(app, ["inspect", "Not bad", "--threads", "2"])
     assert result.exit_code == 0, result.output
     assert "positive" in result.output and "negative" in result.output and "(other)" in result.output
     source = tmp_path / "in.csv"

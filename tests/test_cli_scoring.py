@@ -104,6 +104,11 @@ def test_inspect_shows_tokens_variants_and_prediction(tmp_path, tiny_model_dir):
     assert "->" in result.output
 
 
+def test_inspect_takes_threads_like_score(tiny_model_dir):
+    result = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+
+
 def test_models_list_names_the_bundled_preset():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0

@@ -1,5 +1,5 @@
 """The README's main command, `howsure demo`: on the tiny model for speed, and on the real
-bundled model end to end (its report opened in Chromium in tests/test_report_browser.py)."""
+bundled model end to end (its report opened in Chromium in tests/test_demo_report.py)."""
 
 import json
 
@@ -36,3 +36,10 @@ def test_demo_rejects_a_bad_target(tmp_path, tiny_model_dir):
                                       "--limit", "50", "--target", "1.5"])
     assert result.exit_code == 2
     assert "1.5" in result.output
+
+
+def test_demo_dtype_help_lists_every_dtype():
+    result = CliRunner().invoke(app, ["demo", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert all(dtype in text for dtype in ("float32", "mixed", "bfloat16"))

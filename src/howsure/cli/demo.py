@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from howsure.cli.app import command, console, err_console
+from howsure.cli.scoring import DtypeOption
 from howsure.models import DEFAULT_MODEL
 
 
@@ -16,7 +17,7 @@ from howsure.models import DEFAULT_MODEL
 def demo(
     out: Path = typer.Option(Path("howsure-demo"), "--out", "-o", help="Folder for scores, report and policy."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset, model directory, .gguf file or hub id."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
+    dtype: str = DtypeOption,
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N of the 2,000 sample sentences."),
     target: float = typer.Option(0.9, "--target", help="Accuracy the certified threshold guarantees."),

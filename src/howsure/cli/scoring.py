@@ -95,6 +95,7 @@ def inspect(
     model: str = ModelOption,
     top_k: int = typer.Option(10, help="How many top next tokens to show."),
     dtype: str = DtypeOption,
+    threads: Optional[int] = ThreadsOption,
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
@@ -102,7 +103,7 @@ def inspect(
     from howsure.task import load_task
 
     the_task = load_task(task)
-    backend = open_backend(model, dtype, None)
+    backend = open_backend(model, dtype, threads)
     if show_prompt:
         console.print(backend.prompt(the_task, text), markup=False, highlight=False)
     result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]
