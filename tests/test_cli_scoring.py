@@ -1,8 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from howsure.backends.base import LabelScores
 from howsure.cli import app
 
 runner = CliRunner()
@@ -72,6 +74,46 @@ def test_resume_on_another_input_is_refused_naming_both(tmp_path, tiny_model_dir
     result = runner.invoke(app, command + ["-i", str(first)])
     assert result.exit_code == 0, result.output
     assert "scored 1 text(s), 2 already done" in result.output
+
+
+def test_score_warns_once_when_the_labels_get_little_probability(tmp_path, tiny_model_dir):
+    """The tiny random model puts almost nothing on the labels: one warning with the median and
+    what it means, also when a resume finds nothing left to score."""
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f"text {i}\n" for i in range(12)))
+    out = tmp_path / "out.jsonl"
+    command = ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir), "--batch-size", "4"]
+    for _ in range(2):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+        text = flat(result.output)
+        assert text.count("median probability on the labels is 0.0") == 1
+        assert "the model mostly answers something else" in text and "howsure inspect" in text
+        assert "LowLabelMassWarning" not in text
+
+
+class FakeBackend:
+    """Answers every text with the given total probability on the labels."""
+
+    def __init__(self, mass: float):
+        self.mass = mass
+
+    def label_scores(self, task, texts, top_k=10, details=False):
+        mass = np.array([0.75, 0.25]) * self.mass
+        return [LabelScores(["positive", "negative"], mass / mass.sum(), mass, 1 - self.mass,
+                            [("Hmm", 1 - self.mass)], {"positive": [], "negative": []}) for _ in texts]
+
+
+@pytest.mark.parametrize("mass, noted", [(0.2, True), (0.6, False)])
+def test_inspect_notes_when_the_model_mostly_wants_to_say_something_else(monkeypatch, mass, noted):
+    opened = []
+    monkeypatch.setattr("howsure.cli.scoring.open_backend",
+                        lambda model, dtype, threads: opened.append(threads) or FakeBackend(mass))
+    result = runner.invoke(app, ["inspect", "a fine film", "--threads", "3"])
+    assert result.exit_code == 0, result.output
+    assert opened == [3]  # --threads reaches the backend, as with score
+    note = f"note: only {mass:.2%} of the probability is on the labels: the model mostly wants to say something else"
+    assert (note in flat(result.output)) is noted
 
 
 @pytest.mark.parametrize(

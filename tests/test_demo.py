@@ -26,6 +26,8 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir):
     assert columns["calibrated"]["ece"]["low"] <= columns["calibrated"]["ece"]["value"] <= columns["calibrated"]["ece"]["high"]
     assert "fold" in summary["calibration"]["scheme"]["description"]
     assert "report:" in result.output and "accuracy" in result.output
+    # The tiny random model puts almost nothing on the labels: said once, as a warning line.
+    assert " ".join(result.output.split()).count("warning: median probability on the labels is") == 1
     again = CliRunner().invoke(app, args)  # scores are reused, not recomputed
     assert again.exit_code == 0, again.output
     assert len((out / "scores.jsonl").read_text().splitlines()) == 300

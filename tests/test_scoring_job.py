@@ -11,8 +11,12 @@ import pytest
 from howsure.backends import load_backend
 from howsure.data import TextRows
 from howsure.errors import DataError, ResumeError
+from howsure.scoring import LowLabelMassWarning
 from howsure.scoring_job import meta_path, score_rows
 from howsure.task import load_task
+
+# The tiny random model puts almost no probability on the labels; the warning is tested below.
+pytestmark = pytest.mark.filterwarnings("ignore::howsure.scoring.LowLabelMassWarning")
 
 TEXTS = [f"review number {i}: " + ("good " * (i % 7)) + ("bad " * (i % 3)) for i in range(40)]
 
@@ -116,6 +120,22 @@ def test_resume_refuses_another_top_k(tmp_path, backend):
         score_rows(backend, task, rows(TEXTS[:4]), out, top_k=5)
     assert score_rows(backend, task, rows(TEXTS[:4]), out, top_k=10).scored_now == 1
     assert {len(r["top_tokens"]) for r in records(out)} == {10}
+
+
+def test_low_label_mass_warns_once_over_every_row_of_the_output(tmp_path, backend):
+    task = load_task("sentiment")
+    out = tmp_path / "out.jsonl"
+    with pytest.warns(LowLabelMassWarning) as caught:
+        summary = score_rows(backend, task, rows(TEXTS[:20]), out, chunk_rows=4)
+    assert len(caught) == 1  # once for the run, not once per chunk
+    assert f"median probability on the labels is {summary.median_label_mass:.3f}" in str(caught[0].message)
+    masses = [sum(r["label_mass"].values()) for r in records(out)]
+    assert summary.median_label_mass < 0.05
+    assert summary.median_label_mass == pytest.approx(np.median(masses), abs=1e-6)
+    with pytest.warns(LowLabelMassWarning) as caught:  # a resume with nothing left still warns
+        again = score_rows(backend, task, rows(TEXTS[:20]), out)
+    assert again.scored_now == 0 and len(caught) == 1
+    assert again.median_label_mass == pytest.approx(summary.median_label_mass, abs=1e-6)
 
 
 def test_invalid_rows_fatal_or_skipped(tmp_path, backend):

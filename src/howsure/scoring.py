@@ -22,6 +22,9 @@ from howsure.task import Task, normalize_answer
 
 #: Below this median share of probability on the labels, the prompt is probably not working.
 LOW_LABEL_MASS = 0.05
+#: Below this share on the labels for one text, `howsure inspect` notes that the model mostly
+#: wants to say something else.
+INSPECT_LOW_LABEL_MASS = 0.25
 
 
 class LowLabelMassWarning(UserWarning):
@@ -232,15 +235,22 @@ def decode_sequence(decode, seq: Sequence[int]) -> str:
     return "".join(decode(int(t)) for t in seq) if decode else " ".join(map(str, seq))
 
 
-def warn_if_low_label_mass(scores: Sequence[LabelScores], threshold: float = LOW_LABEL_MASS) -> float | None:
-    """Warn when the median label mass is below ``threshold``; return that median."""
-    if not scores:
+def warn_if_low_label_mass(
+    scores: Sequence[LabelScores] | Sequence[float], threshold: float = LOW_LABEL_MASS
+) -> float | None:
+    """Warn `LowLabelMassWarning` when the median label mass is below ``threshold``; return that
+    median (``None`` for no scores).
+
+    ``scores``: `LabelScores`, or each text's total label mass (``label_mass.sum()``)."""
+    if len(scores) == 0:
         return None
-    median = float(np.median([s.label_mass.sum() for s in scores]))
+    masses = [s if isinstance(s, (int, float)) else float(s.label_mass.sum()) for s in scores]
+    median = float(np.median(masses))
     if median < threshold:
         warnings.warn(
             f"median probability on the labels is {median:.3f} (< {threshold}): the model mostly "
-            "answers something else; check the prompt and verbalizers with `howsure inspect`",
+            "answers something else, so the label probabilities rest on a small share of its answers "
+            "and mean little; check the prompt and verbalizers with `howsure inspect`",
             LowLabelMassWarning,
             stacklevel=2,
         )

@@ -22,6 +22,7 @@ from typing import Callable
 from howsure.backends.base import Backend
 from howsure.data import TextRows
 from howsure.errors import DataError, ResumeError
+from howsure.scoring import warn_if_low_label_mass
 from howsure.task import Task
 
 CHUNK_ROWS = 256
@@ -35,7 +36,7 @@ class ScoreSummary:
     scored_now: int
     already_done: int
     skipped: list[tuple[str, str]] = field(default_factory=list)  # ("row 3 (line 4)", reason)
-    median_label_mass: float | None = None
+    median_label_mass: float | None = None  # over every row of the output, resumed ones too
 
 
 def meta_path(output: Path) -> Path:
@@ -59,11 +60,11 @@ def _short(text) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _resume_state(output: Path, meta: dict, rows: TextRows) -> set[str]:
-    """Ids already written to ``output``; cuts a torn last line left by an interruption.
-    Raises `ResumeError` when ``output`` was not written by this same run."""
+def _resume_state(output: Path, meta: dict, rows: TextRows) -> tuple[set[str], list[float]]:
+    """Ids already written to ``output`` and their label masses; cuts a torn last line left by
+    an interruption. Raises `ResumeError` when ``output`` was not written by this same run."""
     if not output.exists():
-        return set()
+        return set(), []
     sidecar = meta_path(output)
     if not sidecar.exists():
         raise ResumeError(
@@ -87,6 +88,7 @@ def _resume_state(output: Path, meta: dict, rows: TextRows) -> set[str]:
             handle.truncate(len(keep))
     text_of = dict(zip(rows.ids, rows.texts))
     done: set[str] = set()
+    masses: list[float] = []
     differ: list[str] = []
     for line in keep.decode("utf-8").splitlines():
         if not line.strip():
@@ -103,13 +105,14 @@ def _resume_state(output: Path, meta: dict, rows: TextRows) -> set[str]:
                 f"{meta['top_k']!r}; {again}"
             )
         done.add(ident)
+        masses.append(float(sum(record.get("label_mass", {}).values())))
     if differ:
         raise ResumeError(
             f"{output} holds scores of {previous.get('input')!r} and this run reads {meta.get('input')!r}, "
             f"but {len(differ)} of the {len(done)} row(s) already scored are not this input's: "
             f"{'; '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; {again}"
         )
-    return done
+    return done, masses
 
 
 def reject_invalid_rows(rows: TextRows) -> None:
@@ -142,7 +145,8 @@ def score_rows(
 
     ``progress(done, total)`` is called as rows finish. Invalid rows (empty or non-text) raise
     `DataError` listing them when ``on_invalid="error"``, and are reported in the summary when
-    ``"skip"``.
+    ``"skip"``. Warns `LowLabelMassWarning` once when the median label mass of the output's
+    rows is below `LOW_LABEL_MASS`.
 
     Raises
     ------
@@ -159,14 +163,13 @@ def score_rows(
     meta = run_meta(backend, task, source, columns or {}, top_k)
     if overwrite:
         output.unlink(missing_ok=True)
-    done = _resume_state(output, meta, rows)
+    done, masses = _resume_state(output, meta, rows)
     meta_path(output).write_text(json.dumps(meta, indent=2), "utf-8")
     todo = [i for i, ident in enumerate(rows.ids) if ident not in done]
     total = len(rows.ids)
     finished = total - len(todo)
     if progress:
         progress(finished, total)
-    masses = []
     with open(output, "a", encoding="utf-8") as handle:
         for start in range(0, len(todo), chunk_rows):
             chunk = todo[start : start + chunk_rows]
@@ -185,10 +188,6 @@ def score_rows(
             finished += len(chunk)
             if progress:
                 progress(finished, total)
-    median = None
-    if masses:
-        import numpy as np
-
-        median = float(np.median(masses))
+    median = warn_if_low_label_mass(masses)  # once, over every row of the output
     skipped = [(rows.where(n), why) for n, why in rows.invalid]
     return ScoreSummary(output, total, len(todo), total - len(todo), skipped, median)

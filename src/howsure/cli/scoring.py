@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.table import Table
@@ -18,6 +20,26 @@ ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, mo
 TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
 DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
+
+
+@contextlib.contextmanager
+def low_label_mass_warnings() -> Iterator[None]:
+    """Print the library's `LowLabelMassWarning` (one per scoring run) as a yellow warning line
+    on stderr instead of Python's ``file:line: Warning`` form; other warnings pass through."""
+    from rich.markup import escape
+
+    from howsure.scoring import LowLabelMassWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LowLabelMassWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, LowLabelMassWarning):
+                    err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32):
@@ -50,7 +72,6 @@ def score(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from howsure.data import read_texts
-    from howsure.scoring import LOW_LABEL_MASS
     from howsure.scoring_job import reject_invalid_rows, score_rows
     from howsure.task import load_task
 
@@ -60,7 +81,7 @@ def score(
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
     backend = open_backend(model, dtype, threads, batch_size)
     columns = {"text": text_column, "id": id_column, "label": label_column}
-    with Progress(
+    with low_label_mass_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         "texts", TimeRemainingColumn(), console=err_console, transient=False,
     ) as bar:
@@ -81,11 +102,6 @@ def score(
         f"scored {summary.scored_now} text(s), {summary.already_done} already done "
         f"-> {summary.output}"
     )
-    if summary.median_label_mass is not None and summary.median_label_mass < LOW_LABEL_MASS:
-        err_console.print(
-            f"[yellow]warning:[/] median probability on the labels is {summary.median_label_mass:.3f}: "
-            "the model mostly answers something else; check the prompt with `howsure inspect`"
-        )
 
 
 @command("inspect")
@@ -99,7 +115,7 @@ def inspect(
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
-    from howsure.scoring import LOW_LABEL_MASS
+    from howsure.scoring import INSPECT_LOW_LABEL_MASS
     from howsure.task import load_task
 
     the_task = load_task(task)
@@ -133,10 +149,13 @@ def inspect(
     labels.add_row("(other)", "everything else", f"{result.other_mass:.2%}", "")
     console.print(labels)
     console.print(f"-> [bold]{result.prediction.upper()}[/] {result.confidence:.2%}")
-    if result.label_mass.sum() < LOW_LABEL_MASS:
-        err_console.print(
-            f"[yellow]warning:[/] only {result.label_mass.sum():.2%} of the probability is on the "
-            "labels: the prompt is not working for this text"
+    mass = float(result.label_mass.sum())
+    if mass < INSPECT_LOW_LABEL_MASS:
+        console.print(
+            f"[yellow]note:[/] only {mass:.2%} of the probability is on the labels: the model mostly "
+            "wants to say something else (see the top next tokens), and the label probabilities "
+            f"compare only that {mass:.2%}; try other verbalizers or a prompt that asks for one of them",
+            highlight=False,
         )
 
 
