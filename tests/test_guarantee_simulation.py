@@ -1,10 +1,14 @@
-"""What the guarantee promises, checked on a real scored population.
+"""What the guarantee promises, checked on real scored populations.
 
-The 1,000 cached Llama-3.1-8B-Instruct results of the public Classification-with-Confidence
-write-up are treated as the whole population. Calibration sets are drawn from it iid (with
-replacement), a threshold is certified on each, and the accuracy of the items that threshold
-automates is measured over the WHOLE population - the quantity the guarantee is about. It
-must reach the target in at least 1 - delta of the draws.
+Two kinds of population, each treated as the whole population: the 1,000 cached
+Llama-3.1-8B-Instruct results of the public Classification-with-Confidence write-up (raw
+confidences; skipped where ../shared is absent), and the bundled model SmolLM2-135M on the 2,000
+bundled rt-polarity sentences (tests/data/smollm2_rt_polarity_scores.csv, always present): its
+raw confidences, and 5-fold cross-fitted calibrated ones (each item calibrated by a calibrator
+fitted on the other folds, so nothing is fitted on the item it judges). Calibration sets are
+drawn from a population iid (with replacement), a threshold is certified on each, and the
+accuracy of the items that threshold automates is measured over the WHOLE population - the
+quantity the guarantee is about. It must reach the target in at least 1 - delta of the draws.
 
 Monte-Carlo slack: with B draws and a true failure probability of at most delta, the failure
 count is at most Binomial(B, delta); the test allows up to its 99.9 % quantile (for B = 400 and
@@ -12,12 +16,15 @@ delta = 0.05: 20 expected, 35 allowed, i.e. 8.75 %), so a valid method fails thi
 probability below 0.001. The draws are seeded, so the run is reproducible.
 ``docs/scripts/guarantee_simulation.py`` prints the same table with 1,000 draws.
 
-Confidences are the model's raw ones (no calibrator is fitted, so nothing is fitted on the
-items being judged); a monotone calibrator would select the same items.
+SmolLM2's most confident items include errors (its second most confident raw item is wrong), so
+the fixed_sequence walk, which starts where only a handful of items are automated, often stops
+at once and certifies nothing; multistart, whose starts are fixed, certifies more often. The
+tests pin that weakness rather than hide it.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -28,12 +35,19 @@ from scipy.stats import binom
 from howsure.decisions import simulate_guarantee
 
 RESULTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"
+SMOLLM2 = Path(__file__).resolve().parent / "data" / "smollm2_rt_polarity_scores.csv"
 N_DRAWS = 400
 DELTA = 0.05
 ALLOWED = int(binom.ppf(0.999, N_DRAWS, DELTA))  # 35
 
 
 def population(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name.startswith("smollm2_"):
+        with SMOLLM2.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        column = "confidence" if name == "smollm2_raw" else "calibrated_confidence"
+        correct = "correct" if name == "smollm2_raw" else "calibrated_correct"
+        return np.array([float(r[column]) for r in rows]), np.array([r[correct] == "1" for r in rows])
     path = RESULTS / f"llama31_8b_{name}_results.json"
     if not path.exists():
         pytest.skip(f"shared population {path} not present")
@@ -48,19 +62,36 @@ SCENARIOS = [
     ("base", 0.90, 300),
     ("base", 0.85, 1000),
     ("finetuned", 0.97, 1000),
+    # The bundled model is far weaker (accuracy 0.71 raw, 0.74 calibrated; its top 20 % is
+    # about 0.91 accurate, so 0.90 leaves almost nothing to certify): lower targets.
+    ("smollm2_raw", 0.80, 1000),
+    ("smollm2_raw", 0.85, 1000),
+    ("smollm2_calibrated", 0.80, 1000),
+    ("smollm2_calibrated", 0.85, 1000),
 ]
+LLAMA = [s for s in SCENARIOS if not s[0].startswith("smollm2_")]
+SMOLLM2_SCENARIOS = [s for s in SCENARIOS if s[0].startswith("smollm2_")]
 
 
 @pytest.fixture(scope="module")
 def simulations() -> dict:
     out = {}
     for name, target, n in SCENARIOS:
-        confidences, correct = population(name)
+        try:
+            confidences, correct = population(name)
+        except pytest.skip.Exception:
+            continue  # the shared Llama results are absent; the SmolLM2 rows still run
         out[(name, target, n)] = simulate_guarantee(
             confidences, correct, n_calibration=n, n_draws=N_DRAWS, target_accuracy=target,
             delta=DELTA, seed=2024,
         )
     return out
+
+
+def scenario_result(simulations: dict, scenario: tuple) -> dict:
+    if scenario not in simulations:
+        pytest.skip(f"shared population of {scenario[0]!r} not present")
+    return simulations[scenario]
 
 
 def test_the_slack_is_what_the_docstring_says():
@@ -70,16 +101,32 @@ def test_the_slack_is_what_the_docstring_says():
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: f"{s[0]}-{s[1]}-n{s[2]}")
 @pytest.mark.parametrize("rule", ["fixed_sequence", "multistart", "hoeffding_bentkus"])
 def test_certified_thresholds_reach_the_target_in_1_minus_delta_of_draws(simulations, scenario, rule):
-    result = simulations[scenario][rule]
+    result = scenario_result(simulations, scenario)[rule]
     assert result["failures"] <= ALLOWED
     # The typical certified threshold clears the target in the population with room to spare.
     assert np.nanmedian(result["population_accuracy"]) >= scenario[1]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: f"{s[0]}-{s[1]}-n{s[2]}")
+@pytest.mark.parametrize("scenario", LLAMA, ids=lambda s: f"{s[0]}-{s[1]}-n{s[2]}")
 def test_the_default_method_automates_something_useful(simulations, scenario):
-    result = simulations[scenario]["fixed_sequence"]
+    result = scenario_result(simulations, scenario)["fixed_sequence"]
     assert result["certified_rate"] > 0.5
+    assert np.mean(result["automation_share"]) > 0.1
+
+
+@pytest.mark.parametrize("scenario", SMOLLM2_SCENARIOS, ids=lambda s: f"{s[0]}-{s[1]}-n{s[2]}")
+def test_on_smollm2_fixed_sequence_often_certifies_nothing_and_multistart_does_better(simulations, scenario):
+    # Errors among the few most confident items stop the walk at its first step.
+    fixed = simulations[scenario]["fixed_sequence"]
+    multistart = simulations[scenario]["multistart"]
+    assert fixed["certified_rate"] < 0.7
+    assert multistart["certified_rate"] > fixed["certified_rate"]
+
+
+@pytest.mark.parametrize("scenario", SMOLLM2_SCENARIOS, ids=lambda s: f"{s[0]}-{s[1]}-n{s[2]}")
+def test_on_smollm2_multistart_automates_something_useful(simulations, scenario):
+    result = simulations[scenario]["multistart"]
+    assert result["certified_rate"] > 0.6
     assert np.mean(result["automation_share"]) > 0.1
 
 
