@@ -63,6 +63,11 @@ def main() -> None:
     print(f"\n2. Two-sided (each side at delta/2): auto-positive if P(positive) >= {two.accept_above:.6f} "
           f"({accepted.sum()} items), auto-negative if P(positive) <= {two.reject_below:.6f} ({rejected.sum()} items), "
           f"review {n - accepted.sum() - rejected.sum()}")
+    # The same rule is what a per-class policy on the two labels stores and routes by.
+    per_class = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=TARGET, delta=DELTA, per_class=True)
+    routed = sum(d.decision == "auto" for d in per_class.decide(probabilities))
+    print(f"   as a per-class policy (howsure thresholds --per-class): {per_class.two_sided().text()}; "
+          f"automates {routed}")
 
     print("\n3. Calibrator fitted on one half, threshold certified on the other (split by text, seed s):")
     for seed in (0, 1):
