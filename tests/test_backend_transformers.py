@@ -117,12 +117,14 @@ def test_dtype_bfloat16_close_to_float32(tiny_model_dir):
     assert max(diffs) < 0.1  # a random tiny model is far less stable than a trained one
 
 
-def test_mixed_precision_runs_mlps_in_bf16_and_stays_close(tiny_model_dir):
+def test_mixed_precision_runs_mlp_input_projections_in_bf16_and_stays_close(tiny_model_dir):
     task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
     fp32 = load_backend(str(tiny_model_dir)).label_scores(task, TEXTS)
     mixed_backend = load_backend(str(tiny_model_dir), dtype="mixed")
     layer = mixed_backend.model.model.layers[0]
     assert layer.mlp.up_proj.weight.dtype == torch.bfloat16
+    assert layer.mlp.gate_proj.weight.dtype == torch.bfloat16
+    assert layer.mlp.down_proj.weight.dtype == torch.float32  # the product of gate and up stays exact
     assert layer.self_attn.q_proj.weight.dtype == torch.float32
     mixed = mixed_backend.label_scores(task, TEXTS)
     diffs = [abs(a.probabilities - b.probabilities).max() for a, b in zip(fp32, mixed)]
