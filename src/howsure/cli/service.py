@@ -81,7 +81,11 @@ def serve(
     audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto items also queued for an audit."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, mixed or bfloat16."),
-    max_batch: int = typer.Option(32, "--max-batch", help="Most texts per forward pass."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Most texts per micro-batch."),
+    batch_tokens: int = typer.Option(
+        512, "--batch-tokens",
+        help="Most padded tokens per forward pass: a micro-batch mixing short and long texts is split "
+             "into passes of similar lengths, so less compute goes to padding."),
     max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest a text waits for a batch to fill."),
     lease_seconds: float = typer.Option(300.0, "--lease-seconds", help="How long a reviewer holds an item."),
     secure_cookies: bool = typer.Option(False, "--secure-cookies", help="Session cookie only over HTTPS."),
@@ -107,7 +111,8 @@ def serve(
     from howsure.backends import load_backend
 
     with err_console.status(f"loading {model_name} …"):
-        backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch, install=False)
+        backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch,
+                               batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies)
     err_console.print(f"review page: http://{host}:{port}/review   API docs: http://{host}:{port}/docs",

@@ -74,7 +74,8 @@ class MicroBatcher(Generic[T, R]):
     max_batch : int
         Most items in one call of ``process``.
     max_wait_ms : float
-        Longest time the oldest waiting item is held back to let a batch fill up.
+        Longest time a batch waits to fill up once the worker is free (so a text waits at most
+        this long beyond the batch before it).
     keep_sizes : int
         How many recent batch sizes `stats` keeps (for tests and the bench).
     """
@@ -158,9 +159,13 @@ class MicroBatcher(Generic[T, R]):
     # ------------------------------------------------------------------ worker
     async def _collect(self) -> list[_Entry]:
         assert self._queue is not None
+        ready = time.monotonic()
         first = await self._queue.get()
         batch = [first]
-        deadline = first.enqueued + self.max_wait_s
+        # The wait counts from when the worker is free: texts that queued up during the last
+        # forward pass still give the clients just answered max_wait to send their next ones,
+        # so under load batches stay full instead of alternating small and large.
+        deadline = max(first.enqueued, ready) + self.max_wait_s
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._queue.get_nowait())

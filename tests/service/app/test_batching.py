@@ -153,3 +153,24 @@ def test_submit_needs_a_running_batcher_and_stop_fails_waiting_items():
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(DataError, match=match):
         MicroBatcher(lambda items: items, **kwargs)
+
+
+def test_clients_answered_by_a_batch_can_join_the_next_one():
+    recorder = Recorder(delay=0.2)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=4, max_wait_ms=300)
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(["a1", "a2", "a3", "a4"]))  # full: runs at once
+            await asyncio.sleep(0.05)
+            queued = asyncio.create_task(batcher.submit(["b"]))  # waits while "a" is processed
+            await first
+            await asyncio.sleep(0.05)  # a client answered by the first batch comes back
+            late = await batcher.submit(["c"])
+            return await queued, late
+        finally:
+            await batcher.stop()
+
+    assert run(main()) == (["<b>"], ["<c>"])
+    assert recorder.calls == [["a1", "a2", "a3", "a4"], ["b", "c"]]
