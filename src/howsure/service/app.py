@@ -401,32 +401,34 @@ class Service:
         return self.loaded(record)
 
     # ------------------------------------------------------------------ classification
-    def _score(self, pairs: list[tuple[Any, str]]) -> list[Any]:
-        """The batch function: one backend call per task among the pairs (normally one)."""
+    def _score(self, pairs: list[tuple[LoadedPolicy, str]]) -> list[tuple[np.ndarray, Any]]:
+        """The batch function: score and decide every text, one backend call per policy among
+        the pairs (normally one). Deciding here, for the whole batch, lets every request the
+        batch answers go on to the database write at once (one group commit)."""
         groups: dict[int, list[int]] = {}
-        for index, (task, _) in enumerate(pairs):
-            groups.setdefault(id(task), []).append(index)
+        for index, (loaded, _) in enumerate(pairs):
+            groups.setdefault(id(loaded), []).append(index)
         results: list[Any] = [None] * len(pairs)
         for indices in groups.values():
-            task = pairs[indices[0]][0]
-            scores = self.backend.label_scores(task, [pairs[i][1] for i in indices], top_k=1)
-            for i, score in zip(indices, scores):
-                results[i] = score
+            loaded = pairs[indices[0]][0]
+            scores = self.backend.label_scores(loaded.task, [pairs[i][1] for i in indices], top_k=1)
+            raw = np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
+            for i, row, decision in zip(indices, raw, loaded.policy.decide(raw)):
+                results[i] = (row, decision)
         return results
 
     def _audit_draw(self) -> bool:
         with self._rng_lock:
             return self._rng.random() < self.audit_rate
 
-    def decide(self, loaded: LoadedPolicy, items: Sequence[Any], scores: Sequence[Any]) -> list[Any]:
-        """Apply the policy to the raw scores: the `NewItem`s of one request."""
+    def new_items(self, loaded: LoadedPolicy, items: Sequence[Any], outcomes: Sequence[Any]) -> list[Any]:
+        """The `NewItem`s of one request from its (raw probabilities, decision) pairs, with the
+        audit draw for the auto ones."""
         from howsure.service.store import NewItem
 
         labels = loaded.policy.labels
-        raw = np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
-        decisions = loaded.policy.decide(raw)
         new_items = []
-        for item, row, decision in zip(items, raw, decisions):
+        for item, (row, decision) in zip(items, outcomes):
             audit = decision.decision == "auto" and self._audit_draw()
             new_items.append(NewItem(
                 text=item.text, prediction=decision.label, confidence=float(decision.confidence),
@@ -742,8 +744,8 @@ def create_app(
         """
         items = body.items if isinstance(body, ClassifyBatch) else [body]
         loaded = await run_in_threadpool(service.active)
-        scores = await service.batcher.submit([(loaded.task, item.text) for item in items])
-        new_items = await run_in_threadpool(service.decide, loaded, items, scores)
+        outcomes = await service.batcher.submit([(loaded, item.text) for item in items])
+        new_items = service.new_items(loaded, items, outcomes)  # no await: the batch's requests queue together
         [records] = await service.writer.submit([(user.name, new_items)])
         service.check_request_ids(items, records, user.name)
         return ClassifyResponse(items=[

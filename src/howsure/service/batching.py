@@ -1,7 +1,8 @@
 """Micro-batching: concurrent requests share forward passes.
 
 Each classify request submits its texts to a `MicroBatcher`; one worker task collects pending
-texts until it has ``max_batch`` of them or the oldest has waited ``max_wait_ms``, then runs one
+texts until it has ``max_batch`` of them or none arrived for ``max_wait_ms`` (under load it
+first waits a little longer for the clients it just answered), then runs one
 call of the processing function (``backend.label_scores``) in a dedicated worker thread and hands
 each request its own results. Texts that arrive while a batch runs queue up and form the next
 batch at once, so under load the batches are full and the model never waits for the web layer.
@@ -74,8 +75,11 @@ class MicroBatcher(Generic[T, R]):
     max_batch : int
         Most items in one call of ``process``.
     max_wait_ms : float
-        Longest time a batch waits to fill up once the worker is free (so a text waits at most
-        this long beyond the batch before it).
+        How long a batch that is not full waits for the next item; it closes after a gap this
+        long (so a lone item waits max_wait_ms, a trickle at most max_batch * max_wait_ms).
+    refill_share : float
+        Under load: while fewer items than the last batch had have arrived, wait for them up to
+        this share of the last batch's processing time (0 turns this off).
     keep_sizes : int
         How many recent batch sizes `stats` keeps (for tests and the bench).
     """
@@ -86,15 +90,21 @@ class MicroBatcher(Generic[T, R]):
         *,
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
+        refill_share: float = 0.25,
         keep_sizes: int = 10_000,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise DataError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         if not max_wait_ms >= 0:
             raise DataError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if not 0 <= refill_share <= 1:
+            raise DataError(f"refill_share must be in [0, 1], got {refill_share!r}")
         self.process = process
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
+        self.refill_share = refill_share
+        self._last_size = 0
+        self._last_duration = 0.0
         self.keep_sizes = keep_sizes
         self.stats = BatcherStats()
         self._queue: asyncio.Queue[_Entry] | None = None
@@ -160,25 +170,29 @@ class MicroBatcher(Generic[T, R]):
     async def _collect(self) -> list[_Entry]:
         assert self._queue is not None
         ready = time.monotonic()
-        first = await self._queue.get()
-        batch = [first]
-        # The wait counts from when the worker is free: texts that queued up during the last
-        # forward pass still give the clients just answered max_wait to send their next ones,
-        # so under load batches stay full instead of alternating small and large.
-        deadline = max(first.enqueued, ready) + self.max_wait_s
+        batch = [await self._queue.get()]
+        # The clients the last batch answered come back over some tens to hundreds of
+        # milliseconds (their responses, the database write, their next requests). Starting
+        # the next pass with the first of them would split every round into a small, slow pass
+        # (slow because it runs while the web side is busiest) and a large one. So, up to a
+        # share of the last pass's duration, the batch waits for as many texts as the last
+        # batch had; after that (and always when the last batch was a lone text) it closes
+        # after max_wait without a new text. A client that left costs one round one wait.
+        expected = min(self._last_size, self.max_batch)
+        refill_until = ready + self.refill_share * self._last_duration
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._queue.get_nowait())
                 continue
             except asyncio.QueueEmpty:
                 pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            refilling = len(batch) < expected and time.monotonic() < refill_until
+            timeout = refill_until - time.monotonic() if refilling else self.max_wait_s
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(await asyncio.wait_for(self._queue.get(), max(0.0, timeout)))
             except (asyncio.TimeoutError, TimeoutError):
-                break
+                if not refilling:
+                    break  # the refill window is over: from now on a gap of max_wait closes it
         return batch
 
     async def _run_forever(self) -> None:
@@ -229,6 +243,8 @@ class MicroBatcher(Generic[T, R]):
                     outcomes.append((False, exc))
             return outcomes
         finally:
+            self._last_size = len(items)
+            self._last_duration = time.perf_counter() - started
             with self._lock:
                 stats = self.stats
                 stats.batches += 1

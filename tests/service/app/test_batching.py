@@ -174,3 +174,47 @@ def test_clients_answered_by_a_batch_can_join_the_next_one():
 
     assert run(main()) == (["<b>"], ["<c>"])
     assert recorder.calls == [["a1", "a2", "a3", "a4"], ["b", "c"]]
+
+
+def test_a_batch_closes_on_a_gap_not_on_a_fixed_window():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=150)
+        await batcher.start()
+        try:
+            tasks = []
+            for i in range(5):  # one every 30 ms: 120 ms in all, never a 150 ms gap
+                tasks.append(asyncio.create_task(batcher.submit([f"t{i}"])))
+                await asyncio.sleep(0.03)
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(0.2)  # a gap: the next item starts a new batch
+            await batcher.submit(["later"])
+        finally:
+            await batcher.stop()
+
+    run(main())
+    assert recorder.calls == [["t0", "t1", "t2", "t3", "t4"], ["later"]]
+
+
+def test_under_load_the_next_batch_waits_for_the_clients_just_answered():
+    recorder = Recorder(delay=0.4)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=10, refill_share=0.5)
+        await batcher.start()
+        try:
+            async def client(name: str, rounds: int, pause: float) -> None:
+                for k in range(rounds):
+                    await batcher.submit([f"{name}{k}"])
+                    await asyncio.sleep(pause)  # the client's turnaround, longer than max_wait
+
+            # Four clients; after each answer they come back 20-80 ms later.
+            await asyncio.gather(*(client(name, 3, pause) for name, pause in
+                                   (("a", 0.02), ("b", 0.04), ("c", 0.06), ("d", 0.08))))
+        finally:
+            await batcher.stop()
+
+    run(main())
+    # Without the refill wait the 10 ms gap rule would split each later round apart.
+    assert [len(call) for call in recorder.calls] == [4, 4, 4]
