@@ -486,6 +486,9 @@ class Service:
             return None
         if user.disabled or user.role not in ("admin", "reviewer"):
             return None
+        # The token that opened the session must still be valid: revoking it signs out.
+        if not any(t.hash_prefix == session.token and t.revoked_at is None for t in self.store.list_tokens(user.name)):
+            return None
         return user, session
 
 
@@ -903,7 +906,9 @@ def add_pages(app: FastAPI, service: Service) -> None:
         if user.role not in ("admin", "reviewer"):
             return page("login.html", 403, user=None, session=None,
                         error=f"User {user.name} has role {user.role}; the review pages need reviewer or admin.")
-        _, cookie = service.sessions.new_session(user.name)
+        from howsure.service.store import hash_token
+
+        _, cookie = service.sessions.new_session(user.name, token=hash_token(token)[:12])
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=int(service.sessions.max_age_s), httponly=True,
                             samesite="strict", secure=service.secure_cookies, path="/")

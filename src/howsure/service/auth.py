@@ -86,11 +86,14 @@ def check_role(user: Any, allowed: tuple[str, ...], what: str) -> None:
 # ---------------------------------------------------------------------------- sessions
 @dataclass(frozen=True)
 class Session:
-    """A signed-in browser: the user's name, the session's CSRF token and when it expires."""
+    """A signed-in browser: the user's name, the session's CSRF token, when it expires, and
+    which token signed in (the first 12 hex digits of its sha256, as `TokenRecord.hash_prefix`),
+    so that revoking the token ends the session too."""
 
     user: str
     csrf: str
     expires: float
+    token: str = ""
 
 
 def _b64encode(raw: bytes) -> str:
@@ -128,11 +131,13 @@ class SessionSigner:
     def _sign(self, payload: str) -> str:
         return _b64encode(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def new_session(self, user: str, *, now: float | None = None) -> tuple[Session, str]:
-        """A fresh session for ``user`` (new CSRF token) and its cookie value."""
+    def new_session(self, user: str, *, token: str = "", now: float | None = None) -> tuple[Session, str]:
+        """A fresh session for ``user`` (new CSRF token) and its cookie value; ``token`` names
+        the token it was opened with (its hash prefix)."""
         now = time.time() if now is None else now
-        session = Session(user=user, csrf=secrets.token_urlsafe(32), expires=now + self.max_age_s)
-        body = json.dumps({"u": session.user, "c": session.csrf, "e": session.expires}, separators=(",", ":"))
+        session = Session(user=user, csrf=secrets.token_urlsafe(32), expires=now + self.max_age_s, token=token)
+        body = json.dumps({"u": session.user, "c": session.csrf, "e": session.expires, "t": session.token},
+                          separators=(",", ":"))
         payload = _b64encode(body.encode("utf-8"))
         return session, f"{payload}.{self._sign(payload)}"
 
@@ -149,7 +154,8 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_b64decode(payload))
-            session = Session(user=str(data["u"]), csrf=str(data["c"]), expires=float(data["e"]))
+            session = Session(user=str(data["u"]), csrf=str(data["c"]), expires=float(data["e"]),
+                              token=str(data.get("t", "")))
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
         if session.expires < (time.time() if now is None else now):

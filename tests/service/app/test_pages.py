@@ -51,11 +51,15 @@ def test_forged_or_expired_cookies_are_ignored(make_service):
         env.client.cookies.clear()
         env.client.cookies.set(auth.SESSION_COOKIE, value)
         assert env.client.get("/review", follow_redirects=False).status_code == 303
-    # A disabled user's session ends at once.
+    # A disabled user's session ends at once, and so does one whose token was revoked.
     env.client.cookies.clear()
     env.client.cookies.set(auth.SESSION_COOKIE, good)
     assert env.client.get("/review").status_code == 200
     env.store.set_user_disabled("rita", True, actor="test")
+    assert env.client.get("/review", follow_redirects=False).status_code == 303
+    env.sign_in("rex")
+    assert env.client.get("/review").status_code == 200
+    env.store.revoke_token(env.tokens["rex"], actor="test")
     assert env.client.get("/review", follow_redirects=False).status_code == 303
 
 
