@@ -57,6 +57,7 @@ def test_forged_or_expired_cookies_are_ignored(make_service):
     assert env.client.get("/review").status_code == 200
     env.store.set_user_disabled("rita", True, actor="test")
     assert env.client.get("/review", follow_redirects=False).status_code == 303
+    env.client.cookies.clear()
     env.sign_in("rex")
     assert env.client.get("/review").status_code == 200
     env.store.revoke_token(env.tokens["rex"], actor="test")
