@@ -93,8 +93,7 @@ def serve(
 ) -> None:
     """Run the review service: the JSON API under /v1, the review page at /review.
 
-    Sessions of the review page are signed with HOWSURE_SESSION_SECRET when it is set (set it
-    when several processes serve one database), else with a random key per process.
+    Review-page sessions are signed with HOWSURE_SESSION_SECRET (set it when several processes serve one database), else with a random key per process.
     """
     import uvicorn
 

@@ -37,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -153,8 +153,8 @@ def _request_models(max_text_chars: int, max_items: int) -> tuple[type[BaseModel
 
         @field_validator("id", "request_id")
         @classmethod
-        def _keys(cls, value: str | None) -> str | None:
-            return _clean_string(value, "id")
+        def _keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+            return _clean_string(value, info.field_name)
 
     class ClassifyBatch(BaseModel):
         """Several texts at once (scored together with other requests' texts)."""
