@@ -87,6 +87,22 @@ def test_prefix_sharing_and_batching_do_not_change_results(tiny_model_dir):
             np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
 
 
+def test_read_only_prefix_cache_hands_attention_the_whole_context_but_does_not_grow(chat_backend):
+    from howsure.backends.transformers import batch_prefix_cache
+
+    prepared = chat_backend.prepare(sentiment_task())
+    prefix_len = len(prepared.prefix_ids)
+    config = chat_backend.model.config
+    new_keys = torch.randn(2, config.num_key_value_heads, 5, config.hidden_size // config.num_attention_heads)
+    for read_only, kept in ((True, prefix_len), (False, prefix_len + 5)):
+        cache = batch_prefix_cache(prepared.prefix_cache, 2, config, read_only=read_only)
+        keys, values = cache.layers[0].update(new_keys, new_keys)
+        assert keys.shape[-2] == values.shape[-2] == prefix_len + 5
+        assert torch.equal(keys[..., prefix_len:, :], new_keys)
+        assert cache.layers[0].keys.shape[-2] == kept
+        assert cache.get_seq_length() == kept
+
+
 def test_results_follow_input_order_and_progress_counts_every_text(chat_backend):
     task = sentiment_task()
     seen = []

@@ -47,6 +47,41 @@ class _PreparedTask:
     vocab: LabelVocabulary
 
 
+@functools.cache
+def _read_only_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class ReadOnlyLayer(DynamicLayer):
+        """A cache layer that returns prefix + new keys and values to attention without keeping
+        them."""
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+    return DynamicLayer, ReadOnlyLayer
+
+
+def batch_prefix_cache(prefix_cache, batch: int, config, *, read_only: bool):
+    """The shared prefix's keys and values as a cache for ``batch`` rows (views, no copies).
+
+    ``read_only``: attention reads the cache but it never grows, so each layer's prefix + new
+    keys are freed when the layer is done instead of held until the pass ends (150 MB less
+    peak memory on the 872 SST-2 texts with the bundled model). Only for passes whose cache
+    nobody reads afterwards; the multi-token sequence pass continues from a growing one."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(
+        ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_cache],
+        config=config,
+    )
+    if read_only:
+        dynamic_layer, read_only_layer = _read_only_layer_class()
+        for layer in cache.layers:
+            if type(layer) is dynamic_layer:  # sliding-window and other layers keep their update
+                layer.__class__ = read_only_layer
+    return cache
+
+
 def cache_keyword(model) -> str:
     """Name of the forward argument that takes a KV cache: transformers renamed
     ``past_key_values`` to ``cache`` (deprecated in 5.x, removed in 5.40), and the range in
@@ -69,7 +104,10 @@ MLP_OUTPUT_PROJECTIONS = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "
 def bf16_mlp_input_projections(model) -> int:
     """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16, casting
     their input down and their output back up, so the float32 residual stream never
-    accumulates bf16 rounding. Returns how many layers were converted."""
+    accumulates bf16 rounding. Returns how many layers were converted.
+
+    (Fusing gate and up into one bf16 matmul with a single cast measured no faster on the
+    bundled model: 25.0-25.1 vs 22.9-25.8 texts/s, within the machine's noise.)"""
     blocks = [module for name, module in model.named_modules() if name.endswith(".mlp")]
     converted = 0
     for block in blocks:
@@ -268,8 +306,6 @@ class TransformersBackend:
         Returns next-token probabilities at the answer position, shape (batch, vocab), and the
         chain-rule probabilities of the multi-token sequences, shape (batch, n_sequences).
         """
-        from transformers import DynamicCache
-
         batch = len(suffixes)
         longest = max(len(s) for s in suffixes)
         input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)
@@ -284,12 +320,7 @@ class TransformersBackend:
         attention_mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], 1)
         cache = None
         if prefix_cache is not None:
-            cache = DynamicCache(
-                ddp_cache_data=[
-                    (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_cache
-                ],
-                config=self.model.config,
-            )
+            cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=not vocab.has_sequences)
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids,
