@@ -103,6 +103,36 @@ def test_read_only_prefix_cache_hands_attention_the_whole_context_but_does_not_g
         assert cache.get_seq_length() == kept
 
 
+def _brute_force_cost(lengths, max_rows, max_tokens, overhead):
+    import itertools
+
+    best = float("inf")
+    for cuts in itertools.product([False, True], repeat=len(lengths) - 1):
+        bounds = [0] + [i + 1 for i, c in enumerate(cuts) if c] + [len(lengths)]
+        passes = list(zip(bounds, bounds[1:]))
+        if any(b - a > max_rows or (b - a > 1 and (b - a) * lengths[b - 1] > max_tokens) for a, b in passes):
+            continue
+        best = min(best, sum(overhead + (b - a) * lengths[b - 1] for a, b in passes))
+    return best
+
+
+def test_split_sorted_is_the_cheapest_split_within_the_limits():
+    from howsure.backends.transformers import split_sorted
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        lengths = sorted(rng.integers(1, 40, size=int(rng.integers(1, 11))).tolist())
+        max_rows, max_tokens, overhead = int(rng.integers(1, 6)), int(rng.integers(20, 120)), int(rng.integers(0, 50))
+        passes = split_sorted(lengths, max_rows, max_tokens, overhead)
+        assert [a for a, _ in passes] == [0] + [b for _, b in passes[:-1]] and passes[-1][1] == len(lengths)
+        for a, b in passes:
+            assert b - a <= max_rows and (b - a == 1 or (b - a) * lengths[b - 1] <= max_tokens)
+        cost = sum(overhead + (b - a) * lengths[b - 1] for a, b in passes)
+        assert cost == _brute_force_cost(lengths, max_rows, max_tokens, overhead)
+        for a, b in passes:  # a pass split again stays whole
+            assert split_sorted(lengths[a:b], max_rows, max_tokens, overhead) == [(0, b - a)]
+
+
 def test_results_follow_input_order_and_progress_counts_every_text(chat_backend):
     task = sentiment_task()
     seen = []
