@@ -54,6 +54,15 @@ def offline_pass(backend, task, texts: list[str]) -> tuple[float, list]:
     return time.perf_counter() - started, scores
 
 
+def process_cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) a process has used: this one, or ``pid``'s (Linux /proc)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,10 +175,14 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.2)
             asyncio.run(run_clients(url, token, texts[:8], 4, 1))  # warm-up
+            cpu = {"clients": 0.0, "server": 0.0}
             warm = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
             for round_number in range(1, args.rounds + 1):
+                client_cpu, server_cpu = process_cpu_s(), process_cpu_s(server.pid)
                 wall, round_latencies = asyncio.run(
                     run_clients(url, token, texts, args.clients, args.items_per_request))
+                cpu["clients"] += process_cpu_s() - client_cpu
+                cpu["server"] += process_cpu_s(server.pid) - server_cpu
                 service.append(wall)
                 latencies.extend(round_latencies)
                 print(f"service round {round_number}: {wall:.2f} s, {len(texts) / wall:.1f} texts/s", flush=True)
@@ -202,6 +215,9 @@ def main() -> None:
         "model_s_per_text": {"service": round(busy / (n * len(service)), 4),
                              "offline": round(statistics.mean(offline) / n, 4)},
         "automation_rate": stats["overall"]["automation_rate"],
+        "cpu_s_per_text": {"clients": round(cpu["clients"] / (n * len(service)), 4),
+                           "server": round(cpu["server"] / (n * len(service)), 4),
+                           "server_model": round(busy * args.threads / (n * len(service)), 4)},
     }
     print()
     print(f"{'phase':28}{'texts/s':>9}")
@@ -217,6 +233,11 @@ def main() -> None:
     print(f"service micro-batches: {batches}, mean {mean_batch:.1f} texts (largest {batching['largest']}); the model "
           f"was busy {busy / sum(service):.0%} of the service phases, {busy / (n * len(service)) * 1000:.1f} ms per "
           f"text (offline {statistics.mean(offline) / n * 1000:.1f} ms)")
+    per_text = figures["cpu_s_per_text"]
+    print(f"CPU per text in the service phases: server {per_text['server'] * 1000:.0f} ms (the model's "
+          f"{args.threads} threads at most {per_text['server_model'] * 1000:.0f} of it), clients "
+          f"{per_text['clients'] * 1000:.0f} ms; {os.cpu_count()} CPUs give {os.cpu_count() * 1000 / (n / statistics.mean(service)):.0f} ms "
+          "per text at the service's rate")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
