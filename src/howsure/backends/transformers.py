@@ -34,8 +34,8 @@ projections (gate and up: two thirds of the MLP's matmul work, half of the model
 while their output projection, attention, norms, rotary embeddings and the residual stream stay
 float32. Measured on the bundled model over the 872 SST-2 dev texts (docs/scoring.md), mixed
 keeps label probabilities within 0.0095 of float32 with the same argmax on 99.2-99.7 % of texts
-(bf16 rounding depends on how texts share passes); with
-the output projection in bf16 too it drifted by 0.012 (99.3 %), with attention in bf16 by 0.028."""
+(bf16 rounding depends on how texts share passes); with the output projection in bf16 too it
+drifted by 0.012 (99.3 %), with attention in bf16 by 0.028."""
 _SENTINEL = "\u2063HOWSURE_TEXT\u2063"
 
 PASS_OVERHEAD_TOKENS = 64
@@ -115,7 +115,7 @@ def bf16_mlp_input_projections(model) -> int:
     accumulates bf16 rounding. Returns how many layers were converted.
 
     (Fusing gate and up into one bf16 matmul with a single cast measured no faster on the
-    bundled model: 25.0-25.1 vs 22.9-25.8 texts/s, within the machine's noise.)"""
+    bundled model; see docs/scoring.md.)"""
     blocks = [module for name, module in model.named_modules() if name.endswith(".mlp")]
     converted = 0
     for block in blocks:
