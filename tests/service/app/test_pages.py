@@ -47,7 +47,12 @@ def test_forged_or_expired_cookies_are_ignored(make_service):
     good = env.client.cookies.get(auth.SESSION_COOKIE)
     payload, signature = good.split(".")
     forged_payload = auth._b64encode(b'{"u":"ann","c":"x","e":9999999999}')
-    for value in (f"{forged_payload}.{signature}", f"{payload}.{signature[:-2]}AA", "garbage", ""):
+    # Change the signature's last two characters to something they were not (a fixed "AA"
+    # would leave about one signature in a thousand untouched, and the test would fail then).
+    tampered_tail = "AA" if signature[-2:] != "AA" else "BE"
+    tampered = f"{payload}.{signature[:-2]}{tampered_tail}"
+    assert tampered != good
+    for value in (f"{forged_payload}.{signature}", tampered, "garbage", ""):
         env.client.cookies.clear()
         env.client.cookies.set(auth.SESSION_COOKIE, value)
         assert env.client.get("/review", follow_redirects=False).status_code == 303
