@@ -41,6 +41,11 @@ class StoreError(HowsureError):
     policy version, a bad database URL."""
 
 
+class DatabaseUnavailable(StoreError):
+    """The database itself failed (connection lost, disk full, server down): the server's
+    trouble, not the request's (the service answers 503 and logs the driver's message)."""
+
+
 class ClaimError(StoreError):
     """A review conflicts with the queue's state: the item is claimed by someone else, its lease
     was taken over, or it is already reviewed (the service answers 409)."""

@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from howsure import __version__
-from howsure.errors import ClaimError, DataError, HowsureError, PolicyError, StoreError, TaskError
+from howsure.errors import ClaimError, DataError, DatabaseUnavailable, HowsureError, PolicyError, StoreError, TaskError
 from howsure.service import auth
 from howsure.service.batching import BatcherClosed, MicroBatcher
 
@@ -81,11 +81,9 @@ def error_status(exc: HowsureError) -> tuple[int, str]:
         return 409, "conflict"
     if isinstance(exc, ServiceUnavailable):
         return 503, "unavailable"
+    if isinstance(exc, DatabaseUnavailable):
+        return 503, "database_unavailable"
     if isinstance(exc, StoreError):
-        # The store wraps driver failures (connection lost, disk full) in StoreError as well;
-        # those are the server's trouble, not the request's.
-        if str(exc).startswith("database error"):
-            return 503, "database_unavailable"
         return 400, "bad_request"
     if isinstance(exc, PolicyError | DataError | TaskError):
         return 422, "invalid_input"
@@ -482,6 +480,8 @@ class Service:
             return None
         try:
             user = self.store.get_user(session.user)
+        except DatabaseUnavailable:
+            raise  # a failing database is a 503, not a signed-out user
         except StoreError:
             return None
         if user.disabled or user.role not in ("admin", "reviewer"):
@@ -533,6 +533,8 @@ def gather_stats(service: Service) -> StatsResponse:
     else:
         try:
             drift = _json_safe(drift_report(store).to_dict())
+        except DatabaseUnavailable:
+            raise
         except HowsureError as exc:
             drift_error = str(exc)
     return StatsResponse(
@@ -761,6 +763,8 @@ def create_app(
     def item_or_404(item_id: int) -> Any:
         try:
             return store.get_item(item_id)
+        except DatabaseUnavailable:
+            raise  # not a missing item: the database failed (503)
         except StoreError:
             raise NotFound(f"item {item_id} is not in the store") from None
 
@@ -813,6 +817,8 @@ def create_app(
         """The full policy JSON of one version."""
         try:
             return store.get_policy(version).body
+        except DatabaseUnavailable:
+            raise
         except StoreError as exc:
             raise NotFound(str(exc)) from None
 
@@ -822,6 +828,8 @@ def create_app(
         """Make a stored version the active one (a rollback when it is older)."""
         try:
             record = store.get_policy(version)
+        except DatabaseUnavailable:
+            raise
         except StoreError as exc:
             raise NotFound(str(exc)) from None
         try:
@@ -977,6 +985,10 @@ def add_pages(app: FastAPI, service: Service) -> None:
         except ClaimError as exc:
             reason = "reviewed" if "already reviewed" in str(exc) else "taken"
             return RedirectResponse(f"/review?done=conflict&item={item_id}&reason={reason}", status_code=303)
+        except DatabaseUnavailable as exc:
+            log.warning("database error on POST /review: %s", exc)
+            return page("error.html", 503, title="Not saved", user=user, session=session,
+                        message="The database failed, so the review was not saved. Try again.")
         except StoreError as exc:
             return page("error.html", 400, title="Not saved", message=str(exc), user=user, session=session)
         return RedirectResponse(f"/review?done=saved&item={item_id}", status_code=303)

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from howsure.errors import ClaimError, StoreError
+from howsure.errors import ClaimError, DatabaseUnavailable, StoreError
 from howsure.service import db
 from howsure.service.db import events as events_t
 from howsure.service.db import items as items_t
@@ -342,8 +342,8 @@ class ReviewStore:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wrap(self, exc: DBAPIError) -> StoreError:
-        return StoreError(f"database error on {db.safe_url(self.engine)}: {db.error_summary(exc)}")
+    def _wrap(self, exc: DBAPIError) -> DatabaseUnavailable:
+        return DatabaseUnavailable(f"database error on {db.safe_url(self.engine)}: {db.error_summary(exc)}")
 
     def _event(self, connection: sa.Connection, actor: str, action: str, *, item_id: int | None = None,
                policy_version: int | None = None, detail: dict[str, Any] | None = None,

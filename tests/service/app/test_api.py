@@ -190,6 +190,27 @@ def test_json_errors_for_unknown_routes_and_methods(make_service):
     assert env.client.get(f"/v1/items/{2**40}", headers=env.headers("rita")).status_code == 422
 
 
+def test_a_failing_database_is_503_without_its_details(make_service):
+    """A database failure is the server's trouble (503), told without the driver's message
+    (it names the database); the request's own mistakes stay 4xx. Nothing stored is lost."""
+    env = make_service()
+    (item,) = env.classify(["A gorgeous, witty movie."])
+    url = f"/v1/items/{item['item_id']}"
+    with env.store.engine.begin() as connection:  # the table disappears under the service
+        connection.exec_driver_sql("ALTER TABLE items RENAME TO items_gone")
+    try:
+        response = env.client.get(url, headers=env.headers("rita"))
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "database_unavailable"
+        assert "items" not in error["message"] and "howsure" not in error["message"]
+        assert env.client.get(f"/v1/items/{2**40}", headers=env.headers("rita")).status_code == 422
+    finally:
+        with env.store.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE items_gone RENAME TO items")
+    assert env.client.get(url, headers=env.headers("rita")).json()["text"] == "A gorgeous, witty movie."
+
+
 def test_no_active_policy_is_503(make_service):
     env = make_service(policy=False)
     response = env.client.post("/v1/classify", json={"text": "x"}, headers=env.headers("cody"))

@@ -102,6 +102,27 @@ def test_review_form_needs_the_session_csrf_token(make_service):
     assert re.search(r'id="my-count">1<', after)
 
 
+def test_review_form_says_when_the_database_failed(make_service):
+    """A review the database could not store is reported as not saved (503), not as the
+    reviewer's mistake, and can be sent again once the database is back."""
+    env = make_service(threshold=None)
+    [item] = env.classify(["judge me"])
+    csrf = env.sign_in("rita")
+    assert f'value="{item["item_id"]}"' in env.client.get("/review").text  # rita claims it
+    form = {"csrf": csrf, "item_id": str(item["item_id"]), "label": "positive", "action": "review"}
+    with env.store.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE reviews RENAME TO reviews_gone")
+    try:
+        failed = env.client.post("/review", data=form, follow_redirects=False)
+        assert failed.status_code == 503 and "not saved" in failed.text and "reviews" not in failed.text
+    finally:
+        with env.store.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE reviews_gone RENAME TO reviews")
+    assert env.store.get_review(item["item_id"]) is None
+    again = env.client.post("/review", data=form, follow_redirects=False)
+    assert again.status_code == 303 and env.store.get_review(item["item_id"]).label == "positive"
+
+
 def test_review_form_skip_and_conflicts(make_service):
     env = make_service(threshold=None)
     a, b = env.classify(["skip this", "keep that"])
