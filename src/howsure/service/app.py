@@ -897,29 +897,38 @@ def add_pages(app: FastAPI, service: Service) -> None:
     def home() -> RedirectResponse:
         return RedirectResponse("/review", status_code=303)
 
+    def login_page(status: int = 200, error: str | None = None) -> HTMLResponse:
+        """The sign-in form with a fresh CSRF value in it and in its cookie."""
+        nonce = auth.new_login_nonce()
+        response = page("login.html", status, user=None, session=None, error=error, login_csrf=nonce)
+        response.set_cookie(auth.LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
+                            secure=service.secure_cookies, path="/login")
+        return response
+
     @app.get("/login", include_in_schema=False)
     def login_form(request: Request) -> Response:
         if service.session_user(request) is not None:
             return RedirectResponse("/review", status_code=303)
-        return page("login.html", user=None, session=None, error=None)
+        return login_page()
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await read_form(request)
+        if not auth.login_nonce_matches(request.cookies.get(auth.LOGIN_COOKIE), form.get("csrf")):
+            return login_page(403, "The sign-in form expired or came from another page. Sign in again here.")
         token = str(form.get("token") or "").strip()
         user = await run_in_threadpool(store.authenticate, token) if token else None
         if user is None:
-            return page("login.html", 401, user=None, session=None,
-                        error="That token is unknown or revoked. Ask an admin for one (howsure tokens create).")
+            return login_page(401, "That token is unknown or revoked. Ask an admin for one (howsure tokens create).")
         if user.role not in ("admin", "reviewer"):
-            return page("login.html", 403, user=None, session=None,
-                        error=f"User {user.name} has role {user.role}; the review pages need reviewer or admin.")
+            return login_page(403, f"User {user.name} has role {user.role}; the review pages need reviewer or admin.")
         from howsure.service.store import hash_token
 
         _, cookie = service.sessions.new_session(user.name, token=hash_token(token)[:12])
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=int(service.sessions.max_age_s), httponly=True,
                             samesite="strict", secure=service.secure_cookies, path="/")
+        response.delete_cookie(auth.LOGIN_COOKIE, path="/login")
         return response
 
     @app.post("/logout", include_in_schema=False)

@@ -36,6 +36,8 @@ REVIEW = ("reviewer",)
 ADMIN = ()
 
 SESSION_COOKIE = "howsure_session"
+LOGIN_COOKIE = "howsure_login"
+"""Holds the sign-in form's CSRF value between GET and POST /login (see `new_login_nonce`)."""
 SESSION_MAX_AGE_S = 12 * 3600
 SECRET_ENV = "HOWSURE_SESSION_SECRET"
 
@@ -161,6 +163,20 @@ class SessionSigner:
         if session.expires < (time.time() if now is None else now):
             return None
         return session
+
+
+def new_login_nonce() -> str:
+    """The sign-in form's CSRF value: set as the `LOGIN_COOKIE` and echoed in the form, so a
+    sign-in posted from another site (which cannot read the cookie) is refused. Without it a
+    page elsewhere could sign a reviewer's browser in as the attacker's user."""
+    return secrets.token_urlsafe(24)
+
+
+def login_nonce_matches(cookie: str | None, submitted: str | None) -> bool:
+    """Whether the sign-in form's CSRF field equals its cookie (constant-time)."""
+    if not cookie or not submitted:
+        return False
+    return hmac.compare_digest(cookie.encode("utf-8", "replace"), submitted.encode("utf-8", "replace"))
 
 
 def csrf_matches(session: Session | None, submitted: str | None) -> bool:

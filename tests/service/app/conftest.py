@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -70,9 +71,16 @@ class ServiceEnv:
         assert response.status_code == 200, response.text
         return response.json()["items"]
 
+    def post_login(self, token: str) -> Any:
+        """Send the sign-in form as a browser does: fetch it (its CSRF value and cookie), then
+        post it with ``token``."""
+        form = self.client.get("/login", follow_redirects=False)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        return self.client.post("/login", data={"token": token, "csrf": csrf}, follow_redirects=False)
+
     def sign_in(self, user: str = "rita") -> str:
         """Sign the test client in on the pages; returns the CSRF token of the session."""
-        response = self.client.post("/login", data={"token": self.tokens[user]}, follow_redirects=False)
+        response = self.post_login(self.tokens[user])
         assert response.status_code == 303, response.text
         from howsure.service import auth
 

@@ -19,16 +19,16 @@ def test_pages_need_a_signed_in_reviewer(make_service):
         response = env.client.get(path, follow_redirects=False)
         assert response.status_code == 303
     assert env.client.get("/review", follow_redirects=False).headers["location"] == "/login"
-    unknown = env.client.post("/login", data={"token": "hs_wrong"}, follow_redirects=False)
+    unknown = env.post_login("hs_wrong")
     assert unknown.status_code == 401 and "unknown or revoked" in unknown.text
-    client = env.client.post("/login", data={"token": env.tokens["cody"]}, follow_redirects=False)
+    client = env.post_login(env.tokens["cody"])
     assert client.status_code == 403 and "role client" in client.text
     assert auth.SESSION_COOKIE not in env.client.cookies
 
 
 def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(make_service):
     env = make_service()
-    response = env.client.post("/login", data={"token": env.tokens["rita"]}, follow_redirects=False)
+    response = env.post_login(env.tokens["rita"])
     assert response.status_code == 303 and response.headers["location"] == "/review"
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
@@ -39,6 +39,26 @@ def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(make_servic
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     assert env.client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     assert env.client.get("/review", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_from_another_page_is_refused(make_service):
+    """Login CSRF: a form posted from elsewhere has no matching CSRF value and cookie, so it
+    cannot sign a reviewer's browser in as somebody else."""
+    env = make_service()
+    token = env.tokens["rita"]
+    form = env.client.get("/login")
+    assert auth.LOGIN_COOKIE in env.client.cookies and "Path=/login" in form.headers["set-cookie"]
+    nonce = env.client.cookies.get(auth.LOGIN_COOKIE)
+    for data in ({"token": token}, {"token": token, "csrf": "forged"}, {"token": token, "csrf": nonce + "x"}):
+        refused = env.client.post("/login", data=data, follow_redirects=False)
+        assert refused.status_code == 403 and "another page" in refused.text
+        assert auth.SESSION_COOKIE not in env.client.cookies
+    env.client.cookies.clear()  # the right value without its cookie (another browser's form)
+    refused = env.client.post("/login", data={"token": token, "csrf": nonce}, follow_redirects=False)
+    assert refused.status_code == 403 and auth.SESSION_COOKIE not in env.client.cookies
+    signed_in = env.post_login(token)
+    assert signed_in.status_code == 303 and auth.SESSION_COOKIE in env.client.cookies
+    assert auth.LOGIN_COOKIE not in env.client.cookies  # used up
 
 
 def test_forged_or_expired_cookies_are_ignored(make_service):
