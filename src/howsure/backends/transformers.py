@@ -109,27 +109,45 @@ def output_cache(out):
 MLP_OUTPUT_PROJECTIONS = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "wo")
 
 
+def run_in_bf16(layer: torch.nn.Linear) -> list:
+    """Make ``layer`` compute in bfloat16 inside a float32 model: its weights become bf16, its
+    input is cast down and its output back up, so what follows stays float32. Returns the
+    hook handles (removing them and restoring float32 weights undoes it).
+
+    The output is rounded to bf16 by the matmul itself (PyTorch has no CPU matmul with bf16
+    inputs and a float32 result): for layers whose output feeds the residual stream or
+    attention that rounding is the largest error (bench/bench_precision.py)."""
+    layer.to(torch.bfloat16)
+    return [
+        layer.register_forward_pre_hook(lambda module, args: tuple(a.to(torch.bfloat16) for a in args)),
+        layer.register_forward_hook(lambda module, args, output: output.float()),
+    ]
+
+
+def mlp_input_projections(model) -> list[torch.nn.Linear]:
+    """The input-side linear layers (gate and up, or fc1) of every decoder layer's ``mlp``."""
+    return [
+        layer
+        for name, block in model.named_modules() if name.endswith(".mlp")
+        for child, layer in block.named_children()
+        if isinstance(layer, torch.nn.Linear) and child not in MLP_OUTPUT_PROJECTIONS
+    ]
+
+
 def bf16_mlp_input_projections(model) -> int:
-    """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16, casting
-    their input down and their output back up, so the float32 residual stream never
-    accumulates bf16 rounding. Returns how many layers were converted.
+    """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16 (see
+    `run_in_bf16`), so the float32 residual stream never accumulates bf16 rounding. Returns how
+    many layers were converted.
 
     (Fusing gate and up into one bf16 matmul with a single cast measured no faster on the
     bundled model; see docs/scoring.md.)"""
-    blocks = [module for name, module in model.named_modules() if name.endswith(".mlp")]
-    converted = 0
-    for block in blocks:
-        for name, layer in block.named_children():
-            if not isinstance(layer, torch.nn.Linear) or name in MLP_OUTPUT_PROJECTIONS:
-                continue
-            layer.to(torch.bfloat16)
-            layer.register_forward_pre_hook(lambda module, args: tuple(a.to(torch.bfloat16) for a in args))
-            layer.register_forward_hook(lambda module, args, output: output.float())
-            converted += 1
-    if not converted:
+    layers = mlp_input_projections(model)
+    if not layers:
         raise ModelError("dtype 'mixed' needs decoder layers with an `mlp` block of linear layers; "
                          "use float32 or bfloat16")
-    return converted
+    for layer in layers:
+        run_in_bf16(layer)
+    return len(layers)
 
 
 def split_sorted(lengths: Sequence[int], max_rows: int, max_tokens: int,

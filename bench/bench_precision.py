@@ -1,0 +1,146 @@
+"""Where bfloat16 compute loses accuracy in the bundled model, and what it buys: the measurements
+behind the `mixed` precision mode.
+
+Scores the first SST-2 dev texts with the float32 backend, then again with chosen linear layers
+of the decoder changed one way at a time, and prints how far the label probabilities moved
+(max and RMS |dp| against float32, argmax flips), the share of the decoder's linear work the
+change touches, and texts/s (same process, so only roughly comparable). The ways a layer is
+changed separate bf16's three sources of error:
+
+* weights  its weights rounded to bf16, the matmul still float32;
+* inputs   its input rounded to bf16, the matmul still float32;
+* bf16     computed in bf16 as `mixed` does (`run_in_bf16`): inputs and weights rounded, and
+           the output rounded to bf16 by the matmul itself before it is cast back.
+
+It also checks whether this PyTorch has a CPU matmul with bf16 inputs and a float32 result
+(`torch.mm(..., out_dtype=torch.float32)`), the kernel that would remove the third source.
+
+    python bench/bench_precision.py                 # first 256 texts, 2 threads
+    python bench/bench_precision.py --blocks        # also each group per block of 10 layers
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT.parent / "shared" / "data" / "sentiment" / "sst2" / "dev.tsv"
+GROUPS = {
+    "q/k/v": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o": ("self_attn.o_proj",),
+    "gate/up": ("mlp.gate_proj", "mlp.up_proj"),
+    "down": ("mlp.down_proj",),
+}
+
+
+def has_bf16_to_float32_matmul() -> bool:
+    a = torch.ones(4, 4, dtype=torch.bfloat16)
+    try:
+        return torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+    except (NotImplementedError, RuntimeError, TypeError):
+        return False
+
+
+class Experiment:
+    """The float32 backend, its reference probabilities, and a way to change layers and undo it."""
+
+    def __init__(self, texts: list[str], threads: int) -> None:
+        from howsure.backends import load_backend
+        from howsure.task import load_task
+
+        self.texts, self.task = texts, load_task("sentiment")
+        self.backend = load_backend("smollm2-135m", dtype="float32", threads=threads)
+        model = self.backend.model
+        self.layers = {name: module for name, module in model.named_modules()
+                       if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"}
+        self.original = {name: module.weight.detach().clone() for name, module in self.layers.items()}
+        self.total_work = sum(module.weight.numel() for module in self.layers.values())
+        self.handles: list = []
+        self.reference, _ = self.score()
+
+    def select(self, group: str, blocks: range | None = None) -> list[str]:
+        suffixes = GROUPS[group]
+        return [name for name in self.layers if name.endswith(suffixes)
+                and (blocks is None or int(name.split(".layers.")[1].split(".")[0]) in blocks)]
+
+    def score(self) -> tuple[np.ndarray, float]:
+        self.backend._prepared.clear()  # the shared prefix's cache depends on the precision
+        start = time.perf_counter()
+        scores = self.backend.label_scores(self.task, self.texts)
+        return np.array([s.probabilities[0] for s in scores]), len(self.texts) / (time.perf_counter() - start)
+
+    def restore(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                module.float()
+                module.weight.copy_(self.original[name])
+
+    def change(self, names: list[str], how: str) -> None:
+        from howsure.backends.transformers import run_in_bf16
+
+        for name in names:
+            layer = self.layers[name]
+            if how == "weights":
+                with torch.no_grad():
+                    layer.weight.copy_(layer.weight.bfloat16().float())
+            elif how == "inputs":
+                self.handles.append(layer.register_forward_pre_hook(
+                    lambda module, args: tuple(a.bfloat16().float() for a in args)))
+            else:
+                self.handles.extend(run_in_bf16(layer))
+
+    def row(self, label: str, changes: list[tuple[list[str], str]]) -> None:
+        self.restore()
+        for names, how in changes:
+            self.change(names, how)
+        probs, speed = self.score()
+        self.restore()
+        diff = probs - self.reference
+        flips = int(((probs > 0.5) != (self.reference > 0.5)).sum())
+        work = sum(self.layers[n].weight.numel() for names, _ in changes for n in set(names)) / self.total_work
+        print(f"{label:34s} {np.abs(diff).max():8.4f} {np.sqrt(np.mean(diff ** 2)):8.5f} {flips:6d} "
+              f"{work:7.0%} {speed:8.1f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--blocks", action="store_true", help="each group alone per block of 10 layers")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import pandas as pd
+
+    texts = pd.read_csv(DEV, sep="\t", keep_default_na=False, dtype=str)["content"].tolist()[: args.limit]
+    print(f"{len(texts)} SST-2 dev texts, {args.threads} threads, model smollm2-135m, bundled sentiment task")
+    print(f"CPU matmul with bf16 inputs and a float32 result in torch {torch.__version__}: "
+          f"{'yes' if has_bf16_to_float32_matmul() else 'no'}")
+    exp = Experiment(texts, args.threads)
+    everything = [n for group in GROUPS for n in exp.select(group)]
+    mixed = exp.select("gate/up")
+    print(f"\n{'changed layers':34s} {'max|dp|':>8s} {'rms dp':>8s} {'flips':>6s} {'work':>7s} {'texts/s':>8s}")
+    print("-" * 76)
+    exp.row("none (float32 again)", [])
+    for label, names in (("gate/up", mixed), ("all linear layers", everything)):
+        for how in ("weights", "inputs", "bf16"):
+            exp.row(f"{label}: {how}", [(names, how)])
+    for group in ("down", "o", "q/k/v"):
+        exp.row(f"mixed + {group}: bf16", [(mixed, "bf16"), (exp.select(group), "bf16")])
+    if args.blocks:
+        n_layers = 1 + max(int(n.split(".layers.")[1].split(".")[0]) for n in exp.layers)
+        for group in GROUPS:
+            for start in range(0, n_layers, 10):
+                blocks = range(start, min(start + 10, n_layers))
+                exp.row(f"{group} layers {blocks.start}-{blocks.stop - 1}: bf16", [(exp.select(group, blocks), "bf16")])
+
+
+if __name__ == "__main__":
+    main()
