@@ -64,6 +64,15 @@ def build_tiny_model(directory: Path, *, chat_template: bool = True, seed: int =
     return directory
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_user_config(tmp_path_factory):
+    """The user config directory (where `howsure serve` keeps its session key) points into the
+    test run, also for subprocesses: tests never write to the real one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """Directory of a tiny random chat model (tokenizer with a chat template)."""

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -89,11 +90,15 @@ def serve(
     max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest a text waits for a batch to fill."),
     lease_seconds: float = typer.Option(300.0, "--lease-seconds", help="How long a reviewer holds an item."),
     secure_cookies: bool = typer.Option(False, "--secure-cookies", help="Session cookie only over HTTPS."),
+    session_secret_file: Optional[Path] = typer.Option(
+        None, "--session-secret-file",
+        help="File holding the review pages' session key, made on first use (default: session-secret in "
+             "the user config dir). HOWSURE_SESSION_SECRET, when set, is used instead."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Run the review service: the JSON API under /v1, the review page at /review.
 
-    Review-page sessions are signed with HOWSURE_SESSION_SECRET (set it when several processes serve one database), else with a random key per process.
+    Review-page sessions are signed with HOWSURE_SESSION_SECRET when it is set (give every machine serving one database the same), else with a key kept in --session-secret-file, so a restart keeps reviewers signed in.
     """
     import uvicorn
 
@@ -106,6 +111,15 @@ def serve(
     if not any(user.role == "admin" and not user.disabled for user in store.list_users()):
         err_console.print("[yellow]note:[/] no admin user yet: `howsure users add NAME --role admin --db ...` "
                           "and `howsure tokens create NAME --db ...`", highlight=False, soft_wrap=True)
+    from howsure.service import auth
+
+    if os.environ.get(auth.SECRET_ENV):
+        secret = None  # the signer reads it
+    else:
+        secret_path = session_secret_file or auth.default_secret_path()
+        secret = auth.load_or_create_secret(secret_path)
+        err_console.print(f"review-page sessions are signed with the key in {secret_path}", highlight=False,
+                          soft_wrap=True)
     model_name = model or record.body.get("model_id") or DEFAULT_MODEL
     from howsure.backends import load_backend
 
@@ -113,7 +127,7 @@ def serve(
         backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch,
                                batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             lease_seconds=lease_seconds, secure_cookies=secure_cookies)
+                             lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret)
     err_console.print(f"review page: http://{host}:{port}/review   API docs: http://{host}:{port}/docs",
                       highlight=False, soft_wrap=True)
     try:

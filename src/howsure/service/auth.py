@@ -25,6 +25,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from howsure.errors import AuthError
@@ -106,6 +107,53 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+SECRET_MIN_BYTES = 32
+
+
+def default_secret_path() -> Path:
+    """Where `howsure serve` keeps its session key when ``HOWSURE_SESSION_SECRET`` is unset:
+    the platform's user config directory (``~/.config/howsure/session-secret`` on Linux)."""
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("howsure")) / "session-secret"
+
+
+def load_or_create_secret(path: str | Path) -> bytes:
+    """The session key kept in ``path``, made (64 random hex digits, mode 0600) if there is
+    none yet, so that restarting the service, or a second process on the same machine, keeps
+    reviewers signed in.
+
+    Creation is atomic (written to a private file, then hard-linked into place): processes
+    starting together all read the same key. A key file that others may read, or that is too
+    short, is refused rather than trusted, as ssh does with private keys."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(SECRET_MIN_BYTES) + "\n")
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                draft.unlink()
+        mode = path.stat().st_mode & 0o777
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise AuthError(f"cannot use the session secret file {str(path)!r}: {exc.strerror or exc}; "
+                        f"set {SECRET_ENV} or pass --session-secret-file") from None
+    if mode & 0o077:
+        raise AuthError(f"the session secret file {str(path)!r} may be read by other users (mode {mode:o}); "
+                        f"run `chmod 600 {path}`")
+    if len(secret) < SECRET_MIN_BYTES:
+        raise AuthError(f"the session secret file {str(path)!r} holds {len(secret)} bytes, expected at least "
+                        f"{SECRET_MIN_BYTES}; delete it and a new one is made")
+    return secret
+
+
 class SessionSigner:
     """Signs and checks session cookies with HMAC-SHA256.
 
@@ -113,8 +161,9 @@ class SessionSigner:
     ----------
     secret : str or bytes, optional
         The signing key. Several server processes behind one address need the same one (set
-        ``HOWSURE_SESSION_SECRET``); without one a random key is made, and sessions end when
-        the process restarts.
+        ``HOWSURE_SESSION_SECRET``, or on one machine let `howsure serve` share its key file,
+        `load_or_create_secret`); without one a random key is made, and sessions end when the
+        process restarts.
     max_age_s : float
         How long a session lasts after signing in.
     """

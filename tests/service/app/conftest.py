@@ -179,8 +179,12 @@ class ServeProcess:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> "ServeProcess":
+    def start(self, timeout: float = 90, *, secret_env: bool = True) -> "ServeProcess":
+        """Start and wait for /healthz; ``secret_env=False`` leaves HOWSURE_SESSION_SECRET unset
+        (the server then keeps its key in a file)."""
         env = {**os.environ, "HOWSURE_SESSION_SECRET": "test-secret-of-enough-length", "PYTHONUNBUFFERED": "1"}
+        if not secret_env:
+            del env["HOWSURE_SESSION_SECRET"]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout
