@@ -17,6 +17,7 @@ It also checks whether this PyTorch has a CPU matmul with bf16 inputs and a floa
 
     python bench/bench_precision.py                 # first 256 texts, 2 threads
     python bench/bench_precision.py --blocks        # also each group per block of 10 layers
+    python bench/bench_precision.py --kernels       # matmul kernels alone: bf16, int8, two-digit int8
 """
 
 from __future__ import annotations
@@ -44,6 +45,69 @@ def has_bf16_to_float32_matmul() -> bool:
         return torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
     except (NotImplementedError, RuntimeError, TypeError):
         return False
+
+
+def timed(fn, repeats: int = 20) -> float:
+    """Seconds per call, after two warm-up calls."""
+    fn(), fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+class TwoDigitInt8Linear:
+    """y = x W^T from int8 matmuls with exact int32 sums (``torch._int_mm``): x and W are each
+    split into two int8 digits under a per-row scale (about 15 bits), and the three products
+    that matter are summed in float32. No rounding of the output, unlike bf16."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        w_hi, w_lo, self.w_scale = self.digits(weight)
+        self.w_hi = w_hi.t().contiguous()
+        self.w_both = torch.cat([w_lo, w_hi], 1).t().contiguous()  # pairs with [x_hi | x_lo]
+
+    @staticmethod
+    def digits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scale = x.abs().amax(1, keepdim=True).clamp(min=1e-30) / 127
+        scaled = x / scale
+        hi = scaled.round()
+        lo = ((scaled - hi) * 254).round()
+        return hi.to(torch.int8), lo.to(torch.int8), scale
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x_hi, x_lo, x_scale = self.digits(x)
+        high = torch._int_mm(x_hi, self.w_hi)
+        cross = torch._int_mm(torch.cat([x_hi, x_lo], 1), self.w_both)
+        return (high.float() + cross.float() / 254) * (x_scale * self.w_scale.t())
+
+
+def kernels(rows: int = 1024) -> None:
+    """Matmul rates at the model's gate/up shape, and what a bf16-free int8 route would cost."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 576, generator=generator)
+    weight = torch.randn(1536, 576, generator=generator) * 0.05
+    flops = 2 * rows * 576 * 1536
+    exact = x.double() @ weight.double().t()
+    x_bf16, w_bf16 = x.bfloat16(), weight.bfloat16()
+    x_int8 = torch.randint(-127, 127, (rows, 576), dtype=torch.int8, generator=generator)
+    w_int8 = torch.randint(-127, 127, (576, 1536), dtype=torch.int8, generator=generator)
+    two_digit = TwoDigitInt8Linear(weight)
+
+    def error(y: torch.Tensor) -> float:
+        return float((y.double() - exact).norm() / exact.norm())
+
+    print(f"\nkernels at {rows}x576 @ 576x1536 (the gate/up shape), relative error against float64")
+    print(f"{'kernel':44s} {'GFLOP/s':>8s} {'ms':>7s} {'rel. error':>11s}")
+    for name, fn in (
+        ("float32 linear", lambda: torch.nn.functional.linear(x, weight)),
+        ("bf16 linear (cast in and out)", lambda: torch.nn.functional.linear(x.bfloat16(), w_bf16).float()),
+        ("bf16 matmul alone", lambda: x_bf16 @ w_bf16.t()),
+        ("int8 torch._int_mm alone (int32 result)", lambda: torch._int_mm(x_int8, w_int8)),
+        ("two-digit int8 linear (3 int8 products)", lambda: two_digit(x)),
+    ):
+        seconds = timed(fn)
+        err = "" if "alone" in name else f"{error(fn()):11.1e}"
+        print(f"{name:44s} {flops / seconds / 1e9:8.0f} {seconds * 1e3:7.2f} {err}")
 
 
 class Experiment:
@@ -115,10 +179,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--blocks", action="store_true", help="each group alone per block of 10 layers")
+    parser.add_argument("--kernels", action="store_true", help="only the matmul kernels' speed and error")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import pandas as pd
 
+    if args.kernels:
+        print(f"{args.threads} threads, torch {torch.__version__}")
+        kernels()
+        return
     texts = pd.read_csv(DEV, sep="\t", keep_default_na=False, dtype=str)["content"].tolist()[: args.limit]
     print(f"{len(texts)} SST-2 dev texts, {args.threads} threads, model smollm2-135m, bundled sentiment task")
     print(f"CPU matmul with bf16 inputs and a float32 result in torch {torch.__version__}: "
