@@ -37,13 +37,13 @@ def naive_scores(backend, task, text):
     vocab = backend.prepare(task).vocab  # which tokens count is tested separately below
     ids = backend.encode(backend.prompt(task, text))
     with torch.no_grad():
-        probs = backend.model(torch.tensor([ids])).logits[0, -1].float().softmax(-1).numpy()
+        probs = backend.model(torch.tensor([ids], device=backend.device)).logits[0, -1].float().softmax(-1).cpu().numpy()
     masses = []
     for label_ids, seqs in zip(vocab.token_ids, vocab.sequences):
         mass = float(probs[label_ids].sum())
         for seq in seqs:
             with torch.no_grad():
-                lp = backend.model(torch.tensor([ids + list(seq)])).logits[0].float().log_softmax(-1)
+                lp = backend.model(torch.tensor([ids + list(seq)], device=backend.device)).logits[0].float().log_softmax(-1)
             mass += float(sum(lp[len(ids) - 1 + j, seq[j]] for j in range(len(seq))).exp())
         masses.append(mass)
     masses = np.array(masses)
@@ -93,7 +93,8 @@ def test_read_only_prefix_cache_hands_attention_the_whole_context_but_does_not_g
     prepared = chat_backend.prepare(sentiment_task())
     prefix_len = len(prepared.prefix_ids)
     config = chat_backend.model.config
-    new_keys = torch.randn(2, config.num_key_value_heads, 5, config.hidden_size // config.num_attention_heads)
+    new_keys = torch.randn(2, config.num_key_value_heads, 5, config.hidden_size // config.num_attention_heads,
+                           device=chat_backend.device)
     for read_only, kept in ((True, prefix_len), (False, prefix_len + 5)):
         cache = batch_prefix_cache(prepared.prefix_cache, 2, config, read_only=read_only)
         keys, values = cache.layers[0].update(new_keys, new_keys)
@@ -211,6 +212,50 @@ def test_word_level_variants_found():
 def test_bad_backend_arguments(tiny_model_dir, model, options, match):
     with pytest.raises(ModelError, match=match):
         load_backend(model or str(tiny_model_dir), **options)
+
+
+def test_bad_devices_are_refused_with_the_value_named(tiny_model_dir):
+    for device, match in (("tpu", "device 'tpu' is not one torch knows; use auto, cpu, cuda or cuda:N"),
+                          ("meta", "device 'meta' is not supported"),
+                          ("cuda:7", "device 'cuda:7'")):
+        with pytest.raises(ModelError, match=match):
+            load_backend(str(tiny_model_dir), device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="device 'cuda': this torch sees no CUDA GPU"):
+            load_backend(str(tiny_model_dir), device="cuda")
+    auto = load_backend(str(tiny_model_dir))
+    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert next(auto.model.parameters()).device.type == auto.device.type
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+
+
+@needs_cuda
+def test_cuda_scores_equal_cpu_scores(tiny_model_dir):
+    """Every path on the GPU: shared prefix, batches, multi-token labels ('not sure')."""
+    task = sentiment_task()
+    cpu = load_backend(str(tiny_model_dir), device="cpu", batch_size=3).label_scores(task, TEXTS, top_k=5)
+    gpu_backend = load_backend(str(tiny_model_dir), device="cuda", batch_size=3)
+    assert gpu_backend.prepare(task).vocab.has_sequences
+    assert gpu_backend.prepare(task).prefix_cache[0][0].is_cuda
+    gpu = gpu_backend.label_scores(task, TEXTS, top_k=5)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(b.probabilities, a.probabilities, atol=1e-4)
+        np.testing.assert_allclose(b.label_mass, a.label_mass, atol=1e-5, rtol=1e-4)
+        assert isinstance(b.probabilities, np.ndarray)
+    naive = naive_scores(gpu_backend, task, TEXTS[0])[0]
+    np.testing.assert_allclose(gpu[0].probabilities, naive, atol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype, tolerance", [("mixed", 0.05), ("bfloat16", 0.1)])  # as on the CPU above
+def test_reduced_precision_on_cuda_stays_close(tiny_model_dir, dtype, tolerance):
+    task = sentiment_task()
+    exact = load_backend(str(tiny_model_dir), device="cuda").label_scores(task, TEXTS)
+    reduced = load_backend(str(tiny_model_dir), device="cuda", dtype=dtype).label_scores(task, TEXTS)
+    for a, b in zip(exact, reduced):
+        np.testing.assert_allclose(b.probabilities, a.probabilities, atol=tolerance)
 
 
 def test_directory_without_config(tmp_path):

@@ -108,7 +108,7 @@ class FakeBackend:
 def test_inspect_notes_when_the_model_mostly_wants_to_say_something_else(monkeypatch, mass, noted):
     opened = []
     monkeypatch.setattr("howsure.cli.scoring.open_backend",
-                        lambda model, dtype, threads: opened.append(threads) or FakeBackend(mass))
+                        lambda model, dtype, threads, **options: opened.append(threads) or FakeBackend(mass))
     result = runner.invoke(app, ["inspect", "a fine film", "--threads", "3"])
     assert result.exit_code == 0, result.output
     assert opened == [3]  # --threads reaches the backend, as with score
@@ -123,10 +123,11 @@ def test_inspect_notes_when_the_model_mostly_wants_to_say_something_else(monkeyp
         (["inspect", "hi", "--task", "nope.toml"], "neither a TOML file nor a bundled task"),
         (["inspect", "hi", "--model", "nope"], "is not a preset"),
         (["inspect", "hi", "--dtype", "int3"], "dtype 'int3' is not one of"),
+        (["inspect", "hi", "--device", "tpu"], "device 'tpu' is not one torch knows; use auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args, message, tiny_model_dir):
-    if "--dtype" in args:
+    if "--dtype" in args or "--device" in args:
         args = args + ["--model", str(tiny_model_dir)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2

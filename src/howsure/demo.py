@@ -25,6 +25,7 @@ class DemoConfig:
     model: str = DEFAULT_MODEL
     task: str = "sentiment"
     dtype: str = "float32"
+    device: str = "auto"             # see TransformersBackend
     threads: int | None = None
     limit: int | None = None        # score only the first N sample rows (quick look)
     calibrator: str = "auto"         # picked by cross-validated log loss, see docs/calibration.md
@@ -66,7 +67,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     if config.limit:
         frame = frame.head(config.limit)
     rows = extract_texts(frame, "text", "id", "label")
-    backend = load_backend(config.model, dtype=config.dtype, threads=config.threads, install=False)
+    backend = load_backend(config.model, dtype=config.dtype, device=config.device, threads=config.threads,
+                           install=False)
     scores_path = out_dir / "scores.jsonl"
     score_rows(backend, task, rows, scores_path, source=f"bundled sample {SAMPLE}",
                columns={"text": "text", "id": "id", "label": "label"}, progress=progress)

@@ -150,6 +150,26 @@ def bf16_mlp_input_projections(model) -> int:
     return len(layers)
 
 
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: the first CUDA GPU when torch sees one, else the CPU. Anything else must be a
+    device torch knows and this machine has."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"device {device!r} is not one torch knows; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device!r}: this torch sees no CUDA GPU (torch {torch.__version__}); "
+                             "use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif resolved.type != "cpu":
+        raise ModelError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return resolved
+
+
 def split_sorted(lengths: Sequence[int], max_rows: int, max_tokens: int,
                  overhead: int = PASS_OVERHEAD_TOKENS) -> list[tuple[int, int]]:
     """Split ascending ``lengths`` into consecutive passes (start, stop) of at most ``max_rows``
@@ -200,6 +220,9 @@ class TransformersBackend:
         Reuse the shared prompt prefix's KV cache (turn off only to measure what it saves).
     install : bool
         pip-install a missing preset package.
+    device : str
+        ``"auto"`` (a CUDA GPU when torch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:N"``. Results come back as NumPy arrays on the CPU either way.
     """
 
     def __init__(
@@ -212,11 +235,13 @@ class TransformersBackend:
         batch_tokens: int = 4096,
         share_prefix: bool = True,
         install: bool = False,
+        device: str = "auto",
     ) -> None:
         if dtype not in DTYPES:
             raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if batch_size < 1 or batch_tokens < 1:
             raise ModelError(f"batch_size and batch_tokens must be >= 1, got {batch_size}, {batch_tokens}")
+        self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -236,6 +261,7 @@ class TransformersBackend:
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load model {model!r} from {path!r}: {exc}") from exc
         self.model.eval()
+        self.model.to(self.device)
         if dtype == "mixed":
             bf16_mlp_input_projections(self.model)
         self.pad_id = self.tokenizer.pad_token_id
@@ -281,7 +307,7 @@ class TransformersBackend:
         cache = None
         if prefix_ids:
             with torch.inference_mode():
-                out = self.model(input_ids=torch.tensor([prefix_ids]), use_cache=True)
+                out = self.model(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True)
             cache = [(layer.keys, layer.values) for layer in output_cache(out).layers]
         prepared = _PreparedTask(prefix_ids, cache, vocab)
         self._prepared[key] = prepared
@@ -365,6 +391,8 @@ class TransformersBackend:
         pads = (longest - lengths).unsqueeze(1)
         position_ids = (prefix_len + torch.arange(longest).unsqueeze(0) - pads).clamp(min=prefix_len)
         attention_mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], 1)
+        input_ids, attention_mask, position_ids, lengths = (
+            t.to(self.device) for t in (input_ids, attention_mask, position_ids, lengths))
         cache = None
         if prefix_cache is not None:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=not vocab.has_sequences)
@@ -383,7 +411,7 @@ class TransformersBackend:
                 seq_probs = self._sequence_probs(
                     output_cache(out), attention_mask, prefix_len + lengths, log_probs, vocab
                 )
-        return log_probs.exp().numpy(), seq_probs
+        return log_probs.exp().cpu().numpy(), seq_probs
 
     def _sequence_probs(self, cache, attention_mask, next_positions, first_log_probs, vocab) -> np.ndarray:
         """Chain-rule probability of each multi-token sequence after each row's prompt.
@@ -398,14 +426,14 @@ class TransformersBackend:
         n_seq = len(sequences)
         batch = attention_mask.shape[0]
         width = max(len(s) for s in sequences) - 1
-        feed = torch.full((n_seq, width), self.pad_id, dtype=torch.long)
+        feed = torch.full((n_seq, width), self.pad_id, dtype=torch.long, device=self.device)
         for s, seq in enumerate(sequences):
-            feed[s, : len(seq) - 1] = torch.tensor(seq[:-1])
+            feed[s, : len(seq) - 1] = torch.tensor(seq[:-1], device=self.device)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         result = np.zeros((batch, n_seq), dtype=np.float64)
         rows_per_chunk = max(1, 64 // n_seq)
         for start in range(0, batch, rows_per_chunk):
-            rows = torch.arange(start, min(batch, start + rows_per_chunk))
+            rows = torch.arange(start, min(batch, start + rows_per_chunk), device=self.device)
             chunk = len(rows)
             chunk_cache = DynamicCache(
                 ddp_cache_data=[
@@ -415,10 +443,11 @@ class TransformersBackend:
                 config=self.model.config,
             )
             mask = torch.cat(
-                [attention_mask[rows].repeat_interleave(n_seq, 0), torch.ones((chunk * n_seq, width), dtype=torch.long)],
+                [attention_mask[rows].repeat_interleave(n_seq, 0),
+                 torch.ones((chunk * n_seq, width), dtype=torch.long, device=self.device)],
                 1,
             )
-            positions = next_positions[rows].repeat_interleave(n_seq).unsqueeze(1) + torch.arange(width)
+            positions = next_positions[rows].repeat_interleave(n_seq).unsqueeze(1) + torch.arange(width, device=self.device)
             out = self.model(
                 input_ids=feed.repeat(chunk, 1),
                 attention_mask=mask,
@@ -432,5 +461,5 @@ class TransformersBackend:
                 total = first_log_probs[rows, seq[0]].clone()
                 for j in range(1, len(seq)):
                     total += step_log_probs[:, s, j - 1, seq[j]]
-                result[rows.numpy(), s] = total.exp().double().numpy()
+                result[rows.cpu().numpy(), s] = total.exp().double().cpu().numpy()
         return result

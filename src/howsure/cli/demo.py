@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from howsure.cli.app import command, console, err_console
-from howsure.cli.scoring import DtypeOption, low_label_mass_warnings
+from howsure.cli.scoring import DeviceOption, DtypeOption, low_label_mass_warnings
 from howsure.models import DEFAULT_MODEL
 
 
@@ -18,6 +18,7 @@ def demo(
     out: Path = typer.Option(Path("howsure-demo"), "--out", "-o", help="Folder for scores, report and policy."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset, model directory, .gguf file or hub id."),
     dtype: str = DtypeOption,
+    device: str = DeviceOption,
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N of the 2,000 sample sentences."),
     target: float = typer.Option(0.9, "--target", help="Accuracy the certified threshold guarantees."),
@@ -30,7 +31,7 @@ def demo(
     from howsure.demo import DemoConfig, run_demo
 
     started = time.perf_counter()
-    config = DemoConfig(model=model, dtype=dtype, threads=threads, limit=limit, target_accuracy=target, delta=delta)
+    config = DemoConfig(model=model, dtype=dtype, device=device, threads=threads, limit=limit, target_accuracy=target, delta=delta)
     with low_label_mass_warnings(), Progress("[progress.description]{task.description}", BarColumn(),
                                              MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
         job = bar.add_task("scoring", total=None)

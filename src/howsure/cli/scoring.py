@@ -20,6 +20,7 @@ ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, mo
 TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
 DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
+DeviceOption = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N.")
 
 
 @contextlib.contextmanager
@@ -42,11 +43,11 @@ def low_label_mass_warnings() -> Iterator[None]:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32):
+def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto"):
     from howsure.backends import load_backend
 
     with err_console.status(f"loading {model} …"):
-        return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False)
+        return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device)
 
 
 @command("score")
@@ -62,6 +63,7 @@ def score(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming an existing output."),
     dtype: str = DtypeOption,
     threads: Optional[int] = ThreadsOption,
+    device: str = DeviceOption,
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     top_k: int = typer.Option(10, help="Top next tokens kept per text."),
 ) -> None:
@@ -79,7 +81,7 @@ def score(
     rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
-    backend = open_backend(model, dtype, threads, batch_size)
+    backend = open_backend(model, dtype, threads, batch_size, device)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with low_label_mass_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -112,6 +114,7 @@ def inspect(
     top_k: int = typer.Option(10, help="How many top next tokens to show."),
     dtype: str = DtypeOption,
     threads: Optional[int] = ThreadsOption,
+    device: str = DeviceOption,
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
@@ -119,7 +122,7 @@ def inspect(
     from howsure.task import load_task
 
     the_task = load_task(task)
-    backend = open_backend(model, dtype, threads)
+    backend = open_backend(model, dtype, threads, device=device)
     if show_prompt:
         console.print(backend.prompt(the_task, text), markup=False, highlight=False)
     result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]
@@ -208,6 +211,7 @@ def tune_task(
     model: str = ModelOption,
     dtype: str = DtypeOption,
     threads: Optional[int] = ThreadsOption,
+    device: str = DeviceOption,
     best_out: Optional[Path] = typer.Option(None, "--best-out", help="Write the winning task as TOML here."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the ranking as JSON here."),
 ) -> None:
@@ -228,7 +232,7 @@ def tune_task(
     texts = rows.texts
     if limit:
         texts, gold = texts[:limit], gold[:limit]
-    backend = open_backend(model, dtype, threads)
+    backend = open_backend(model, dtype, threads, device=device)
     with Progress(console=err_console) as bar:
         job = bar.add_task("candidates", total=len(texts) * len(tasks))
         results = rank_candidates(backend, tasks, texts, gold, progress=lambda n: bar.advance(job, n))

@@ -82,6 +82,7 @@ def serve(
     audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto items also queued for an audit."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, mixed or bfloat16."),
+    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N."),
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts per micro-batch."),
     batch_tokens: int = typer.Option(
         512, "--batch-tokens",
@@ -124,7 +125,7 @@ def serve(
     from howsure.backends import load_backend
 
     with err_console.status(f"loading {model_name} …"):
-        backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch,
+        backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch, device=device,
                                batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret)
