@@ -1,6 +1,8 @@
 """The fast path (shared prefix KV cache, length-sorted left-padded batches, logits only at the
 answer position) must equal the naive computation: one full forward pass per text."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -81,7 +83,8 @@ def test_fast_path_equals_naive(request, backend_name, rule):
 def test_prefix_sharing_and_batching_do_not_change_results(tiny_model_dir):
     task = sentiment_task()
     reference = load_backend(str(tiny_model_dir), batch_size=1, share_prefix=False).label_scores(task, TEXTS)
-    for options in (dict(batch_size=64), dict(batch_size=2, batch_tokens=20), dict(share_prefix=False, batch_size=5)):
+    for options in (dict(batch_size=64), dict(batch_size=2, batch_tokens=20), dict(share_prefix=False, batch_size=5),
+                    dict(pass_workers=1, batch_size=4), dict(pass_workers=3, batch_size=6)):
         other = load_backend(str(tiny_model_dir), **options).label_scores(task, TEXTS)
         for a, b in zip(reference, other):
             np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
@@ -212,6 +215,43 @@ def test_word_level_variants_found():
 def test_bad_backend_arguments(tiny_model_dir, model, options, match):
     with pytest.raises(ModelError, match=match):
         load_backend(model or str(tiny_model_dir), **options)
+
+
+def test_concurrent_passes_keep_order_use_a_share_of_the_threads_and_restore_them():
+    from howsure.backends.transformers import map_concurrently
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen_threads = []
+
+        def square(x):
+            seen_threads.append(torch.get_num_threads())
+            time.sleep(0.01 * (5 - x))  # later items finish first
+            return x * x
+
+        assert list(map_concurrently(square, range(5), 2)) == [0, 1, 4, 9, 16]
+        assert set(seen_threads) == {1} and torch.get_num_threads() == 2
+        assert list(map_concurrently(square, [3], 2)) == [9] and seen_threads[-1] == 2  # one item: no pool
+
+        def fail_on_two(x):
+            if x == 2:
+                raise ValueError("pass 2 failed")
+            return x
+
+        with pytest.raises(ValueError, match="pass 2 failed"):
+            list(map_concurrently(fail_on_two, range(4), 2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pass_workers_default_and_bad_values(tiny_model_dir):
+    backend = load_backend(str(tiny_model_dir), device="cpu")
+    assert backend.pass_workers == (2 if torch.get_num_threads() >= 2 else 1)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ModelError, match=f"pass_workers must be a whole number >= 1, got {bad!r}"):
+            load_backend(str(tiny_model_dir), pass_workers=bad)
 
 
 def test_bad_devices_are_refused_with_the_value_named(tiny_model_dir):
