@@ -9,7 +9,7 @@ changed separate bf16's three sources of error:
 
 * weights  its weights rounded to bf16, the matmul still float32;
 * inputs   its input rounded to bf16, the matmul still float32;
-* bf16     computed in bf16 as `mixed` does (`run_in_bf16`): inputs and weights rounded, and
+* bf16     computed in bf16 as `mixed` does (`MixedPrecisionLinear`): inputs and weights rounded, and
            the output rounded to bf16 by the matmul itself before it is cast back.
 
 It also checks whether this PyTorch has a CPU matmul with bf16 inputs and a float32 result
@@ -125,6 +125,7 @@ class Experiment:
         self.original = {name: module.weight.detach().clone() for name, module in self.layers.items()}
         self.total_work = sum(module.weight.numel() for module in self.layers.values())
         self.handles: list = []
+        self.swapped: list[tuple[torch.nn.Module, str, torch.nn.Linear]] = []
         self.reference, _ = self.score()
 
     def select(self, group: str, blocks: range | None = None) -> list[str]:
@@ -142,14 +143,18 @@ class Experiment:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        for parent, attribute, original in self.swapped:
+            setattr(parent, attribute, original)
+        self.swapped.clear()
         with torch.no_grad():
             for name, module in self.layers.items():
                 module.float()
                 module.weight.copy_(self.original[name])
 
     def change(self, names: list[str], how: str) -> None:
-        from howsure.backends.transformers import run_in_bf16
+        from howsure.backends.transformers import MixedPrecisionLinear
 
+        model = self.backend.model
         for name in names:
             layer = self.layers[name]
             if how == "weights":
@@ -159,7 +164,10 @@ class Experiment:
                 self.handles.append(layer.register_forward_pre_hook(
                     lambda module, args: tuple(a.bfloat16().float() for a in args)))
             else:
-                self.handles.extend(run_in_bf16(layer))
+                parent_name, _, attribute = name.rpartition(".")
+                parent = model.get_submodule(parent_name)
+                self.swapped.append((parent, attribute, layer))
+                setattr(parent, attribute, MixedPrecisionLinear(layer))
 
     def row(self, label: str, changes: list[tuple[list[str], str]]) -> None:
         self.restore()

@@ -181,6 +181,53 @@ def test_mixed_precision_runs_mlp_input_projections_in_bf16_and_stays_close(tiny
     assert 0 < max(diffs) < 0.05
 
 
+def test_mixed_precision_linear_computes_in_bf16_or_exactly():
+    from howsure.backends.transformers import MixedPrecisionLinear
+
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 48, bias=True)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(48, 64, generator=generator))
+    x = torch.randn(7, 64, generator=generator)
+    with torch.no_grad():
+        reference = linear(x)
+        mixed = MixedPrecisionLinear(linear, keep_residual=True)
+        fast = mixed(x)
+        mixed.exact = True
+        exact = mixed(x)
+    assert fast.dtype == exact.dtype == torch.float32 and mixed.weight.dtype == torch.bfloat16
+    scale = reference.abs().max()
+    assert (fast - reference).abs().max() > 1e-3 * scale  # bf16 really rounds
+    assert (exact - reference).abs().max() < 1e-4 * scale  # bf16 + residual: 16-bit weights
+    without = MixedPrecisionLinear(linear)
+    without.exact = True
+    with pytest.raises(ModelError, match="keeps no residual"):
+        without(x)
+
+
+def test_mixed_rescores_near_ties_exactly_and_only_them(tiny_model_dir):
+    from howsure.backends.transformers import top_two_gap
+
+    task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
+    texts = TEXTS * 3
+    fp32 = load_backend(str(tiny_model_dir)).label_scores(task, texts)
+    every = load_backend(str(tiny_model_dir), dtype="mixed", exact_ties=0.49).label_scores(task, texts)
+    for a, b in zip(fp32, every):  # every text is a near tie at 0.49: all re-scored exactly
+        np.testing.assert_allclose(b.probabilities, a.probabilities, atol=1e-4)
+        np.testing.assert_allclose(b.label_mass, a.label_mass, rtol=1e-3)
+    plain = load_backend(str(tiny_model_dir), dtype="mixed", exact_ties=0).label_scores(task, texts)
+    assert max(abs(a.probabilities - b.probabilities).max() for a, b in zip(fp32, plain)) > 1e-4
+    band = float(np.median([top_two_gap(r.probabilities) for r in plain])) / 2  # about half are ties
+    checked = load_backend(str(tiny_model_dir), dtype="mixed", exact_ties=band).label_scores(task, texts)
+    ties = [top_two_gap(r.probabilities) < 2 * band for r in plain]
+    assert 0 < sum(ties) < len(texts)
+    for tie, exact, bf16, result in zip(ties, every, plain, checked):
+        expected = exact if tie else bf16
+        np.testing.assert_allclose(result.probabilities, expected.probabilities, atol=1e-6)
+    with pytest.raises(ModelError, match=r"exact_ties must be a number in \[0, 0.5\), got 0.5"):
+        load_backend(str(tiny_model_dir), dtype="mixed", exact_ties=0.5)
+
+
 def _word_level_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

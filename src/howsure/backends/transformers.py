@@ -13,6 +13,7 @@ Speed comes from three things, each checked against the naive one-text-at-a-time
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -110,45 +111,70 @@ def output_cache(out):
 MLP_OUTPUT_PROJECTIONS = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "wo")
 
 
-def run_in_bf16(layer: torch.nn.Linear) -> list:
-    """Make ``layer`` compute in bfloat16 inside a float32 model: its weights become bf16, its
-    input is cast down and its output back up, so what follows stays float32. Returns the
-    hook handles (removing them and restoring float32 weights undoes it).
+class MixedPrecisionLinear(torch.nn.Module):
+    """A linear layer that computes in bfloat16 inside a float32 model: its input is rounded to
+    bf16, multiplied by bf16 weights, and the result cast back to float32, so what follows stays
+    float32.
 
-    The output is rounded to bf16 by the matmul itself (PyTorch has no CPU matmul with bf16
-    inputs and a float32 result): for layers whose output feeds the residual stream or
-    attention that rounding is the largest error (bench/bench_precision.py)."""
-    layer.to(torch.bfloat16)
+    With ``keep_residual`` it also keeps what rounding took off the weights (``weight - bf16``,
+    itself in bf16) and, while ``exact`` is set, computes in float32 with ``bf16 + residual``:
+    weights to 16 significant bits (relative error under 2**-16), so the result matches the
+    float32 layer to about 1e-5. That costs half the bf16 weights' memory again, and serves to
+    re-score the few texts where bf16's drift could change the answer.
+
+    The bf16 output is rounded by the matmul itself (PyTorch has no CPU matmul with bf16 inputs
+    and a float32 result): for layers whose output feeds the residual stream or attention that
+    rounding is the largest error (bench/bench_precision.py).
+    """
+
+    def __init__(self, linear: torch.nn.Linear, *, keep_residual: bool = False) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        self.weight = torch.nn.Parameter(weight.to(torch.bfloat16), requires_grad=False)
+        residual = (weight - self.weight.float()).to(torch.bfloat16) if keep_residual else None
+        self.register_buffer("residual", residual)
+        bias = linear.bias
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
+        self.exact = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.exact:
+            if self.residual is None:
+                raise ModelError("this layer keeps no residual, so it cannot compute exactly")
+            return torch.nn.functional.linear(x, self.weight.float() + self.residual.float(), self.bias)
+        out = torch.nn.functional.linear(x.to(torch.bfloat16), self.weight).float()
+        return out if self.bias is None else out + self.bias
+
+
+def mlp_input_projections(model) -> list[tuple[torch.nn.Module, str]]:
+    """(mlp block, attribute name) of the input-side linear layers (gate and up, or fc1) of
+    every decoder layer's ``mlp``."""
     return [
-        layer.register_forward_pre_hook(lambda module, args: tuple(a.to(torch.bfloat16) for a in args)),
-        layer.register_forward_hook(lambda module, args, output: output.float()),
-    ]
-
-
-def mlp_input_projections(model) -> list[torch.nn.Linear]:
-    """The input-side linear layers (gate and up, or fc1) of every decoder layer's ``mlp``."""
-    return [
-        layer
+        (block, child)
         for name, block in model.named_modules() if name.endswith(".mlp")
         for child, layer in block.named_children()
         if isinstance(layer, torch.nn.Linear) and child not in MLP_OUTPUT_PROJECTIONS
     ]
 
 
-def bf16_mlp_input_projections(model) -> int:
-    """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16 (see
-    `run_in_bf16`), so the float32 residual stream never accumulates bf16 rounding. Returns how
-    many layers were converted.
+def bf16_mlp_input_projections(model, *, keep_residual: bool = False) -> list[MixedPrecisionLinear]:
+    """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16 (replaced
+    by `MixedPrecisionLinear`), so the float32 residual stream never accumulates bf16 rounding.
+    Returns the new layers.
 
     (Fusing gate and up into one bf16 matmul with a single cast measured no faster on the
     bundled model; see docs/scoring.md.)"""
-    layers = mlp_input_projections(model)
-    if not layers:
+    places = mlp_input_projections(model)
+    if not places:
         raise ModelError("dtype 'mixed' needs decoder layers with an `mlp` block of linear layers; "
                          "use float32 or bfloat16")
-    for layer in layers:
-        run_in_bf16(layer)
-    return len(layers)
+    layers = []
+    for block, name in places:
+        layer = MixedPrecisionLinear(getattr(block, name), keep_residual=keep_residual)
+        setattr(block, name, layer)
+        layers.append(layer)
+    return layers
 
 
 _T = TypeVar("_T")
@@ -161,7 +187,7 @@ def default_pass_workers(device: torch.device) -> int:
     Two passes at a time, each on half the threads, beat one pass on all of them: the small
     per-layer operations of a pass do not keep two threads busy, and two independent passes
     need no synchronisation between them. Measured on the bundled model, 872 SST-2 texts, 2
-    cores (docs/scoring.md): float32 8-10 % and mixed 3-10 % more texts per second. Not more
+    cores (docs/scoring.md): float32 about 5 % and mixed about 10 % more texts per second. Not more
     than 2, since every pass in flight holds its own activations. On a GPU, passes run one
     after another (the GPU already runs each one's operations in parallel)."""
     return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
@@ -181,6 +207,14 @@ def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers:
             yield from pool.map(function, items)
     finally:
         torch.set_num_threads(threads)
+
+
+def top_two_gap(probabilities: np.ndarray) -> float:
+    """How far the most probable label is ahead of the second (1.0 with a single label)."""
+    if len(probabilities) < 2:
+        return 1.0
+    second, first = np.partition(probabilities, -2)[-2:]
+    return float(first - second)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -259,6 +293,11 @@ class TransformersBackend:
     pass_workers : int, optional
         Forward passes run at the same time, each on its share of torch's threads (see
         `default_pass_workers`). 1 runs them one after another on all threads.
+    exact_ties : float
+        ``mixed`` only: texts whose top two label probabilities are closer than twice this are
+        scored again in float32 (weights kept to 16 bits, see `MixedPrecisionLinear`), so the
+        predicted label is float32's whenever bf16 moved no probability by more than this
+        (0.0095 at most on the bundled model). 0 turns the re-check off.
     """
 
     def __init__(
@@ -273,6 +312,7 @@ class TransformersBackend:
         install: bool = False,
         device: str = "auto",
         pass_workers: int | None = None,
+        exact_ties: float = 0.01,
     ) -> None:
         if dtype not in DTYPES:
             raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -284,6 +324,9 @@ class TransformersBackend:
         self.pass_workers = default_pass_workers(self.device) if pass_workers is None else pass_workers
         if isinstance(self.pass_workers, bool) or not isinstance(self.pass_workers, int) or self.pass_workers < 1:
             raise ModelError(f"pass_workers must be a whole number >= 1, got {pass_workers!r}")
+        if isinstance(exact_ties, bool) or not isinstance(exact_ties, (int, float)) or not 0 <= exact_ties < 0.5:
+            raise ModelError(f"exact_ties must be a number in [0, 0.5), got {exact_ties!r}")
+        self.exact_ties = float(exact_ties)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -302,14 +345,16 @@ class TransformersBackend:
             raise ModelError(f"could not load model {model!r} from {path!r}: {exc}") from exc
         self.model.eval()
         self.model.to(self.device)
+        self._mixed_layers: list[MixedPrecisionLinear] = []
+        self._exact = False  # while set, mixed layers compute in float32 (see exact_ties)
         if dtype == "mixed":
-            bf16_mlp_input_projections(self.model)
+            self._mixed_layers = bf16_mlp_input_projections(self.model, keep_residual=self.exact_ties > 0)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
         self._cache_kw = cache_keyword(self.model)
-        self._prepared: dict[str, _PreparedTask] = {}
+        self._prepared: dict[tuple[str, bool], _PreparedTask] = {}
 
     # ------------------------------------------------------------------ prompts
     @property
@@ -335,7 +380,7 @@ class TransformersBackend:
     # ------------------------------------------------------------------ task preparation
     def prepare(self, task: Task) -> _PreparedTask:
         """Label vocabulary and shared-prefix KV cache for ``task`` (cached per task)."""
-        key = task.fingerprint()
+        key = (task.fingerprint(), self._exact)  # the prefix's cache depends on the precision
         if key in self._prepared:
             return self._prepared[key]
         rendered = self.prompt(task, _SENTINEL)
@@ -364,10 +409,35 @@ class TransformersBackend:
         progress: ProgressCallback | None = None,
     ) -> list[LabelScores]:
         """Score ``texts`` against ``task``'s labels; see `howsure.backends.base.Backend`."""
-        prepared = self.prepare(task)
         full_ids = [self.encode(self.prompt(task, text)) for text in texts]
+        results = self._score_ids(task, full_ids, top_k=top_k, details=details, progress=progress)
+        if self._mixed_layers and self.exact_ties > 0:
+            close = [i for i, r in enumerate(results) if top_two_gap(r.probabilities) < 2 * self.exact_ties]
+            if close:
+                with self._exact_arithmetic():
+                    again = self._score_ids(task, [full_ids[i] for i in close], top_k=top_k, details=details)
+                for i, score in zip(close, again):
+                    results[i] = score
+        return results
+
+    @contextlib.contextmanager
+    def _exact_arithmetic(self) -> Iterator[None]:
+        """Mixed layers compute in float32 inside the block (`MixedPrecisionLinear`)."""
+        self._exact = True
+        for layer in self._mixed_layers:
+            layer.exact = True
+        try:
+            yield
+        finally:
+            self._exact = False
+            for layer in self._mixed_layers:
+                layer.exact = False
+
+    def _score_ids(self, task: Task, full_ids: list[list[int]], *, top_k: int, details: bool,
+                   progress: ProgressCallback | None = None) -> list[LabelScores]:
+        prepared = self.prepare(task)
         n_vocab = len(self.tokenizer)
-        results: list[LabelScores | None] = [None] * len(texts)
+        results: list[LabelScores | None] = [None] * len(full_ids)
 
         def run(one_pass):
             batch, suffixes, use_prefix = one_pass
