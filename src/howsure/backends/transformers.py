@@ -480,13 +480,13 @@ class TransformersBackend:
             skip = len(prefix) if use_prefix else 0
             ordered = sorted(rows, key=lambda i: len(full_ids[i]))
             lengths = [len(full_ids[i]) - skip for i in ordered]
-            # Passes in flight share the budget, so running them concurrently holds no more
-            # activations than one full pass would.
-            workers = self.pass_workers
-            for start, stop in split_sorted(lengths, max(1, self.batch_size // workers),
-                                            max(1, self.batch_tokens // workers)):
-                batch = ordered[start:stop]
-                yield batch, [full_ids[i][skip:] for i in batch], use_prefix
+            for start, stop in split_sorted(lengths, self.batch_size, self.batch_tokens):
+                # A pass runs as `pass_workers` interleaved parts at once (rows 0, 2, 4 ... and
+                # 1, 3, 5 ...): the parts hold the activations of one pass between them and
+                # take about as long as each other, so no thread waits for the other part.
+                for part in range(min(self.pass_workers, stop - start)):
+                    batch = ordered[start + part:stop:self.pass_workers]
+                    yield batch, [full_ids[i][skip:] for i in batch], use_prefix
 
     def _forward(
         self,
