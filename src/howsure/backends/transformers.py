@@ -181,21 +181,13 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def default_pass_workers(device: torch.device) -> int:
-    """2 on a CPU where torch has two threads or more, else 1.
-
-    Two passes at a time, each on half the threads, beat one pass on all of them: the small
-    per-layer operations of a pass do not keep two threads busy, and two independent passes
-    need no synchronisation between them. Measured on the bundled model, 872 SST-2 texts, 2
-    cores (docs/scoring.md): float32 about 5 % and mixed about 10 % more texts per second. Not more
-    than 2, since every pass in flight holds its own activations. On a GPU, passes run one
-    after another (the GPU already runs each one's operations in parallel)."""
-    return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
-
-
 def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers: int) -> Iterator[_R]:
     """``map(function, items)`` in order, with up to ``workers`` calls running at once, each
-    on its share of torch's intra-op threads (restored afterwards)."""
+    on its share of torch's intra-op threads (restored afterwards).
+
+    Two passes at a time, each on half the threads, can beat one pass on all of them: the
+    small per-layer operations of a pass do not keep two threads busy, and two independent
+    passes need no synchronisation between them."""
     workers = min(workers, len(items))
     if workers <= 1:
         yield from map(function, items)
@@ -280,9 +272,9 @@ class TransformersBackend:
     threads : int, optional
         torch intra-op threads (defaults to torch's choice).
     batch_size : int
-        Most texts in forward passes at once (split between `pass_workers`).
+        Most texts in one forward pass (computed as `pass_workers` parts at once).
     batch_tokens : int
-        Most (padded) suffix tokens in forward passes at once; long texts get smaller batches.
+        Most (padded) suffix tokens in one forward pass; long texts get smaller batches.
     share_prefix : bool
         Reuse the shared prompt prefix's KV cache (turn off only to measure what it saves).
     install : bool
@@ -290,9 +282,12 @@ class TransformersBackend:
     device : str
         ``"auto"`` (a CUDA GPU when torch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``. Results come back as NumPy arrays on the CPU either way.
-    pass_workers : int, optional
-        Forward passes run at the same time, each on its share of torch's threads (see
-        `default_pass_workers`). 1 runs them one after another on all threads.
+    pass_workers : int
+        How many parts of each forward pass run at the same time, each on its share of torch's
+        threads (see `map_concurrently`). 1 (the default) runs passes one after another on all
+        threads. On 2 cores, 2 scored 5-17 % more texts per second offline, but the service
+        gains less from it than offline scoring does (docs/scoring.md, docs/service.md), and
+        it is unmeasured on larger machines, so it is an opt-in.
     exact_ties : float
         ``mixed`` only: texts whose top two label probabilities are closer than twice this are
         scored again in float32 (weights kept to 16 bits, see `MixedPrecisionLinear`), so the
@@ -313,7 +308,7 @@ class TransformersBackend:
         share_prefix: bool = True,
         install: bool = False,
         device: str = "auto",
-        pass_workers: int | None = None,
+        pass_workers: int = 1,
         exact_ties: float = 0.0,
     ) -> None:
         if dtype not in DTYPES:
@@ -323,8 +318,8 @@ class TransformersBackend:
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
-        self.pass_workers = default_pass_workers(self.device) if pass_workers is None else pass_workers
-        if isinstance(self.pass_workers, bool) or not isinstance(self.pass_workers, int) or self.pass_workers < 1:
+        self.pass_workers = pass_workers
+        if isinstance(pass_workers, bool) or not isinstance(pass_workers, int) or pass_workers < 1:
             raise ModelError(f"pass_workers must be a whole number >= 1, got {pass_workers!r}")
         if isinstance(exact_ties, bool) or not isinstance(exact_ties, (int, float)) or not 0 <= exact_ties < 0.5:
             raise ModelError(f"exact_ties must be a number in [0, 0.5), got {exact_ties!r}")
