@@ -285,9 +285,9 @@ class TransformersBackend:
     pass_workers : int
         How many parts of each forward pass run at the same time, each on its share of torch's
         threads (see `map_concurrently`). 1 (the default) runs passes one after another on all
-        threads. On 2 cores, 2 scored 5-17 % more texts per second offline, but the service
-        gains less from it than offline scoring does (docs/scoring.md, docs/service.md), and
-        it is unmeasured on larger machines, so it is an opt-in.
+        threads. On 2 cores, 2 scored 3-17 % more texts per second, varying with the texts
+        and the day (docs/scoring.md, docs/service.md), and it is unmeasured on larger
+        machines, so it is an opt-in.
     exact_ties : float
         ``mixed`` only: texts whose top two label probabilities are closer than twice this are
         scored again in float32 (weights kept to 16 bits, see `MixedPrecisionLinear`), so the
