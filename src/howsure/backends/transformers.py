@@ -318,9 +318,9 @@ class TransformersBackend:
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
-        self.pass_workers = pass_workers
         if isinstance(pass_workers, bool) or not isinstance(pass_workers, int) or pass_workers < 1:
             raise ModelError(f"pass_workers must be a whole number >= 1, got {pass_workers!r}")
+        self.pass_workers = pass_workers
         if isinstance(exact_ties, bool) or not isinstance(exact_ties, (int, float)) or not 0 <= exact_ties < 0.5:
             raise ModelError(f"exact_ties must be a number in [0, 0.5), got {exact_ties!r}")
         self.exact_ties = float(exact_ties)
@@ -343,7 +343,6 @@ class TransformersBackend:
         self.model.eval()
         self.model.to(self.device)
         self._mixed_layers: list[MixedPrecisionLinear] = []
-        self._exact = False  # while set, mixed layers compute in float32 (see exact_ties)
         if dtype == "mixed":
             self._mixed_layers = bf16_mlp_input_projections(self.model, keep_residual=self.exact_ties > 0)
         self.pad_id = self.tokenizer.pad_token_id
@@ -417,16 +416,19 @@ class TransformersBackend:
                     results[i] = score
         return results
 
+    @property
+    def _exact(self) -> bool:
+        """Whether the mixed layers compute in float32 right now (see exact_ties)."""
+        return bool(self._mixed_layers) and self._mixed_layers[0].exact
+
     @contextlib.contextmanager
     def _exact_arithmetic(self) -> Iterator[None]:
         """Mixed layers compute in float32 inside the block (`MixedPrecisionLinear`)."""
-        self._exact = True
         for layer in self._mixed_layers:
             layer.exact = True
         try:
             yield
         finally:
-            self._exact = False
             for layer in self._mixed_layers:
                 layer.exact = False
 
@@ -573,9 +575,10 @@ class TransformersBackend:
                 logits_to_keep=width,
             )
             step_log_probs = out.logits.float().log_softmax(-1).view(chunk, n_seq, width, -1)
+            row_index = rows.cpu().numpy()
             for s, seq in enumerate(sequences):
                 total = first_log_probs[rows, seq[0]].clone()
                 for j in range(1, len(seq)):
                     total += step_log_probs[:, s, j - 1, seq[j]]
-                result[rows.cpu().numpy(), s] = total.exp().double().cpu().numpy()
+                result[row_index, s] = total.exp().double().cpu().numpy()
         return result

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console, fail
+from howsure.cli.scoring import DeviceOption
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)
@@ -82,7 +83,7 @@ def serve(
     audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto items also queued for an audit."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, mixed or bfloat16."),
-    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N."),
+    device: str = DeviceOption,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts per micro-batch."),
     batch_tokens: int = typer.Option(
         512, "--batch-tokens",

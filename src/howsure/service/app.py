@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Path as PathParam, Request
@@ -88,6 +88,17 @@ def error_status(exc: HowsureError) -> tuple[int, str]:
     if isinstance(exc, PolicyError | DataError | TaskError):
         return 422, "invalid_input"
     return 400, "bad_request"
+
+
+def found_or_404(lookup: Callable[..., Any], *args: Any, message: str | None = None) -> Any:
+    """``lookup(*args)``, with the store's refusal (an unknown id) as `NotFound` (404); a failing
+    database stays `DatabaseUnavailable` (503), not a missing record."""
+    try:
+        return lookup(*args)
+    except DatabaseUnavailable:
+        raise
+    except StoreError as exc:
+        raise NotFound(message or str(exc)) from None
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -761,12 +772,7 @@ def create_app(
         ])
 
     def item_or_404(item_id: int) -> Any:
-        try:
-            return store.get_item(item_id)
-        except DatabaseUnavailable:
-            raise  # not a missing item: the database failed (503)
-        except StoreError:
-            raise NotFound(f"item {item_id} is not in the store") from None
+        return found_or_404(store.get_item, item_id, message=f"item {item_id} is not in the store")
 
     ItemId = PathParam(ge=1, le=MAX_ID, description="The item's id.")
 
@@ -815,23 +821,13 @@ def create_app(
     @app.get("/v1/policies/{version}", tags=["policies"], responses={**errors, 404: {"model": ErrorResponse}})
     def policy_body(version: int = PathParam(ge=1, le=MAX_ID), user: Any = Depends(reviewer)) -> dict[str, Any]:
         """The full policy JSON of one version."""
-        try:
-            return store.get_policy(version).body
-        except DatabaseUnavailable:
-            raise
-        except StoreError as exc:
-            raise NotFound(str(exc)) from None
+        return found_or_404(store.get_policy, version).body
 
     @app.post("/v1/policies/{version}/activate", response_model=PolicyOut, tags=["policies"],
               responses={**errors, 404: {"model": ErrorResponse}})
     def activate(version: int = PathParam(ge=1, le=MAX_ID), user: Any = Depends(admin)) -> PolicyOut:
         """Make a stored version the active one (a rollback when it is older)."""
-        try:
-            record = store.get_policy(version)
-        except DatabaseUnavailable:
-            raise
-        except StoreError as exc:
-            raise NotFound(str(exc)) from None
+        record = found_or_404(store.get_policy, version)
         try:
             service.loaded(record)
         except ServiceUnavailable as exc:

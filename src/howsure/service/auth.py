@@ -221,15 +221,18 @@ def new_login_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _same_token(expected: str | None, submitted: str | None) -> bool:
+    """Constant-time equality of two tokens; a missing or empty one never matches."""
+    if not expected or not submitted:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8", "replace"), submitted.encode("utf-8", "replace"))
+
+
 def login_nonce_matches(cookie: str | None, submitted: str | None) -> bool:
     """Whether the sign-in form's CSRF field equals its cookie (constant-time)."""
-    if not cookie or not submitted:
-        return False
-    return hmac.compare_digest(cookie.encode("utf-8", "replace"), submitted.encode("utf-8", "replace"))
+    return _same_token(cookie, submitted)
 
 
 def csrf_matches(session: Session | None, submitted: str | None) -> bool:
     """Whether a form's CSRF field equals the session's token (constant-time)."""
-    if session is None or not submitted:
-        return False
-    return hmac.compare_digest(session.csrf.encode("utf-8"), submitted.encode("utf-8", "replace"))
+    return _same_token(None if session is None else session.csrf, submitted)
