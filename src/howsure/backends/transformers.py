@@ -116,33 +116,33 @@ class MixedPrecisionLinear(torch.nn.Module):
     bf16, multiplied by bf16 weights, and the result cast back to float32, so what follows stays
     float32.
 
-    With ``keep_residual`` it also keeps what rounding took off the weights (``weight - bf16``,
-    itself in bf16) and, while ``exact`` is set, computes in float32 with ``bf16 + residual``:
-    weights to 16 significant bits (relative error under 2**-16), so the result matches the
-    float32 layer to about 1e-5. That costs half the bf16 weights' memory again, and serves to
-    re-score the few texts where bf16's drift could change the answer.
+    With ``keep_float32`` it also keeps the layer's float32 weights and, while ``exact`` is set,
+    computes with them exactly as the float32 layer does; that serves to re-score the few texts
+    where bf16's drift could change the answer. Loaded from a float32 safetensors file (the
+    bundled model's cache), those weights are pages of the file mapping that loading already
+    touched, so keeping them adds no memory; otherwise they cost their float32 size.
 
     The bf16 output is rounded by the matmul itself (PyTorch has no CPU matmul with bf16 inputs
     and a float32 result): for layers whose output feeds the residual stream or attention that
     rounding is the largest error (bench/bench_precision.py).
     """
 
-    def __init__(self, linear: torch.nn.Linear, *, keep_residual: bool = False) -> None:
+    def __init__(self, linear: torch.nn.Linear, *, keep_float32: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
         self.weight = torch.nn.Parameter(weight.to(torch.bfloat16), requires_grad=False)
-        residual = (weight - self.weight.float()).to(torch.bfloat16) if keep_residual else None
-        self.register_buffer("residual", residual)
+        # Not persistent: a saved state dict holds each weight once.
+        self.register_buffer("float32_weight", weight if keep_float32 else None, persistent=False)
         bias = linear.bias
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
         self.exact = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.exact:
-            if self.residual is None:
-                raise ModelError("this layer keeps no residual, so it cannot compute exactly")
-            return torch.nn.functional.linear(x, self.weight.float() + self.residual.float(), self.bias)
+            if self.float32_weight is None:
+                raise ModelError("this layer keeps no float32 weights, so it cannot compute exactly")
+            return torch.nn.functional.linear(x, self.float32_weight, self.bias)
         out = torch.nn.functional.linear(x.to(torch.bfloat16), self.weight).float()
         return out if self.bias is None else out + self.bias
 
@@ -158,7 +158,7 @@ def mlp_input_projections(model) -> list[tuple[torch.nn.Module, str]]:
     ]
 
 
-def bf16_mlp_input_projections(model, *, keep_residual: bool = False) -> list[MixedPrecisionLinear]:
+def bf16_mlp_input_projections(model, *, keep_float32: bool = False) -> list[MixedPrecisionLinear]:
     """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16 (replaced
     by `MixedPrecisionLinear`), so the float32 residual stream never accumulates bf16 rounding.
     Returns the new layers.
@@ -171,7 +171,7 @@ def bf16_mlp_input_projections(model, *, keep_residual: bool = False) -> list[Mi
                          "use float32 or bfloat16")
     layers = []
     for block, name in places:
-        layer = MixedPrecisionLinear(getattr(block, name), keep_residual=keep_residual)
+        layer = MixedPrecisionLinear(getattr(block, name), keep_float32=keep_float32)
         setattr(block, name, layer)
         layers.append(layer)
     return layers
@@ -290,11 +290,11 @@ class TransformersBackend:
         machines, so it is an opt-in.
     exact_ties : float
         ``mixed`` only: texts whose top two label probabilities are closer than twice this are
-        scored again in float32 (weights kept to 16 bits, see `MixedPrecisionLinear`), so the
+        scored again in float32 (with the float32 weights, see `MixedPrecisionLinear`), so the
         predicted label is float32's whenever bf16 moved no probability by more than this
-        (0.0095 at most on the bundled model, so 0.01 suits it). Off (0) by default: keeping
-        the weights' residual costs half the bf16 weights' memory again (peak 1.54 GB instead
-        of 1.35 on the bundled model) and the re-check about 9 % of the speed (docs/scoring.md).
+        (0.0095 at most on the bundled model, so 0.01 suits it). Off (0) by default: the
+        re-check costs about 9 % of the speed (docs/scoring.md), and the float32 weights
+        cost memory unless they come from a mapped float32 safetensors file.
     """
 
     def __init__(
@@ -344,7 +344,7 @@ class TransformersBackend:
         self.model.to(self.device)
         self._mixed_layers: list[MixedPrecisionLinear] = []
         if dtype == "mixed":
-            self._mixed_layers = bf16_mlp_input_projections(self.model, keep_residual=self.exact_ties > 0)
+            self._mixed_layers = bf16_mlp_input_projections(self.model, keep_float32=self.exact_ties > 0)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
