@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from howsure.backends.base import LabelScores, ProgressCallback
+from howsure.backends.unpadding import skip_padding
 from howsure.errors import DataError, ModelError
 from howsure.models import DEFAULT_MODEL, resolve_model
 from howsure.scoring import LabelVocabulary, build_label_vocabulary, label_scores_from_probs
@@ -46,6 +47,14 @@ weights from memory, which at a small batch is what bounds it. Measured on the b
 with 2 threads (float32): a pass of r rows x w tokens took about 70-110 ms + 1.2-1.6 ms per
 padded token, so 50-100 tokens; splitting a length-sorted batch pays off when it saves more
 padding than this."""
+
+PAD_SHARE_WHEN_SKIPPED = 0.2
+"""What a pad costs, as a share of a real token, when the linear layers skip the pads
+(`howsure.backends.unpadding`): attention, norms and rotary embeddings still see it.
+`bench/bench_padding.py` fits it on the bundled model with 2 threads (float32) over passes of
+8-32 rows x 20-80 tokens with a quarter to all of them real: 0.18 and 0.19 in two runs
+(64-109 ms per pass + 1.52 ms per real token + 0.27-0.29 per pad). Splitting a pass then
+pays off only when it saves about five times more padding than without skipping."""
 
 
 @dataclass
@@ -230,10 +239,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def split_sorted(lengths: Sequence[int], max_rows: int, max_tokens: int,
-                 overhead: int = PASS_OVERHEAD_TOKENS) -> list[tuple[int, int]]:
+                 overhead: float = PASS_OVERHEAD_TOKENS) -> list[tuple[int, int]]:
     """Split ascending ``lengths`` into consecutive passes (start, stop) of at most ``max_rows``
     rows and ``max_tokens`` padded tokens (a single row may exceed it) with the least total
     cost, a pass costing ``overhead`` + rows x its longest length (left padding fills the rest).
+    When the linear layers skip the pads, pass ``overhead`` over the pad's share of a token's
+    cost (`PAD_SHARE_WHEN_SKIPPED`): the real tokens cost the same in every split.
 
     Dynamic programming over the cut points, O(n x max_rows). Filling passes greedily up to
     ``max_tokens`` pads short texts to long ones: on groups of 32 texts drawn at random from
@@ -345,6 +356,7 @@ class TransformersBackend:
         self._mixed_layers: list[MixedPrecisionLinear] = []
         if dtype == "mixed":
             self._mixed_layers = bf16_mlp_input_projections(self.model, keep_float32=self.exact_ties > 0)
+        self._real_tokens = skip_padding(self.model)  # after the bf16 layers are in place
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
@@ -473,11 +485,13 @@ class TransformersBackend:
                     f"{self.max_positions}; shorten it"
                 )
             (shared if prefix and ids[: len(prefix)] == prefix else whole).append(i)
+        overhead = PASS_OVERHEAD_TOKENS  # in padded tokens; a skipped pad costs a share of one
+        overhead /= PAD_SHARE_WHEN_SKIPPED if self._real_tokens.hooked else 1
         for rows, use_prefix in ((shared, True), (whole, False)):
             skip = len(prefix) if use_prefix else 0
             ordered = sorted(rows, key=lambda i: len(full_ids[i]))
             lengths = [len(full_ids[i]) - skip for i in ordered]
-            for start, stop in split_sorted(lengths, self.batch_size, self.batch_tokens):
+            for start, stop in split_sorted(lengths, self.batch_size, self.batch_tokens, overhead):
                 # A pass runs as `pass_workers` interleaved parts at once (rows 0, 2, 4 ... and
                 # 1, 3, 5 ...): the parts hold the activations of one pass between them and
                 # take about as long as each other, so no thread waits for the other part.
@@ -515,14 +529,16 @@ class TransformersBackend:
         if prefix_cache is not None:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=not vocab.has_sequences)
         with torch.inference_mode():
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                **{self._cache_kw: cache},
-                use_cache=vocab.has_sequences,
-                logits_to_keep=1,
-            )
+            # The per-token layers skip the pads (see howsure.backends.unpadding).
+            with self._real_tokens.only(attention_mask[:, prefix_len:]):
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    **{self._cache_kw: cache},
+                    use_cache=vocab.has_sequences,
+                    logits_to_keep=1,
+                )
             log_probs = out.logits[:, -1, :].float().log_softmax(-1)
             seq_probs = None
             if vocab.has_sequences:

@@ -1,0 +1,107 @@
+"""Skip the padding in a padded batch's per-token layers.
+
+A batch of texts of different lengths is padded to its longest, and every padded position
+goes through every linear layer like a real token: the wasted work is the batch's padding
+share, which is large when the batch could not be sorted by length (the review service
+scores whatever 32 texts are waiting). Only attention needs the (batch, position) layout;
+the MLP and the attention projections treat each position on its own. So hooks on those
+blocks hand them the real tokens alone (gathered into one matrix) and scatter their output
+back into the padded layout, with zeros at the pads.
+
+Pads are masked out as keys, so what they hold never reaches a real token; a real token's
+result is the same as in the padded pass (up to float rounding from a different matmul shape).
+
+    rows = skip_padding(model)            # once, after loading
+    with rows.only(token_mask):           # around a forward pass; the mask is 0 at the pads
+        model(input_ids=..., attention_mask=...)
+
+Hooks rather than wrapper modules keep the model's module tree, parameter names and state
+dict as transformers built them. Outside ``only`` the hooks do nothing (prefix passes, the
+multi-token sequence pass), and inside it they act only on inputs of the masked pass's shape.
+The selection is per thread, so passes running in parallel threads (`map_concurrently`)
+each use their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+import torch
+
+#: Names of the per-token linear layers of an attention block in common architectures
+#: (Llama/Mistral/Qwen/SmolLM, GPT-NeoX, Phi, OPT).
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "query_key_value", "dense",
+                         "out_proj")
+
+
+class TokenRows:
+    """Which flattened (batch x position) rows of the current thread's pass are real tokens,
+    and the hooks that use it (see `skip_padding`)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self.hooked: list[torch.nn.Module] = []
+        self._handles: list = []
+
+    @contextlib.contextmanager
+    def only(self, token_mask: torch.Tensor) -> Iterator[None]:
+        """Within the block, hooked blocks compute only where ``token_mask`` (batch x
+        positions, nonzero at real tokens) is set; nothing is skipped when there is no pad."""
+        mask = token_mask.reshape(-1).bool()
+        rows = None if bool(mask.all()) else mask.nonzero().squeeze(1)
+        saved = getattr(self._local, "rows", None), getattr(self._local, "shape", None)
+        self._local.rows, self._local.shape = rows, tuple(token_mask.shape)
+        try:
+            yield
+        finally:
+            self._local.rows, self._local.shape = saved
+
+    def _gather(self, module, args):
+        rows = getattr(self._local, "rows", None)
+        if rows is None or len(args) != 1 or tuple(args[0].shape[:-1]) != self._local.shape:
+            self._local.gathered = False
+            return None  # no pads, or not the pass the mask describes
+        self._local.gathered = True
+        x = args[0]
+        return (x.reshape(-1, x.shape[-1]).index_select(0, rows),)
+
+    def _scatter(self, module, args, out):
+        if not getattr(self._local, "gathered", False):
+            return None
+        self._local.gathered = False
+        full = out.new_zeros(self._local.shape[0] * self._local.shape[1], out.shape[-1])
+        full.index_copy_(0, self._local.rows, out)
+        return full.view(*self._local.shape, out.shape[-1])
+
+    def hook(self, module: torch.nn.Module) -> None:
+        """Make ``module`` (per-token: a linear layer or an MLP block, called with one tensor
+        and returning one) compute on the selected rows only."""
+        self._handles.append(module.register_forward_pre_hook(self._gather))
+        self._handles.append(module.register_forward_hook(self._scatter))
+        self.hooked.append(module)
+
+    def remove(self) -> None:
+        """Take the hooks off again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.hooked.clear()
+
+
+def skip_padding(model) -> TokenRows:
+    """Hook every decoder layer's ``mlp`` block and the linear layers of its attention block
+    (see `TokenRows`). Returns the `TokenRows` that selects the real tokens; a model with no
+    such blocks is left as it is (``hooked`` is empty, and the selection does nothing).
+
+    The hooked blocks are never nested in one another, so one gather waits for its scatter."""
+    rows = TokenRows()
+    for name, module in model.named_modules():
+        if name.endswith(".mlp"):
+            rows.hook(module)
+        elif name.endswith((".self_attn", ".attn", ".attention")):
+            for child, layer in module.named_children():
+                if child in ATTENTION_PROJECTIONS and isinstance(layer, torch.nn.Module):
+                    rows.hook(layer)
+    return rows

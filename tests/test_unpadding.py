@@ -1,0 +1,97 @@
+"""Skipping the pads: the per-token blocks of a padded pass see only the real tokens, and what
+the model computes for the real tokens does not change."""
+
+import threading
+
+import numpy as np
+import torch
+
+from howsure.backends import load_backend
+from howsure.backends.unpadding import TokenRows, skip_padding
+from howsure.task import Task
+
+MASK = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])  # left padding, 7 real of 12
+
+
+def hooked_linear():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(5, 3)
+    rows = TokenRows()
+    rows.hook(linear)
+    return linear, rows
+
+
+def test_a_hooked_block_computes_only_the_real_tokens_and_zeros_the_pads():
+    linear, rows = hooked_linear()
+    seen = []
+    linear.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    x = torch.randn(3, 4, 5)
+    with torch.no_grad():
+        expected = linear(x)
+        with rows.only(MASK):
+            out = linear(x)
+    assert seen == [(3, 4, 5), (7, 5)]  # the second call ran on the 7 real tokens only
+    assert out.shape == (3, 4, 3)
+    real = MASK.bool()
+    torch.testing.assert_close(out[real], expected[real])
+    assert (out[~real] == 0).all()
+
+
+def test_outside_the_selection_or_on_another_shape_nothing_is_skipped():
+    linear, rows = hooked_linear()
+    x = torch.randn(3, 4, 5)
+    other = torch.randn(2, 6, 5)  # e.g. the multi-token sequence pass inside the same block
+    with torch.no_grad():
+        with rows.only(MASK):
+            torch.testing.assert_close(linear(other), torch.nn.functional.linear(other, linear.weight, linear.bias))
+        torch.testing.assert_close(linear(x), torch.nn.functional.linear(x, linear.weight, linear.bias))
+        with rows.only(torch.ones(3, 4)):  # no pads: nothing to skip
+            torch.testing.assert_close(linear(x), torch.nn.functional.linear(x, linear.weight, linear.bias))
+    rows.remove()
+    with torch.no_grad(), rows.only(MASK):
+        assert linear(x).shape == (3, 4, 3) and (linear(x) != 0).all()
+
+
+def test_the_selection_belongs_to_the_thread_that_made_it():
+    linear, rows = hooked_linear()
+    x = torch.randn(3, 4, 5)
+    inside, other_thread = threading.Event(), {}
+
+    def elsewhere():
+        inside.wait()
+        with torch.no_grad():
+            other_thread["out"] = linear(x)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    with torch.no_grad(), rows.only(MASK):
+        inside.set()
+        thread.join()
+    assert (other_thread["out"] != 0).all()  # computed in full: the other thread selected nothing
+
+
+def test_the_backend_skips_pads_in_its_mlp_and_attention_projections(tiny_model_dir):
+    backend = load_backend(str(tiny_model_dir), batch_size=8, batch_tokens=10_000)
+    layers = backend.model.config.num_hidden_layers
+    assert len(backend._real_tokens.hooked) == layers * 5  # mlp, q, k, v, o in every layer
+    task = Task(instruction="Review: {text}\nPositive or negative?",
+                labels={"positive": ["positive"], "negative": ["negative"]})
+    texts = ["good", "a long and winding text that needs many more tokens than the others do", "bad"]
+    prefix = len(backend.prepare(task).prefix_ids)  # the prefix's own pass has no pads
+    mlp_rows = []
+    handle = backend.model.model.layers[0].mlp.register_forward_pre_hook(
+        lambda module, args: mlp_rows.append(args[0].shape[0] if args[0].dim() == 2 else None))
+    skipping = backend.label_scores(task, texts)
+    handle.remove()
+    real_tokens = sum(len(backend.encode(backend.prompt(task, t))) - prefix for t in texts)
+    assert mlp_rows == [real_tokens]  # one pass, and the MLP saw its real tokens only
+    backend._real_tokens.remove()
+    padded = backend.label_scores(task, texts)
+    for a, b in zip(skipping, padded):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+        np.testing.assert_allclose(a.label_mass, b.label_mass, rtol=1e-4)
+
+
+def test_skip_padding_leaves_a_model_without_such_blocks_alone():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    assert skip_padding(model).hooked == []
