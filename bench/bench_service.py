@@ -111,7 +111,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="Concurrent clients.")
     parser.add_argument("--items-per-request", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the service.")
-    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=32, help="The service's --max-batch.")
+    parser.add_argument("--offline-batch-size", type=int, default=32,
+                        help="Offline texts per pass (the backend's default).")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--batch-tokens", type=int, default=512, help="The service's --batch-tokens.")
     parser.add_argument("--offline-batch-tokens", type=int, default=4096,
@@ -133,7 +135,7 @@ def main() -> None:
     model = args.model or DEFAULT_MODEL
     texts, labels = load_texts(args.texts)
     task = load_task("sentiment")
-    backend = load_backend(model, threads=args.threads, batch_size=args.max_batch,
+    backend = load_backend(model, threads=args.threads, batch_size=args.offline_batch_size,
                            batch_tokens=args.offline_batch_tokens)
     backend.label_scores(task, texts[:8])  # warm-up: prefix cache, allocator
     print(f"model {model}, {len(texts)} texts, {args.clients} clients x {args.items_per_request} text(s) per "
@@ -203,7 +205,7 @@ def main() -> None:
     busy = batching["busy_s"] - before["busy_s"]  # seconds inside backend.label_scores
     figures = {
         "model": model, "texts": n, "clients": args.clients, "items_per_request": args.items_per_request,
-        "threads": args.threads, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+        "threads": args.threads, "max_batch": args.max_batch, "offline_batch_size": args.offline_batch_size, "max_wait_ms": args.max_wait_ms,
         "batch_tokens": args.batch_tokens, "offline_batch_tokens": args.offline_batch_tokens, "rounds": args.rounds,
         "offline_texts_per_s": [round(n / t, 2) for t in offline],
         "service_texts_per_s": [round(n / t, 2) for t in service],
