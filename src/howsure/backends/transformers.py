@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
+from howsure.backends.attention import use_gqa_attention
 from howsure.backends.base import LabelScores, ProgressCallback
 from howsure.backends.unpadding import skip_padding
 from howsure.errors import DataError, ModelError
@@ -360,6 +361,8 @@ class TransformersBackend:
         if dtype == "mixed":
             self._mixed_layers = bf16_mlp_input_projections(self.model, keep_float32=self.exact_ties > 0)
         self._real_tokens = skip_padding(self.model)
+        if self.device.type == "cpu":
+            use_gqa_attention(self.model)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0

@@ -1,5 +1,6 @@
-"""Skipping the pads: the per-token blocks of a padded pass see only the real tokens, and what
-the model computes for the real tokens does not change."""
+"""Work the backend skips without changing a result: the pads in the per-token layers
+(howsure.backends.unpadding) and the copies of shared key/value heads in attention
+(howsure.backends.attention)."""
 
 import threading
 
@@ -95,3 +96,39 @@ def test_the_backend_skips_pads_in_its_mlp_and_attention_projections(tiny_model_
 def test_skip_padding_leaves_a_model_without_such_blocks_alone():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     assert skip_padding(model).hooked == []
+
+
+def test_grouped_query_attention_reads_shared_heads_in_place_with_the_same_results(tiny_model_dir, monkeypatch):
+    from howsure.backends.attention import NAME
+
+    backend = load_backend(str(tiny_model_dir), batch_size=8)
+    assert backend.model.config._attn_implementation == NAME
+    task = Task(instruction="Review: {text}\nPositive or negative?",
+                labels={"positive": ["positive"], "negative": ["negative"]})
+    texts = ["good", "a long and winding text that needs many more tokens than the others do", "bad", "fine"]
+    key_heads = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, **kwargs):
+        key_heads.append((query.shape[1], key.shape[1], kwargs.get("enable_gqa", False)))
+        return kernel(query, key, value, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    in_place = backend.label_scores(task, texts)
+    assert set(key_heads) == {(4, 2, True)}  # the tiny model: 4 query heads share 2 key/value heads
+    key_heads.clear()
+    backend.model.set_attn_implementation("sdpa")
+    copied = backend.label_scores(task, texts)
+    assert set(key_heads) == {(4, 4, False)}  # transformers copies them per query head under a mask
+    for a, b in zip(in_place, copied):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+
+
+def test_other_attention_implementations_are_left_alone(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from howsure.backends.attention import use_gqa_attention
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="eager")
+    assert not use_gqa_attention(model)
+    assert model.config._attn_implementation == "eager"
