@@ -85,7 +85,7 @@ def main() -> None:
             set_skipping(on)
             if on:
                 fits.append(fit_pass_cost(backend, task, rounds=1, rng=rng))
-            for name, batches, batch_tokens in (("offline, all at once", [texts], 8192),
+            for name, batches, batch_tokens in (("offline, all at once", [texts], 4096),
                                                 ("service-like, groups of 32", groups, args.service_batch_tokens)):
                 backend.batch_tokens = batch_tokens
                 started = time.perf_counter()

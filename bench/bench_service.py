@@ -2,7 +2,7 @@
 
 * offline: ``backend.label_scores(task, texts)`` on the bundled model, all texts in one call
   (the backend sorts them all by length and batches them), in this process, with the
-  backend's default batch settings (64 texts, 8192 padded tokens: the fastest offline);
+  backend's default batch settings (64 texts, 4096 padded tokens: the fastest offline);
 * service: ``howsure serve`` in a subprocess with the same model and thread count, on a
   fresh SQLite file; ``--clients`` concurrent clients (asyncio + httpx) send
   the same texts to ``POST /v1/classify``, ``--items-per-request`` texts per request, until
@@ -116,7 +116,7 @@ def main() -> None:
                         help="Offline texts per pass (the backend's default).")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--batch-tokens", type=int, default=512, help="The service's --batch-tokens.")
-    parser.add_argument("--offline-batch-tokens", type=int, default=8192,
+    parser.add_argument("--offline-batch-tokens", type=int, default=4096,
                         help="Offline padded-token budget (the backend's default, best for one call over all texts).")
     parser.add_argument("--model", default=None, help="Default: the bundled model.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
