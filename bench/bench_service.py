@@ -2,7 +2,7 @@
 
 * offline: ``backend.label_scores(task, texts)`` on the bundled model, all texts in one call
   (the backend sorts them all by length and batches them), in this process, with the
-  backend's default batch settings (64 texts, 4096 padded tokens: the fastest offline);
+  backend's default batch settings (32 texts, 4096 padded tokens: the fastest offline);
 * service: ``howsure serve`` in a subprocess with the same model and thread count, on a
   fresh SQLite file; ``--clients`` concurrent clients (asyncio + httpx) send
   the same texts to ``POST /v1/classify``, ``--items-per-request`` texts per request, until
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--items-per-request", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the service.")
     parser.add_argument("--max-batch", type=int, default=32, help="The service's --max-batch.")
-    parser.add_argument("--offline-batch-size", type=int, default=64,
+    parser.add_argument("--offline-batch-size", type=int, default=32,
                         help="Offline texts per pass (the backend's default).")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--batch-tokens", type=int, default=512, help="The service's --batch-tokens.")

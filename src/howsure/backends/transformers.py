@@ -284,13 +284,12 @@ class TransformersBackend:
     threads : int, optional
         torch intra-op threads (defaults to torch's choice).
     batch_size : int
-        Most texts in one forward pass (computed as `pass_workers` parts at once). Every pass
-        costs some fixed time (it streams all the weights once); 64 scored the bundled model
-        4-7 % faster than 32 and about as fast as 128 on 2 threads (docs/scoring.md).
+        Most texts in one forward pass (computed as `pass_workers` parts at once). 64 was no
+        faster than 32 on the bundled model across fresh processes (872 SST-2 dev texts,
+        mixed, 2 threads: 25.7 / 25.6 against 25.8 / 25.1 texts/s) and peaked 100-180 MB
+        higher (1413 / 1481 against 1318 / 1297 MB), so 32.
     batch_tokens : int
-        Most (padded) suffix tokens in one forward pass; long texts get smaller batches. The
-        activations grow with it: 8192 raised the bundled model's peak memory by about 150 MB
-        (1489 MB in `mixed`, near the 1.5 GB target), so 4096.
+        Most (padded) suffix tokens in one forward pass; long texts get smaller batches.
     share_prefix : bool
         Reuse the shared prompt prefix's KV cache (turn off only to measure what it saves).
     install : bool
@@ -320,7 +319,7 @@ class TransformersBackend:
         *,
         dtype: str = "float32",
         threads: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = 32,
         batch_tokens: int = 4096,
         share_prefix: bool = True,
         install: bool = False,

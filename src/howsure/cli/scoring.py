@@ -43,7 +43,7 @@ def low_label_mass_warnings() -> Iterator[None]:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 64, device: str = "auto"):
+def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto"):
     from howsure.backends import load_backend
 
     with err_console.status(f"loading {model} …"):
@@ -64,7 +64,7 @@ def score(
     dtype: str = DtypeOption,
     threads: Optional[int] = ThreadsOption,
     device: str = DeviceOption,
-    batch_size: int = typer.Option(64, help="Texts per forward pass."),
+    batch_size: int = typer.Option(32, help="Texts per forward pass."),
     top_k: int = typer.Option(10, help="Top next tokens kept per text."),
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
