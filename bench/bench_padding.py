@@ -28,22 +28,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "src" / "howsure" / "samples" / "rt_polarity_2000.csv"
 
 
-def fit_pass_cost(backend, task, *, rounds: int, rng) -> tuple[float, float, float]:
+def fit_pass_cost(backend, task, *, rng) -> tuple[float, float, float]:
     """(ms per pass, ms per real token, ms per pad) by least squares."""
     prepared = backend.prepare(task)
     features, millis = [], []
-    for _ in range(rounds):
-        for rows in (8, 16, 32):
-            for width in (20, 40, 80):
-                for real in (width // 4, width // 2, width):
-                    # rows-1 texts of `real` tokens and one of `width`, so the pass is `width` wide
-                    suffixes = [rng.integers(100, 20000, size=real).tolist() for _ in range(rows - 1)]
-                    suffixes.append(rng.integers(100, 20000, size=width).tolist())
-                    started = time.perf_counter()
-                    backend._forward(suffixes, prepared.prefix_cache, len(prepared.prefix_ids), prepared.vocab)
-                    millis.append(1000 * (time.perf_counter() - started))
-                    real_tokens = (rows - 1) * real + width
-                    features.append([1.0, real_tokens, rows * width - real_tokens])
+    for rows in (8, 16, 32):
+        for width in (20, 40, 80):
+            for real in (width // 4, width // 2, width):
+                # rows-1 texts of `real` tokens and one of `width`, so the pass is `width` wide
+                suffixes = [rng.integers(100, 20000, size=real).tolist() for _ in range(rows - 1)]
+                suffixes.append(rng.integers(100, 20000, size=width).tolist())
+                started = time.perf_counter()
+                backend._forward(suffixes, prepared.prefix_cache, len(prepared.prefix_ids), prepared.vocab)
+                millis.append(1000 * (time.perf_counter() - started))
+                real_tokens = (rows - 1) * real + width
+                features.append([1.0, real_tokens, rows * width - real_tokens])
     coefficients, *_ = np.linalg.lstsq(np.array(features), np.array(millis), rcond=None)
     return tuple(float(c) for c in coefficients)
 
@@ -84,7 +83,7 @@ def main() -> None:
         for on in (True, False):
             set_skipping(on)
             if on:
-                fits.append(fit_pass_cost(backend, task, rounds=1, rng=rng))
+                fits.append(fit_pass_cost(backend, task, rng=rng))
             for name, batches, batch_tokens in (("offline, all at once", [texts], 4096),
                                                 ("service-like, groups of 32", groups, args.service_batch_tokens)):
                 backend.batch_tokens = batch_tokens
