@@ -54,8 +54,8 @@ PAD_SHARE_WHEN_SKIPPED = 0.2
 """What a pad costs, as a share of a real token, when the linear layers skip the pads
 (`howsure.backends.unpadding`): attention, norms and rotary embeddings still see it.
 `bench/bench_padding.py` fits it on the bundled model with 2 threads (float32) over passes of
-8-32 rows x 20-80 tokens with a quarter to all of them real: 0.18 and 0.19 in two runs
-(64-109 ms per pass + 1.52 ms per real token + 0.27-0.29 per pad). Splitting a pass then
+8-32 rows x 20-80 tokens with a quarter to all of them real: 0.15-0.19 over five fits
+(34-109 ms per pass + 1.35-1.53 ms per real token + 0.20-0.29 per pad). Splitting a pass then
 pays off only when it saves about five times more padding than without skipping."""
 
 
