@@ -99,29 +99,59 @@ def test_skip_padding_leaves_a_model_without_such_blocks_alone():
 
 
 def test_grouped_query_attention_reads_shared_heads_in_place_with_the_same_results(tiny_model_dir, monkeypatch):
-    from howsure.backends.attention import NAME
+    from howsure.backends import attention
 
     backend = load_backend(str(tiny_model_dir), batch_size=8)
-    assert backend.model.config._attn_implementation == NAME
+    assert backend.model.config._attn_implementation == attention.NAME
     task = Task(instruction="Review: {text}\nPositive or negative?",
                 labels={"positive": ["positive"], "negative": ["negative"]})
     texts = ["good", "a long and winding text that needs many more tokens than the others do", "bad", "fine"]
     key_heads = []
-    kernel = torch.nn.functional.scaled_dot_product_attention
+    kernel, grouped = torch.nn.functional.scaled_dot_product_attention, attention.grouped_attention
 
     def spy(query, key, value, **kwargs):
-        key_heads.append((query.shape[1], key.shape[1], kwargs.get("enable_gqa", False)))
+        key_heads.append(("sdpa", query.shape[1], key.shape[1], kwargs.get("enable_gqa", False)))
         return kernel(query, key, value, **kwargs)
 
+    def grouped_spy(query, key, value, *args, **kwargs):
+        key_heads.append(("grouped", query.shape[1], key.shape[1], True))
+        return grouped(query, key, value, *args, **kwargs)
+
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(attention, "grouped_attention", grouped_spy)
     in_place = backend.label_scores(task, texts)
-    assert set(key_heads) == {(4, 2, True)}  # the tiny model: 4 query heads share 2 key/value heads
+    assert set(key_heads) == {("grouped", 4, 2, True)}  # the tiny model: 4 query heads share 2 kv heads
+    key_heads.clear()
+    monkeypatch.setattr(attention, "GROUPED_MATMULS", False)  # PyTorch's kernel, reading them in place
+    kernel_in_place = backend.label_scores(task, texts)
+    assert set(key_heads) == {("sdpa", 4, 2, True)}
     key_heads.clear()
     backend.model.set_attn_implementation("sdpa")
     copied = backend.label_scores(task, texts)
-    assert set(key_heads) == {(4, 4, False)}  # transformers copies them per query head under a mask
-    for a, b in zip(in_place, copied):
-        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    assert set(key_heads) == {("sdpa", 4, 4, False)}  # transformers copies them per query head under a mask
+    for a, b, c in zip(in_place, kernel_in_place, copied):
+        np.testing.assert_allclose(b.probabilities, c.probabilities, atol=1e-6)
+        np.testing.assert_allclose(a.probabilities, c.probabilities, atol=1e-5)
+
+
+def test_grouped_attention_equals_the_kernel_with_a_padding_mask_or_causally():
+    from howsure.backends.attention import grouped_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, queries, prefix, dim = 3, 6, 2, 5, 4, 8
+    query = torch.randn(batch, heads, queries, dim)
+    key, value = torch.randn(2, batch, kv_heads, prefix + queries, dim)
+    real = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]]).bool()  # left padding
+    causal = torch.ones(queries, prefix + queries).tril(prefix).bool()
+    mask = (causal & torch.cat([torch.ones(batch, prefix).bool(), real], 1)[:, None, :])[:, None]
+    kernel = torch.nn.functional.scaled_dot_product_attention
+    expected = kernel(query, key, value, attn_mask=mask, enable_gqa=True).transpose(1, 2)
+    torch.testing.assert_close(grouped_attention(query, key, value, mask, None), expected)
+    expected = kernel(query, key[:, :, prefix:], value[:, :, prefix:], is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(grouped_attention(query, key[:, :, prefix:], value[:, :, prefix:], None, None),
+                               expected.transpose(1, 2))
+    nowhere = torch.zeros_like(mask)  # a query that may attend to nothing: an even mix, no NaN
+    assert torch.isfinite(grouped_attention(query, key, value, nowhere, None)).all()
 
 
 def test_other_attention_implementations_are_left_alone(tiny_model_dir):

@@ -34,11 +34,40 @@ def sdpa_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, s
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if GROUPED_MATMULS and not module.training and (attention_mask is None or attention_mask.dtype == torch.bool):
+        return grouped_attention(query, key, value, attention_mask, scaling, causal=causal), None
     causal = query.shape[2] > 1 and attention_mask is None and causal
     out = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0,
         scale=scaling, is_causal=causal, enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
+
+
+GROUPED_MATMULS = True
+
+
+def grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                      scaling: float | None, *, causal: bool = True) -> torch.Tensor:
+    """Attention as two batched matmuls per key/value head, the query heads that share it
+    stacked: (batch, heads, queries, dim) queries over (batch, kv heads, keys, dim) keys and
+    values, a boolean ``mask`` (True where a query may attend; broadcast over heads) or None
+    (causal when ``causal``, the queries being the last positions). Returns (batch, queries,
+    heads, dim). A query that may attend to nothing gets an even mix instead of NaN (only pads
+    do, and their results are dropped)."""
+    batch, heads, queries, dim = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    scaling = dim ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query.reshape(batch, kv_heads, groups * queries, dim), key.transpose(-1, -2))
+    scores = scores.view(batch, kv_heads, groups, queries, keys).mul_(scaling)
+    if mask is None and causal and queries > 1:
+        mask = torch.ones(queries, keys, dtype=torch.bool, device=query.device).tril(keys - queries)
+    if mask is not None:
+        allowed = mask if mask.dim() == 2 else mask.unsqueeze(2)  # (batch, 1, 1, queries, keys)
+        scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(weights.view(batch, kv_heads, groups * queries, keys), value)
+    return out.view(batch, heads, queries, dim).transpose(1, 2).contiguous()
 
 
 def use_gqa_attention(model) -> bool:
