@@ -132,3 +132,23 @@ def test_memory_that_is_not_a_clean_file_mapping_is_left_alone(tmp_path):
     weight = torch.from_numpy(mapped)
     assert onednn.release_file_pages(weight) == 0
     assert weight[:10].tolist() == [7.0] * 10
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux only")
+def test_mixed_layers_keep_their_float32_weights_off_memory_between_exact_uses(tmp_path):
+    from howsure.backends.transformers import MixedPrecisionLinear
+
+    path = tmp_path / "weights.bin"
+    np.random.default_rng(0).standard_normal(1024 * 1024, dtype=np.float32).tofile(path)  # 4 MB
+    linear = torch.nn.Linear(1024, 1024, bias=False)
+    linear.weight = torch.nn.Parameter(torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c")).view(1024, 1024),
+                                       requires_grad=False)
+    expected_weight = torch.from_numpy(np.fromfile(path, dtype=np.float32)).view(1024, 1024)
+    layer = MixedPrecisionLinear(linear, keep_float32=True, packed=True)
+    assert rss_of_mapping(path) < 64  # read for the bf16 copy, then handed back
+    x = torch.randn(3, 1024)
+    layer.exact = True
+    with torch.no_grad():
+        out = layer(x)
+    torch.testing.assert_close(out, x @ expected_weight.T)
+    assert rss_of_mapping(path) < 64  # and again after the exact use

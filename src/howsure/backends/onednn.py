@@ -83,29 +83,41 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.weight.dtype}"
 
 
-def release_file_pages(tensor: torch.Tensor) -> int:
-    """Hand back to the kernel the resident pages that ``tensor`` (no longer used) occupies in
-    a file mapping, so they stop counting as this process's memory. Returns the bytes released.
+class FilePages:
+    """The whole pages that a tensor's storage occupies in a mapping of a regular file none of
+    whose pages were ever written (``Anonymous: 0`` in /proc/self/smaps), found once; empty
+    for anything else (ordinary memory; systems other than Linux).
 
-    Only whole pages inside the tensor's storage, only in a file-backed mapping none of whose
-    pages were ever written (``Anonymous: 0`` in /proc/self/smaps): such a page read again is
-    read again from the file, unchanged, so nothing that still shares the mapping can tell.
-    Anything else (ordinary memory, which freeing the tensor returns anyway; other systems)
-    is left alone."""
-    if not sys.platform.startswith("linux") or tensor.device.type != "cpu":
-        return 0
-    storage = tensor.untyped_storage()
-    start, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
-    if not _in_clean_file_mapping(start, end):
-        return 0
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    last = end // mmap.PAGESIZE * mmap.PAGESIZE
-    if last <= first:
-        return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED) != 0:
-        return 0
-    return last - first
+    `release` hands them back to the kernel, so they stop counting as this process's memory.
+    A released page read again is read again from the file, unchanged (the mapping holds no
+    written page), so whatever still uses the tensor, or shares the mapping, cannot tell; it
+    only pays the page faults."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.start = self.length = 0
+        if not sys.platform.startswith("linux") or tensor.device.type != "cpu":
+            return
+        storage = tensor.untyped_storage()
+        start, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        last = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first and _in_clean_file_mapping(start, end):
+            self.start, self.length = first, last - first
+
+    def release(self) -> int:
+        """Hand the pages back; returns how many bytes."""
+        if not self.length:
+            return 0
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.madvise(ctypes.c_void_p(self.start), ctypes.c_size_t(self.length), _MADV_DONTNEED) != 0:
+            return 0
+        return self.length
+
+
+def release_file_pages(tensor: torch.Tensor) -> int:
+    """Hand back the pages ``tensor`` occupies in a clean file mapping (see `FilePages`);
+    returns the bytes released, 0 for anything that is not such a mapping."""
+    return FilePages(tensor).release()
 
 
 def _in_clean_file_mapping(start: int, end: int) -> bool:
@@ -127,9 +139,15 @@ def _in_clean_file_mapping(start: int, end: int) -> bool:
 
 
 def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
-    """Replace every `torch.nn.Linear` of ``model`` except the output embedding (often tied to
-    the input one) with a `PackedLinear`, releasing each original weight's file pages (see
-    the module docstring). Returns the new layers."""
+    """Replace every `torch.nn.Linear` of ``model`` except the output embedding with a
+    `PackedLinear`, releasing each original weight's file pages (see the module docstring).
+    Returns the new layers.
+
+    The output embedding is left alone: it is usually tied to the input embedding, which keeps
+    the original, and reading its rows for the tokens of even a few hundred texts brings most of
+    its pages back (the kernel reads 64 KB around each), so packing it cost about 100 MB more
+    peak memory (872 SST-2 dev texts, float32: 1404-1433 MB against 1337) for 10 ms instead of
+    25 ms per pass at the answer position, about 1 % of the time."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     packed = []

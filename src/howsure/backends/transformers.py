@@ -131,8 +131,9 @@ class MixedPrecisionLinear(torch.nn.Module):
     With ``keep_float32`` it also keeps the layer's float32 weights and, while ``exact`` is set,
     computes with them exactly as the float32 layer does; that serves to re-score the few texts
     where bf16's drift could change the answer. Loaded from a float32 safetensors file (the
-    bundled model's cache), those weights are pages of the file mapping that loading already
-    touched, so keeping them adds no memory; otherwise they cost their float32 size.
+    bundled model's cache), those weights are pages of the file mapping, handed back to the
+    kernel after the bf16 copy is made and after each exact use (`onednn.FilePages`), so
+    keeping them adds no memory; otherwise they cost their float32 size.
 
     The bf16 output is rounded by the matmul itself (PyTorch has no CPU matmul with bf16 inputs
     and a float32 result): for layers whose output feeds the residual stream or attention that
@@ -151,6 +152,10 @@ class MixedPrecisionLinear(torch.nn.Module):
             self.weight = torch.nn.Parameter(weight.to(torch.bfloat16), requires_grad=False)
         # Not persistent: a saved state dict holds each weight once.
         self.register_buffer("float32_weight", weight if keep_float32 else None, persistent=False)
+        # Pages of a mapped float32 safetensors file (the bundled model's cache) are read only
+        # while computing exactly, and handed back after each use (a few near ties per file).
+        self._float32_pages = onednn.FilePages(weight)
+        self._float32_pages.release()
         bias = linear.bias
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
         self.exact = False
@@ -159,7 +164,9 @@ class MixedPrecisionLinear(torch.nn.Module):
         if self.exact:
             if self.float32_weight is None:
                 raise ModelError("this layer keeps no float32 weights, so it cannot compute exactly")
-            return torch.nn.functional.linear(x, self.float32_weight, self.bias)
+            out = torch.nn.functional.linear(x, self.float32_weight, self.bias)
+            self._float32_pages.release()
+            return out
         if self.packed:
             out = onednn.packed_linear(x.to(torch.bfloat16), self.weight).float()
         else:
