@@ -4,13 +4,15 @@ Models such as the bundled SmolLM2 give several query heads one key/value head (
 transformers' ``sdpa`` attention asks PyTorch's kernel to read the shared heads in place
 (``enable_gqa``) only when there is no attention mask; a padded batch has one, so it first
 copies every key and value head once per query head (``repeat_kv``), per layer and pass.
-`scaled_dot_product_attention` has accepted ``enable_gqa`` with a mask since torch 2.5, and
-the results are the same to the last bit. The kernel alone, at a pass's shape (32 rows, 31
-queries over 75 keys, 9/3 heads, 2 threads), took 3.5 ms in place against 4.9 ms on copied
-heads, before counting the copies; whole scoring moved less than the machine's noise:
-`mixed` over 320 SST-2 dev texts, medians of three alternations, 24.0 -> 26.0 and
-22.0 -> 22.4 texts/s in two sittings (one-off scripts, 2026-11-27). So the backend
-registers this variant of ``sdpa`` for models on the CPU.
+
+On the CPU the backend registers a variant of ``sdpa`` that copies nothing. By default it
+computes attention as two batched matmuls per key/value head, with the query heads that share
+it stacked into one matrix (`grouped_attention`): at a pass's shape (32 rows, 30 queries over
+74 keys, 9/3 heads, 2 threads) that took 1.6 ms against 2.3-3.0 ms for PyTorch's flash kernel,
+whose per-head overhead outweighs so little arithmetic, and a profiled float32 run spent 6.9 %
+of its time in attention instead of 8.8 % (one-off scripts, 2026-11-27). With
+``GROUPED_MATMULS = False`` it calls the kernel with ``enable_gqa`` and the padding mask
+(accepted since torch 2.5; the same results to the last bit as on copied heads).
 
 On CUDA transformers avoids masked GQA because the flash kernels refuse a mask and PyTorch
 would fall back to its slow math kernel; the backend keeps plain ``sdpa`` there.
@@ -26,7 +28,8 @@ NAME = "howsure_sdpa_gqa"
 
 def sdpa_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                        **kwargs):
-    """transformers' sdpa attention, reading grouped key/value heads in place."""
+    """transformers' sdpa attention, reading grouped key/value heads in place (see the module
+    docstring)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
@@ -44,6 +47,7 @@ def sdpa_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, s
 
 
 GROUPED_MATMULS = True
+"""Whether `sdpa_gqa_attention` uses `grouped_attention` (True) or PyTorch's kernel."""
 
 
 def grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
