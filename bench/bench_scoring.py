@@ -20,7 +20,8 @@ It also measures this machine's matmul GFLOP/s for float32 and bfloat16 at the m
 (the faster of torch's ``a @ b`` and oneDNN's linear on a pre-packed weight, which the backend
 uses on the CPU: the bound is what the machine can do, not what one kernel does),
 counts the FLOPs each text actually needs (its tokens after the shared prefix through every
-layer, plus one vocabulary projection) and prints achieved / FLOP-bound throughput. The bound of
+layer, in the last one only their keys and values, plus the answer position's queries, output
+and MLP and one vocabulary projection) and prints achieved / FLOP-bound throughput. The bound of
 each method uses the matmul rate measured in that method's own process just before and after
 its run, so a rate that drifts on a shared machine does not flatter or punish one method. The
 last lines check the issue's targets (fp32 >= 0.75 of its bound; the fast modes >= 5x naive
@@ -154,20 +155,24 @@ def run_method(method: str, texts: list[str], threads: int) -> dict:
 
 
 def flops_per_text(config, suffix_tokens: list[int], prefix_len: int) -> float:
-    """Mean FLOPs one text needs: its own tokens (after the shared prefix) through every layer,
-    attention over prefix + own tokens, and one vocabulary projection at the answer position."""
+    """Mean FLOPs one text needs: its own tokens (after the shared prefix) through every layer
+    with attention over prefix + own tokens, except in the last layer, where only the keys and
+    values are needed at every token and the queries, attention output and MLP at the answer
+    position alone; and one vocabulary projection at the answer position."""
     import numpy as np
 
     hidden, layers = config.hidden_size, config.num_hidden_layers
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = hidden // heads
     inter = config.intermediate_size
-    per_token_linear = 2 * (hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
-                            + heads * head_dim * hidden + 3 * hidden * inter)
+    keys_values = 2 * 2 * hidden * kv_heads * head_dim
+    per_token_linear = keys_values + 2 * (2 * hidden * heads * head_dim + 3 * hidden * inter)
     total = []
     for n in suffix_tokens:
         attention = 2 * 2 * heads * head_dim * sum(prefix_len + k + 1 for k in range(n))
-        total.append(layers * (n * per_token_linear + attention) + 2 * hidden * config.vocab_size)
+        last_layer = n * keys_values + (per_token_linear - keys_values) + 2 * 2 * heads * head_dim * (prefix_len + n)
+        total.append((layers - 1) * (n * per_token_linear + attention) + last_layer
+                     + 2 * hidden * config.vocab_size)
     return float(np.mean(total))
 
 
@@ -176,7 +181,8 @@ def mlp_flop_share(config, suffix_tokens: list[int], prefix_len: int) -> float:
     runs in bf16; the down projection stays float32)."""
     import numpy as np
 
-    mlp = config.num_hidden_layers * 2 * 2 * config.hidden_size * config.intermediate_size * np.mean(suffix_tokens)
+    tokens_through_mlp = (config.num_hidden_layers - 1) * np.mean(suffix_tokens) + 1
+    mlp = 2 * 2 * config.hidden_size * config.intermediate_size * tokens_through_mlp
     return float(mlp / flops_per_text(config, suffix_tokens, prefix_len))
 
 

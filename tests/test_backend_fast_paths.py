@@ -93,6 +93,45 @@ def test_the_backend_skips_pads_in_its_mlp_and_attention_projections(tiny_model_
         np.testing.assert_allclose(a.label_mass, b.label_mass, rtol=1e-4)
 
 
+def test_an_answer_only_block_computes_the_last_position_of_each_row_alone():
+    linear, rows = hooked_linear()
+    rows.answer_only = [linear]
+    x = torch.randn(3, 4, 5)
+    with torch.no_grad():
+        expected = linear(x)
+        with rows.only(MASK, answers_only=True):
+            out = linear(x)
+        with rows.only(MASK):  # without answers_only: the real tokens, as before
+            real_only = linear(x)
+    torch.testing.assert_close(out[:, -1], expected[:, -1])
+    assert (out[:, :-1] == 0).all()
+    torch.testing.assert_close(real_only[MASK.bool()], expected[MASK.bool()])
+
+
+def test_the_last_layer_computes_queries_output_and_mlp_at_the_answer_alone(tiny_model_dir):
+    backend = load_backend(str(tiny_model_dir), batch_size=8, batch_tokens=10_000)
+    last = backend.model.model.layers[-1]
+    assert {id(m) for m in backend._real_tokens.answer_only} == {
+        id(last.mlp), id(last.self_attn.q_proj), id(last.self_attn.o_proj)}
+    task = Task(instruction="Review: {text}\nPositive or negative?",
+                labels={"positive": ["positive"], "negative": ["negative"]})
+    texts = ["good", "a long and winding text that needs many more tokens than the others do", "bad"]
+    prefix = len(backend.prepare(task).prefix_ids)  # the prefix's own pass computes everything
+    seen = {}
+    for name in ("mlp", "self_attn.k_proj", "self_attn.q_proj"):
+        last.get_submodule(name).register_forward_pre_hook(
+            lambda module, args, name=name: seen.setdefault(name, args[0].shape[0] if args[0].dim() == 2 else None)
+            and None)  # a pre-hook that returns something replaces the arguments
+    pruned = backend.label_scores(task, texts)
+    real_tokens = sum(len(backend.encode(backend.prompt(task, t))) - prefix for t in texts)
+    assert seen == {"mlp": 3, "self_attn.q_proj": 3, "self_attn.k_proj": real_tokens}
+    backend._real_tokens.answer_only = []
+    full = backend.label_scores(task, texts)
+    for a, b in zip(pruned, full):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+        np.testing.assert_allclose(a.label_mass, b.label_mass, rtol=1e-4)
+
+
 def test_skip_padding_leaves_a_model_without_such_blocks_alone():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     assert skip_padding(model).hooked == []

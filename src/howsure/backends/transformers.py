@@ -575,8 +575,9 @@ class TransformersBackend:
         if prefix_cache is not None:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=not vocab.has_sequences)
         with torch.inference_mode():
-            # The per-token layers skip the pads (see howsure.backends.unpadding).
-            with self._real_tokens.only(attention_mask[:, prefix_len:]):
+            # The per-token layers skip the pads, and the last layer computes its queries,
+            # output and MLP at the answer position alone (see howsure.backends.unpadding).
+            with self._real_tokens.only(attention_mask[:, prefix_len:], answers_only=True):
                 out = self.model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,

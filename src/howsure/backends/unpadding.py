@@ -20,6 +20,13 @@ dict as transformers built them. Outside ``only`` the hooks do nothing (prefix p
 multi-token sequence pass), and inside it they act only on inputs of the masked pass's shape.
 The selection is per thread, so passes running in parallel threads (`map_concurrently`)
 each use their own.
+
+The last decoder layer goes further when only the answer position is read (``only(...,
+answers_only=True)``; the backend keeps the logits of the last position alone): its keys and
+values are still needed at every real token (attention at the answer reads them, and so may a
+pass that continues from the cache), but its query projection, output projection and MLP only
+at the answer position, the last of each left-padded row. Those three then compute one row
+per text; every other position of that layer holds a placeholder nothing reads.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ import torch
 #: (Llama/Mistral/Qwen/SmolLM, GPT-NeoX, Phi, OPT).
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "query_key_value", "dense",
                          "out_proj")
+#: Those of them that only the attention's own queries and output go through (not the keys
+#: and values): in the last layer they are needed at the answer position alone.
+QUERY_AND_OUTPUT_PROJECTIONS = ("q_proj", "o_proj", "dense", "out_proj")
 
 
 class TokenRows:
@@ -43,36 +53,48 @@ class TokenRows:
     def __init__(self) -> None:
         self._local = threading.local()
         self.hooked: list[torch.nn.Module] = []
+        #: Hooked blocks needed only at the answer position under ``answers_only``.
+        self.answer_only: list[torch.nn.Module] = []
         self._handles: list = []
 
     @contextlib.contextmanager
-    def only(self, token_mask: torch.Tensor) -> Iterator[None]:
+    def only(self, token_mask: torch.Tensor, *, answers_only: bool = False) -> Iterator[None]:
         """Within the block, hooked blocks compute only where ``token_mask`` (batch x
-        positions, nonzero at real tokens) is set; nothing is skipped when there is no pad."""
+        positions, nonzero at real tokens, left-padded) is set; nothing is skipped when there
+        is no pad. With ``answers_only`` the `answer_only` blocks compute only the last
+        position of each row."""
         mask = token_mask.reshape(-1).bool()
         rows = None if bool(mask.all()) else mask.nonzero().squeeze(1)
-        saved = getattr(self._local, "rows", None), getattr(self._local, "shape", None)
-        self._local.rows, self._local.shape = rows, tuple(token_mask.shape)
+        batch, width = token_mask.shape
+        answers = None
+        if answers_only and self.answer_only:
+            answers = torch.arange(batch, device=token_mask.device) * width + (width - 1)
+        saved = tuple(getattr(self._local, name, None) for name in ("rows", "answers", "shape"))
+        self._local.rows, self._local.answers, self._local.shape = rows, answers, (batch, width)
         try:
             yield
         finally:
-            self._local.rows, self._local.shape = saved
+            self._local.rows, self._local.answers, self._local.shape = saved
 
     def _gather(self, module, args):
         rows = getattr(self._local, "rows", None)
+        answers = getattr(self._local, "answers", None)
+        if answers is not None and any(module is m for m in self.answer_only):
+            rows = answers
         if rows is None or len(args) != 1 or tuple(args[0].shape[:-1]) != self._local.shape:
-            self._local.gathered = False
+            self._local.gathered = None
             return None  # no pads, or not the pass the mask describes
-        self._local.gathered = True
+        self._local.gathered = rows
         x = args[0]
         return (x.reshape(-1, x.shape[-1]).index_select(0, rows),)
 
     def _scatter(self, module, args, out):
-        if not getattr(self._local, "gathered", False):
+        rows = getattr(self._local, "gathered", None)
+        if rows is None:
             return None
-        self._local.gathered = False
+        self._local.gathered = None
         full = out.new_zeros(self._local.shape[0] * self._local.shape[1], out.shape[-1])
-        full.index_copy_(0, self._local.rows, out)
+        full.index_copy_(0, rows, out)
         return full.view(*self._local.shape, out.shape[-1])
 
     def hook(self, module: torch.nn.Module) -> None:
@@ -88,20 +110,29 @@ class TokenRows:
             handle.remove()
         self._handles.clear()
         self.hooked.clear()
+        self.answer_only.clear()
 
 
 def skip_padding(model) -> TokenRows:
     """Hook every decoder layer's ``mlp`` block and the linear layers of its attention block
-    (see `TokenRows`). Returns the `TokenRows` that selects the real tokens; a model with no
-    such blocks is left as it is (``hooked`` is empty, and the selection does nothing).
+    (see `TokenRows`); in the last decoder layer, the MLP and the query and output projections
+    are also `TokenRows.answer_only`. Returns the `TokenRows` that selects the real tokens; a
+    model with no such blocks is left as it is (``hooked`` is empty, and the selection does
+    nothing).
 
     The hooked blocks are never nested in one another, so one gather waits for its scatter."""
     rows = TokenRows()
+    mlps, attentions = [], []
     for name, module in model.named_modules():
         if name.endswith(".mlp"):
             rows.hook(module)
+            mlps.append(module)
         elif name.endswith((".self_attn", ".attn", ".attention")):
             for child, layer in module.named_children():
                 if child in ATTENTION_PROJECTIONS and isinstance(layer, torch.nn.Module):
                     rows.hook(layer)
+            attentions.append(module)
+    if mlps and attentions:
+        rows.answer_only = [mlps[-1]] + [layer for child, layer in attentions[-1].named_children()
+                                         if child in QUERY_AND_OUTPUT_PROJECTIONS and layer in rows.hooked]
     return rows
