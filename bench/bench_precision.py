@@ -118,7 +118,8 @@ class Experiment:
         from howsure.task import load_task
 
         self.texts, self.task = texts, load_task("sentiment")
-        self.backend = load_backend("smollm2-135m", dtype="float32", threads=threads)
+        # transformers' own linear layers: the experiments swap them one group at a time.
+        self.backend = load_backend("smollm2-135m", dtype="float32", threads=threads, prepack=False)
         model = self.backend.model
         self.layers = {name: module for name, module in model.named_modules()
                        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"}
