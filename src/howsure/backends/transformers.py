@@ -400,6 +400,10 @@ class TransformersBackend:
         if prepack:
             onednn.pack_linear_layers(self.model)
             onednn.fuse_gated_mlps(self.model, packed_precision)
+        # Pages of a mapped input embedding that a pass's lookups read back are handed back
+        # after it (see onednn.pack_linear_layers); nothing to do for ordinary memory.
+        embedding = self.model.get_input_embeddings()
+        self._embedding_pages = onednn.FilePages(embedding.weight) if prepack and embedding is not None else None
         self._real_tokens = skip_padding(self.model)
         if self.device.type == "cpu":
             use_gqa_attention(self.model)
@@ -592,6 +596,8 @@ class TransformersBackend:
                 seq_probs = self._sequence_probs(
                     output_cache(out), attention_mask, prefix_len + lengths, log_probs, vocab
                 )
+        if self._embedding_pages is not None:
+            self._embedding_pages.release()
         return log_probs.exp().cpu().numpy(), seq_probs
 
     def _sequence_probs(self, cache, attention_mask, next_positions, first_log_probs, vocab) -> np.ndarray:
