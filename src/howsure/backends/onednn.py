@@ -4,7 +4,7 @@
 layout, and the library re-blocks it on every call. Re-blocking it once at load time
 (``torch.ops.mkldnn._reorder_linear_weight``, what PyTorch's inductor does for frozen CPU
 models) and calling oneDNN's linear on the packed weight ran the bundled model's shapes
-10-12 % faster in float32 and 2-4 % in bf16 here (2 threads, 320-960 tokens per matmul;
+9-16 % faster in float32 and 0-5 % in bf16 here (2 threads, 320-960 tokens per matmul;
 docs/scoring.md). oneDNN also applies an activation or a multiply to a matmul's output while it
 is still in cache, so a gated MLP ``down(silu(gate(x)) * up(x))`` becomes three calls with no
 separate passes over its largest activations.

@@ -38,10 +38,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed": torch.f
 projections (gate and up: two thirds of the MLP's matmul work, half of the model's) run in bf16
 while their output projection, attention, norms, rotary embeddings and the residual stream stay
 float32. Measured on the bundled model over the 872 SST-2 dev texts (docs/scoring.md), mixed
-keeps label probabilities within 0.0095 of float32; alone it gave the same argmax on 99.2-99.7 %
-of texts (bf16 rounding depends on how texts share passes), and with near ties re-scored in
-float32 (``exact_ties``, on by default) on 100 %. With the output projection in bf16 too it
-drifted by 0.012 (99.3 %), with attention in bf16 by 0.028."""
+keeps label probabilities within 0.0091 of float32 (0.0095 before its MLP was fused); alone
+it gave the same argmax on 99.2-99.7 % of texts (bf16 rounding depends on how texts share
+passes), and with near ties re-scored in float32 (``exact_ties``, on by default) on 100 %.
+With the output projection in bf16 too it drifted by 0.012 (99.3 %), with attention in bf16
+by 0.028."""
 _SENTINEL = "\u2063HOWSURE_TEXT\u2063"
 
 PASS_OVERHEAD_TOKENS = 64
@@ -335,14 +336,14 @@ class TransformersBackend:
         ``mixed`` only: texts whose top two label probabilities are closer than twice this are
         scored again in float32 (with the float32 weights, see `MixedPrecisionLinear`), so the
         predicted label is float32's whenever bf16 moved no probability by more than this
-        (0.0095 at most on the bundled model, hence the default 0.01). The re-check scores
+        (0.0091 at most on the bundled model, hence the default 0.01). The re-check scores
         the near ties twice (54 of the 872 SST-2 dev texts on the bundled model), and keeping
         the float32 weights costs memory unless they are pages of a float32 safetensors file
         that loading mapped anyway (the bundled model's cache). 0 turns it off.
     prepack : bool
         On the CPU, pack the linear layers' weights for oneDNN once and fuse each gated MLP's
         activation and product into its matmuls (`howsure.backends.onednn`): same results up
-        to float rounding, 14-24 % more texts per second on the bundled model. False keeps
+        to float rounding, 13-17 % more texts per second on the bundled model. False keeps
         transformers' own layers.
     """
 
