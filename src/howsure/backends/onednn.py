@@ -28,7 +28,6 @@ from typing import Callable
 
 import torch
 
-_linear = None  # torch.ops.mkldnn._linear_pointwise, looked up once it is needed
 _MADV_DONTNEED = 4
 
 PRIMITIVE_CACHE_CAPACITY = "16"
