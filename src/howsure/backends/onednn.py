@@ -21,6 +21,7 @@ model runs on the CPU; ``prepack=False`` keeps transformers' own layers.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 import sys
@@ -90,9 +91,13 @@ class FilePages:
     `release` hands them back to the kernel, so they stop counting as this process's memory.
     A released page read again is read again from the file, unchanged (the mapping holds no
     written page), so whatever still uses the tensor, or shares the mapping, cannot tell; it
-    only pays the page faults."""
+    only pays the page faults.
 
-    def __init__(self, tensor: torch.Tensor) -> None:
+    ``mappings`` is a `clean_file_mappings` snapshot to look the tensor up in; by default one
+    is taken for this tensor alone (reading /proc/self/smaps takes about 25 ms here, so code
+    that wraps many tensors takes one snapshot and passes it)."""
+
+    def __init__(self, tensor: torch.Tensor, mappings: list[tuple[int, int]] | None = None) -> None:
         self.start = self.length = 0
         if not sys.platform.startswith("linux") or tensor.device.type != "cpu":
             return
@@ -100,41 +105,51 @@ class FilePages:
         start, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
         first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
         last = end // mmap.PAGESIZE * mmap.PAGESIZE
-        if last > first and _in_clean_file_mapping(start, end):
+        if mappings is None:
+            mappings = clean_file_mappings()
+        if last > first and any(low <= start and end <= high for low, high in mappings):
             self.start, self.length = first, last - first
 
     def release(self) -> int:
         """Hand the pages back; returns how many bytes."""
         if not self.length:
             return 0
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.madvise(ctypes.c_void_p(self.start), ctypes.c_size_t(self.length), _MADV_DONTNEED) != 0:
+        if _libc().madvise(ctypes.c_void_p(self.start), ctypes.c_size_t(self.length), _MADV_DONTNEED) != 0:
             return 0
         return self.length
 
 
-def release_file_pages(tensor: torch.Tensor) -> int:
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def release_file_pages(tensor: torch.Tensor, mappings: list[tuple[int, int]] | None = None) -> int:
     """Hand back the pages ``tensor`` occupies in a clean file mapping (see `FilePages`);
     returns the bytes released, 0 for anything that is not such a mapping."""
-    return FilePages(tensor).release()
+    return FilePages(tensor, mappings).release()
 
 
-def _in_clean_file_mapping(start: int, end: int) -> bool:
-    """Whether [start, end) lies in one mapping of a regular file with no written pages."""
+def clean_file_mappings() -> list[tuple[int, int]]:
+    """(start, end) addresses of this process's mappings of regular files with no written page
+    (empty where /proc/self/smaps cannot be read)."""
+    if not sys.platform.startswith("linux"):
+        return []
     try:
         lines = open("/proc/self/smaps").read().splitlines()
     except OSError:
-        return False
-    inside = False
+        return []
+    clean, current = [], None
     for line in lines:
         fields = line.split()
         if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
             low, high = (int(v, 16) for v in fields[0].split("-"))
-            path = fields[5] if len(fields) > 5 else ""
-            inside = low <= start and end <= high and path.startswith("/")
-        elif inside and fields[0] == "Anonymous:":
-            return fields[1] == "0"
-    return False
+            current = (low, high) if len(fields) > 5 and fields[5].startswith("/") else None
+        elif current is not None and fields[0] == "Anonymous:":
+            if fields[1] == "0":
+                clean.append(current)
+            current = None
+    return clean
 
 
 def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
@@ -148,6 +163,7 @@ def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
     can hand those back after each pass (`FilePages`), or over many texts they add up to most
     of the matrix again (85 MB of 113 on the 872 SST-2 dev texts)."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)
+    mappings = clean_file_mappings()  # packing writes no page of them, so one look serves all
     packed = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -156,7 +172,7 @@ def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
             layer = PackedLinear(child)
             setattr(parent, name, layer)
             packed.append(layer)
-            release_file_pages(child.weight)
+            release_file_pages(child.weight, mappings)
     return packed
 
 

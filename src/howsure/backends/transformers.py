@@ -141,7 +141,8 @@ class MixedPrecisionLinear(torch.nn.Module):
     rounding is the largest error (bench/bench_precision.py).
     """
 
-    def __init__(self, linear: torch.nn.Linear, *, keep_float32: bool = False, packed: bool = False) -> None:
+    def __init__(self, linear: torch.nn.Linear, *, keep_float32: bool = False, packed: bool = False,
+                 file_mappings: list[tuple[int, int]] | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
@@ -155,7 +156,7 @@ class MixedPrecisionLinear(torch.nn.Module):
         self.register_buffer("float32_weight", weight if keep_float32 else None, persistent=False)
         # Pages of a mapped float32 safetensors file (the bundled model's cache) are read only
         # while computing exactly, and handed back after each use (a few near ties per file).
-        self._float32_pages = onednn.FilePages(weight)
+        self._float32_pages = onednn.FilePages(weight, file_mappings)
         self._float32_pages.release()
         bias = linear.bias
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
@@ -209,8 +210,10 @@ def bf16_mlp_input_projections(model, *, keep_float32: bool = False, packed: boo
         raise ModelError("dtype 'mixed' needs decoder layers with an `mlp` block of linear layers; "
                          "use float32 or bfloat16")
     layers = []
+    mappings = onednn.clean_file_mappings()  # one look at the process's mappings for all layers
     for block, name in places:
-        layer = MixedPrecisionLinear(getattr(block, name), keep_float32=keep_float32, packed=packed)
+        layer = MixedPrecisionLinear(getattr(block, name), keep_float32=keep_float32, packed=packed,
+                                     file_mappings=mappings)
         setattr(block, name, layer)
         layers.append(layer)
     return layers
