@@ -153,3 +153,11 @@ def test_mixed_layers_keep_their_float32_weights_off_memory_between_exact_uses(t
         out = layer(x)
     torch.testing.assert_close(out, x @ expected_weight.T)
     assert rss_of_mapping(path) < 64  # and again after the exact use
+
+
+def test_prepack_must_be_true_or_false(tiny_model_dir):
+    from howsure.errors import ModelError
+
+    for bad in ("no", 0, None):
+        with pytest.raises(ModelError, match=f"prepack must be True or False, got {bad!r}"):
+            load_backend(str(tiny_model_dir), prepack=bad)

@@ -378,6 +378,8 @@ class TransformersBackend:
         if isinstance(exact_ties, bool) or not isinstance(exact_ties, (int, float)) or not 0 <= exact_ties < 0.5:
             raise ModelError(f"exact_ties must be a number in [0, 0.5), got {exact_ties!r}")
         self.exact_ties = float(exact_ties)
+        if not isinstance(prepack, bool):
+            raise ModelError(f"prepack must be True or False, got {prepack!r}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
