@@ -11,7 +11,8 @@ against the true label). Nothing is ever scored on the items it was fitted on:
   repeated over ``--seeds`` seeds; the table gives mean and standard deviation over seeds;
 * cross-fitted: 5-fold out-of-fold predictions over all 1,000 items (seed 0).
 
-Prints Markdown tables (the ones in docs/calibration.md) and auto's explanation.
+Prints how often the raw high-confidence answers are right, the Markdown tables of
+docs/calibration.md and auto's explanation.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def main() -> None:
     data = load(args.data)
     texts = data["texts"]
     columns = ["ECE-15", "ECE-20", "Brier", "NLL", "accuracy"]
+    confidence, correct = data["confidence"]
+    confident = confidence >= 0.95
+    print(f"raw: {confident.sum()} items scored at least 0.95, right {correct[confident].mean():.1%} of the time")
     for mode in ("confidence", "distribution"):
         scores, y = data[mode]
         print(f"\n### mode={mode}: held-out, 50/50 grouped splits, mean ± sd over {args.seeds} seeds\n")

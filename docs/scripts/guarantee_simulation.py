@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from howsure.decisions import SIMULATION_RULES, simulate_guarantee
+from howsure.decisions import SIMULATION_RULES, min_items_to_certify, simulate_guarantee
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"
@@ -77,6 +77,21 @@ def write_fixture(scores: Path, predictions: Path, out: Path = SMOLLM2) -> None:
     print(f"{len(scored)} rows written to {out}")
 
 
+def describe_populations(delta: float) -> None:
+    """What the simulation table's rows depend on: each population's accuracy, how accurate its
+    most confident fifth is, where its most confident error sits, and how many error-free
+    automated calibration items each target needs before anything can be certified."""
+    for name in dict.fromkeys(name for name, _, _ in SCENARIOS):
+        confidence, correct = population(name)
+        ranked = correct[np.argsort(-confidence, kind="stable")]
+        top_fifth = ranked[: len(ranked) // 5]
+        print(f"{name}: {len(ranked)} items, accuracy {correct.mean():.3f}; most confident 20 % "
+              f"{top_fifth.mean():.3f} accurate; most confident error at rank {int(np.argmin(ranked)) + 1}")
+    for target in sorted({target for _, target, _ in SCENARIOS}):
+        print(f"target {target:.2f}: at least {min_items_to_certify(target, delta)} error-free automated items to certify")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--draws", type=int, default=1000)
@@ -88,6 +103,7 @@ def main() -> None:
     if args.write_fixture:
         write_fixture(*args.write_fixture)
         return
+    describe_populations(args.delta)
     print(f"delta = {args.delta}, {args.draws} calibration sets per row, seed {args.seed}")
     print("cells: failures (share of draws) / mean share of the population automated; last column: "
           "share of draws in which fixed_sequence / multistart certified anything\n")
