@@ -167,14 +167,15 @@ def test_the_per_class_help_says_it_is_the_two_sided_policy():
 def test_the_cached_llama_results_two_sided_matches_certify_two_sided(tmp_path):
     from howsure.decisions import certify_two_sided
 
-    result = invoke("thresholds", SEED_CWC, "--per-class", "--out", tmp_path / "p.json")
+    result = invoke("thresholds", SEED_CWC, "--method", "fixed_sequence", "--per-class", "--out", tmp_path / "p.json")
     assert result.exit_code == 0, result.output
     # docs/decisions.md, seed_cwc figures section 2 (there 0.001843, to 6 decimals).
     assert ("two-sided: auto-positive if P(positive) >= 0.980369, auto-negative if P(positive) <= "
             "0.00184255, review the middle") in " ".join(result.output.split())
     records = json.loads(SEED_CWC.read_text())["results"]
     p_positive = np.array([r["confidence"] if r["prediction"] == "positive" else 1 - r["confidence"] for r in records])
-    certificate = certify_two_sided(p_positive, [r["expected"] == "positive" for r in records])
+    certificate = certify_two_sided(p_positive, [r["expected"] == "positive" for r in records],
+                                    method="fixed_sequence")
     rule = Policy.load(tmp_path / "p.json").two_sided()
     assert rule.accept_above == certificate.accept_above
     assert rule.reject_below == pytest.approx(certificate.reject_below, abs=1e-15)
@@ -199,7 +200,7 @@ def test_a_csv_table_with_a_confidence_and_a_correctness_column(tmp_path):
 @pytest.mark.skipif(not SEED_CWC.exists(), reason="shared seed_cwc data not present")
 def test_the_cached_llama_results_certify_252_of_1000(tmp_path):
     """The public write-up's cached results: {"results": [{text, expected, prediction, confidence, correct}]}."""
-    result = invoke("thresholds", SEED_CWC, "--out", tmp_path / "p.json")
+    result = invoke("thresholds", SEED_CWC, "--method", "fixed_sequence", "--out", tmp_path / "p.json")
     assert result.exit_code == 0, result.output
     assert "automates 252 of 1000 (25.2%)" in result.output.replace("\n", " ")
     routed = tmp_path / "routed.jsonl"

@@ -302,7 +302,7 @@ def thresholds(
     target: float = typer.Option(0.95, help="Accuracy the automated items must reach."),
     delta: float = typer.Option(0.05, help="Chance the guarantee may fail (0.05: holds with 95 %)."),
     out: Path = typer.Option(Path("policy.json"), "--out", help="Where to write the policy JSON."),
-    method: str = typer.Option("fixed_sequence", help="fixed_sequence or multistart."),
+    method: str = typer.Option("fallback", help="fallback (default; needs iid only), multistart, or fixed_sequence (also assumes no small top slice misses the target)."),
     p_value: str = typer.Option("binomial", "--p-value", help="binomial or hoeffding_bentkus."),
     per_class: bool = typer.Option(
         False, "--per-class",
