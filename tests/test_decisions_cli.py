@@ -24,14 +24,17 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def score_records(n: int = 1200, seed: int = 0, with_gold: bool = True) -> list[dict]:
-    """Records as `howsure score` writes them, for a three-label task."""
+def score_records(n: int = 1200, seed: int = 0, with_gold: bool = True, *, signal: tuple[float, float] = (3.0, 2.0),
+                  last_label_bias: float = 0.0) -> list[dict]:
+    """Records as `howsure score` writes them, for a three-label task: the gold label's logit
+    gets a Normal(*signal) boost, the last label's ``last_label_bias`` more (a biased model)."""
     rng = np.random.default_rng(seed)
     records = []
     for i in range(n):
         gold = int(rng.integers(0, 3))
         logits = rng.normal(0, 1, 3)
-        logits[gold] += rng.normal(3.0, 2.0)
+        logits[gold] += rng.normal(*signal)
+        logits[2] += last_label_bias
         p = np.exp(logits) / np.exp(logits).sum()
         record = {
             "id": f"item-{i}",
