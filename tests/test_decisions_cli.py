@@ -312,3 +312,17 @@ def test_the_decision_commands_import_no_heavy_library():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                env={"PYTHONPATH": str(src), "PATH": ""})
     assert completed.returncode == 0, completed.stderr
+
+
+def test_fixed_sequence_warns_when_the_most_confident_items_miss_the_target(tmp_path):
+    records = score_records(600, seed=2)
+    # The most confident item of all is wrong: the top 9 items are 88.9 % right, below 90 %.
+    records[0]["probabilities"] = {"billing": 0.999999, "delivery": 0.0000005, "refund": 0.0000005}
+    records[0]["label"] = "refund"
+    path = write_jsonl(tmp_path / "scored.jsonl", records)
+    fixed = invoke("thresholds", path, "--method", "fixed_sequence", "--target", 0.9, "--out", tmp_path / "f.json")
+    assert fixed.exit_code == 0, fixed.output
+    assert "the 9 most confident items are only 88.9% right: fixed_sequence assumes no top slice of fewer than 29" \
+        in " ".join(fixed.output.split())
+    default = invoke("thresholds", path, "--target", 0.9, "--out", tmp_path / "d.json")
+    assert default.exit_code == 0 and "fixed_sequence assumes" not in default.output

@@ -160,7 +160,7 @@ def raw_calibration_note(confidence: Any, correct: Any) -> str | None:
     ece = expected_calibration_error(correct, confidence, n_bins=15)
     if ece <= RAW_ECE_WARNING:
         return None
-    return (f"the raw confidences are badly calibrated: expected calibration error {ece:.3f} "
+    return (f"the raw confidences are badly calibrated: expected calibration error {ece:.3g} "
             f"(above {RAW_ECE_WARNING}; mean confidence {confidence.mean():.3f}, accuracy "
             f"{correct.mean():.3f}); --fit-calibrator auto fits a calibrator on part of these items "
             "and certifies on the rest")

@@ -80,3 +80,15 @@ def fallback_walk(thresholds: np.ndarray, p: np.ndarray, starts: Sequence[float]
             if chosen is None or candidate < chosen[0]:
                 chosen = (candidate, walk_start, last)
     return chosen
+
+
+def top_slice_below_target(n_auto: np.ndarray, n_err: np.ndarray, alpha: float, m0: int) -> tuple[int, float] | None:
+    """Evidence against the extra condition of the fixed_sequence walk: the largest top slice
+    of fewer than ``m0`` calibration items whose accuracy is below ``1 - alpha``, as (items,
+    accuracy); None when every such slice reaches the target. Counts are cumulative, strict to
+    loose (`howsure.decisions.selective_counts`)."""
+    small = np.flatnonzero((n_auto < m0) & (n_err / np.maximum(n_auto, 1) > alpha + 1e-12))
+    if not small.size:
+        return None
+    last = int(small[-1])
+    return int(n_auto[last]), float(1 - n_err[last] / n_auto[last])

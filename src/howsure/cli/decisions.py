@@ -454,6 +454,8 @@ def thresholds(
         certificate = certify_threshold(confidence, correct, target, delta, method=method, p_value=p_value,
                                         starts=policy.guarantee["starts"] or DEFAULT_STARTS,
                                         plan_if_uncertified=False)
+        if method == "fixed_sequence":
+            _warn_if_top_slice_misses(confidence, correct, target, delta, p_value)
         table_cost = cost or CostModel(0.0, 0.0, volume if volume is not None else DEFAULT_VOLUME)
         rows = manager_table(confidence, correct, table_cost, certificate=certificate,
                              predicted_labels=predicted_names if isinstance(table_cost.cost_error, dict) else None)
@@ -475,6 +477,25 @@ def thresholds(
         if two_sided is not None:
             console.print(f"two-sided: {two_sided.text(calibrated=policy.calibrator is not None)}", highlight=False)
     console.print(f"policy {policy.policy_id} written to {out}")
+
+
+def _warn_if_top_slice_misses(confidence: np.ndarray, correct: np.ndarray, target: float, delta: float,
+                              p_value: str) -> None:
+    """fixed_sequence assumes no top slice too small to test misses the target; say so when the
+    calibration items themselves show one that does."""
+    from howsure.decisions import min_items_to_certify, selective_counts
+    from howsure.walks import top_slice_below_target
+
+    m0 = min_items_to_certify(target, delta, p_value)
+    _, n_auto, n_err = selective_counts(confidence, correct)
+    found = top_slice_below_target(n_auto, n_err, 1 - target, m0)
+    if found is not None:
+        items, accuracy = found
+        err_console.print(
+            f"[yellow]warning:[/] the {items} most confident items are only {accuracy:.1%} right: fixed_sequence "
+            f"assumes no top slice of fewer than {m0} items misses the target {target:.1%}, and these items "
+            "suggest one does; --method fallback needs no such condition", highlight=False, soft_wrap=True,
+        )
 
 
 def _column_or_none(records: list[dict[str, Any]], column: str) -> list[str] | None:
