@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_fixed_sequence_stops_at_the_first_failure_where_the_naive_scan_goes_on(
     # (0.95^59 <= 0.05); at 61 items with 1 error P(Bin(61, .05) <= 1) = 0.18 > 0.05: stop.
     # The naive scan also tests looser thresholds and keeps 100 items with 1 error (p = 0.037).
     confidences, correct = ranked(100, {61})
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05)
+    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fixed_sequence")
     assert certificate.certified
     assert certificate.n_automated == 60 and certificate.n_errors == 0
     assert certificate.threshold == confidences[59]
@@ -79,7 +80,7 @@ def test_fixed_sequence_stops_at_the_first_failure_where_the_naive_scan_goes_on(
 
 def test_nothing_certified_below_the_minimum_count():
     confidences, correct = ranked(58, set())
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05)
+    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fixed_sequence")
     assert not certificate.certified
     assert certificate.threshold is None and certificate.n_automated == 0
     assert certificate.labels_needed == 59
@@ -88,7 +89,7 @@ def test_nothing_certified_below_the_minimum_count():
 
 def test_an_error_free_set_of_59_is_certified_whole():
     confidences, correct = ranked(59, set())
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05)
+    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fixed_sequence")
     assert certificate.n_automated == 59 and certificate.automation_rate == 1.0
 
 
@@ -105,9 +106,53 @@ def test_when_accuracy_never_reaches_the_target_more_labels_will_not_help():
 def test_ties_are_automated_together():
     confidences = np.repeat([0.99, 0.9, 0.7], [80, 40, 30])
     correct = np.concatenate([np.ones(80, bool), np.r_[np.ones(38, bool), np.zeros(2, bool)], np.zeros(30, bool)])
-    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05)
+    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05, method="fixed_sequence")
     assert certificate.threshold == 0.9
     assert certificate.n_automated == 120 and certificate.n_errors == 2
+
+
+def test_fallback_passes_a_walks_level_on_at_the_next_start_where_multistart_cannot():
+    # Two starts (80 and 100 items), each carrying delta / 2 = 0.025. The walk from the first
+    # rejects through the second (ranks 80-100 are error-free, p <= 0.0166), so from there on it
+    # tests at 0.05: ranks 100-160 all have p <= 0.0446, and ranks 161 on are wrong. Multistart
+    # tests each walk at 0.025 alone and stops at the second error (rank 141).
+    confidences, correct = ranked(200, {121, 141, 156, *range(161, 201)})
+    starts = (confidences[79], confidences[99])
+    _, n_auto, n_err = D.selective_counts(confidences, correct)
+    p = D.binomial_p_value(n_err, n_auto, 0.05)
+    assert p[79:100].max() <= 0.025 < p[99:160].max() <= 0.05 < p[160]
+    fallback = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback", starts=starts)
+    multistart = D.certify_threshold(confidences, correct, 0.95, 0.05, method="multistart", starts=starts)
+    assert fallback.n_automated == 160 and fallback.n_errors == 3
+    assert fallback.threshold == confidences[159] and fallback.certified_range == (confidences[159], starts[0])
+    assert multistart.n_automated == 140
+
+
+def test_a_failed_walk_restarts_at_the_next_start_with_its_own_share_only():
+    # Ranks 1-99 are right, the rest wrong. The first start (10 items, p = 0.95^10 = 0.60)
+    # fails, so the walk from the second start tests at delta / 2 = 0.025 alone: from 80 items
+    # (0.95^80 = 0.0165) it certifies the 99, from 70 items (0.95^70 = 0.0276) nothing, though a
+    # walk from 70 items at the whole delta would.
+    confidences, correct = ranked(200, set(range(100, 201)))
+    at_80 = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback",
+                                starts=(confidences[9], confidences[79]))
+    assert at_80.n_automated == 99 and at_80.certified_range == (confidences[98], confidences[79])
+    at_70 = (confidences[9], confidences[69])
+    assert not D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback", starts=at_70).certified
+    assert D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback", starts=at_70[1:]).certified
+
+
+def test_with_one_start_fallback_is_the_fixed_sequence_walk_from_it():
+    confidences, correct = synthetic(n=600, seed=4)
+    for start in (0.99, 0.9, 0.75):
+        one = [D.certify_threshold(confidences, correct, 0.9, 0.05, method=m, starts=[start])
+               for m in ("fallback", "multistart")]
+        assert one[0] == dataclasses.replace(one[1], method="fallback")
+
+
+def test_calibrated_starts_sit_around_the_target():
+    assert D.calibrated_starts(0.9) == pytest.approx((0.975, 0.95, 0.925, 0.9, 0.875))
+    assert D.calibrated_starts(0.5) == pytest.approx((0.875, 0.75, 0.625, 0.5, 0.375))
 
 
 def synthetic(n: int = 800, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +225,7 @@ def test_the_empirical_rule_takes_the_loosest_threshold_with_enough_observed_acc
         ({"delta": 1}, r"delta .* must be in \(0, 1\), got 1"),
         ({"delta": -0.1}, r"got -0.1"),
         ({"delta": 5}, r"got 5"),
-        ({"method": "bonferroni"}, r"unknown certification method 'bonferroni'; expected one of \['fixed_sequence', 'multistart'\]"),
+        ({"method": "bonferroni"}, r"unknown certification method 'bonferroni'; expected one of \['fallback', 'fixed_sequence', 'multistart'\]"),
         ({"p_value": "wilson"}, r"unknown p-value 'wilson'"),
         ({"method": "multistart", "starts": [1.5]}, r"start thresholds in \[0, 1\], got \[1.5\]"),
     ],
@@ -404,7 +449,7 @@ def test_intervals_contain_the_point_estimates():
 
 def test_manager_table_runs_strict_to_loose_with_the_named_rows():
     confidences, correct = synthetic(n=500, seed=10)
-    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05)
+    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05, method="fixed_sequence")
     rows = D.manager_table(confidences, correct, D.CostModel(2.0, 30.0, 2000), certificate=certificate, n_bootstrap=20)
     notes = [row.note for row in rows]
     assert notes[0] == "review all" and rows[0].threshold is None

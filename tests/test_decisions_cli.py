@@ -24,14 +24,17 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def score_records(n: int = 1200, seed: int = 0, with_gold: bool = True) -> list[dict]:
-    """Records as `howsure score` writes them, for a three-label task."""
+def score_records(n: int = 1200, seed: int = 0, with_gold: bool = True, *, signal: tuple[float, float] = (3.0, 2.0),
+                  last_label_bias: float = 0.0) -> list[dict]:
+    """Records as `howsure score` writes them, for a three-label task: the gold label's logit
+    gets a Normal(*signal) boost, the last label's ``last_label_bias`` more (a biased model)."""
     rng = np.random.default_rng(seed)
     records = []
     for i in range(n):
         gold = int(rng.integers(0, 3))
         logits = rng.normal(0, 1, 3)
-        logits[gold] += rng.normal(3.0, 2.0)
+        logits[gold] += rng.normal(*signal)
+        logits[2] += last_label_bias
         p = np.exp(logits) / np.exp(logits).sum()
         record = {
             "id": f"item-{i}",
@@ -167,14 +170,15 @@ def test_the_per_class_help_says_it_is_the_two_sided_policy():
 def test_the_cached_llama_results_two_sided_matches_certify_two_sided(tmp_path):
     from howsure.decisions import certify_two_sided
 
-    result = invoke("thresholds", SEED_CWC, "--per-class", "--out", tmp_path / "p.json")
+    result = invoke("thresholds", SEED_CWC, "--method", "fixed_sequence", "--per-class", "--out", tmp_path / "p.json")
     assert result.exit_code == 0, result.output
     # docs/decisions.md, seed_cwc figures section 2 (there 0.001843, to 6 decimals).
     assert ("two-sided: auto-positive if P(positive) >= 0.980369, auto-negative if P(positive) <= "
             "0.00184255, review the middle") in " ".join(result.output.split())
     records = json.loads(SEED_CWC.read_text())["results"]
     p_positive = np.array([r["confidence"] if r["prediction"] == "positive" else 1 - r["confidence"] for r in records])
-    certificate = certify_two_sided(p_positive, [r["expected"] == "positive" for r in records])
+    certificate = certify_two_sided(p_positive, [r["expected"] == "positive" for r in records],
+                                    method="fixed_sequence")
     rule = Policy.load(tmp_path / "p.json").two_sided()
     assert rule.accept_above == certificate.accept_above
     assert rule.reject_below == pytest.approx(certificate.reject_below, abs=1e-15)
@@ -199,7 +203,7 @@ def test_a_csv_table_with_a_confidence_and_a_correctness_column(tmp_path):
 @pytest.mark.skipif(not SEED_CWC.exists(), reason="shared seed_cwc data not present")
 def test_the_cached_llama_results_certify_252_of_1000(tmp_path):
     """The public write-up's cached results: {"results": [{text, expected, prediction, confidence, correct}]}."""
-    result = invoke("thresholds", SEED_CWC, "--out", tmp_path / "p.json")
+    result = invoke("thresholds", SEED_CWC, "--method", "fixed_sequence", "--out", tmp_path / "p.json")
     assert result.exit_code == 0, result.output
     assert "automates 252 of 1000 (25.2%)" in result.output.replace("\n", " ")
     routed = tmp_path / "routed.jsonl"
@@ -308,3 +312,17 @@ def test_the_decision_commands_import_no_heavy_library():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                env={"PYTHONPATH": str(src), "PATH": ""})
     assert completed.returncode == 0, completed.stderr
+
+
+def test_fixed_sequence_warns_when_the_most_confident_items_miss_the_target(tmp_path):
+    records = score_records(600, seed=2)
+    # The most confident item of all is wrong: the top 9 items are 88.9 % right, below 90 %.
+    records[0]["probabilities"] = {"billing": 0.999999, "delivery": 0.0000005, "refund": 0.0000005}
+    records[0]["label"] = "refund"
+    path = write_jsonl(tmp_path / "scored.jsonl", records)
+    fixed = invoke("thresholds", path, "--method", "fixed_sequence", "--target", 0.9, "--out", tmp_path / "f.json")
+    assert fixed.exit_code == 0, fixed.output
+    assert "the 9 most confident items are only 88.9% right: fixed_sequence assumes no top slice of fewer than 29" \
+        in " ".join(fixed.output.split())
+    default = invoke("thresholds", path, "--target", 0.9, "--out", tmp_path / "d.json")
+    assert default.exit_code == 0 and "fixed_sequence assumes" not in default.output

@@ -6,6 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from howsure.calibration import calibrator_from_dict, overlap_with_fit_items
 from howsure.cli import app
 from howsure.policy import Policy
 
@@ -20,6 +21,14 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir):
     assert len((out / "scores.jsonl").read_text().splitlines()) == 300
     policy = Policy.load(out / "policy.json")
     assert policy.labels == ["positive", "negative"]
+    # Certified by the method that needs iid items only, on items the calibrator never saw.
+    fit = policy.guarantee["calibrator_fit"]
+    assert policy.guarantee["method"] == "fallback" and fit["n_fit"] + fit["n_certify"] == 300
+    assert policy.guarantee["n_calibration"] == fit["n_certify"] == 150
+    assert policy.calibrator["fit_items"]["n_items"] == fit["n_fit"]
+    scored_texts = [json.loads(line)["text"] for line in (out / "scores.jsonl").read_text().splitlines()]
+    fitted = calibrator_from_dict(policy.calibrator)
+    assert overlap_with_fit_items(fitted, texts=scored_texts) == fit["n_fit"]
     summary = json.loads((out / "summary.json").read_text())
     columns = {column["key"]: column["values"] for column in summary["metrics"]}
     assert 0 <= columns["raw"]["accuracy"]["value"] <= 1

@@ -333,3 +333,20 @@ def test_report_rejects_what_is_not_a_summary(tmp_path, content, match):
 def test_report_of_missing_file(tmp_path):
     result = run("report", tmp_path / "nope.json")
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_evaluate_says_what_the_calibration_error_intervals_are_and_records_the_fitting_items(tmp_path):
+    path = score_output(tmp_path / "scored.jsonl")
+    result = run("evaluate", path, "--out", tmp_path / "out", "--calibrator", "platt", *FAST)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    biases = [column["values"]["ece"]["bias"] for column in summary["metrics"]]
+    text = " ".join(result.output.split())
+    assert "calibration-error intervals: 95 % bootstrap spread of the estimate, recentred on it" in text
+    assert f"{biases[0]:+.3f} raw, {biases[1]:+.3f} calibrated" in text
+    for column in summary["metrics"]:
+        ece = column["values"]["ece"]
+        assert ece["low"] <= ece["value"] <= ece["high"]
+    # The calibrator written beside the report was fitted on every item, and says so.
+    calibrator = json.loads((tmp_path / "out" / "calibrator.json").read_text())
+    assert calibrator["fit_items"]["key"] == "text" and calibrator["fit_items"]["n_items"] == 300

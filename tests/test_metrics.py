@@ -248,6 +248,8 @@ def test_summarize_intervals_cover_point_and_are_seeded():
     for name, value in first.items():
         assert value["low"] <= value["high"], name
         assert value["low"] - 0.03 <= value["value"] <= value["high"] + 0.03, name
+        if name in metrics.RECENTRED:
+            assert value["low"] <= value["value"] <= value["high"], name
     assert first["accuracy"]["value"] == pytest.approx(correct.mean())
     assert first["ece"]["value"] == pytest.approx(metrics.expected_calibration_error(correct, confidence))
 
@@ -359,3 +361,30 @@ def test_bad_summary_options_are_named(kwargs, match):
 def test_bad_distribution_input_is_named(probabilities, labels, match):
     with pytest.raises(DataError, match=match):
         metrics.multiclass_log_loss(probabilities, labels)
+
+
+def test_the_ece_interval_contains_its_estimate_where_the_percentile_bootstrap_misses_it():
+    # 600 well-calibrated items: the plug-in ECE (about 0.02) is biased upward, its resamples
+    # more so, and the plain percentile interval lies entirely above the estimate.
+    rng = np.random.default_rng(10)
+    confidence = rng.uniform(0.5, 1, 600)
+    correct = (rng.uniform(size=600) < confidence).astype(float)
+    result = metrics.summarize(correct, confidence, n_boot=300, seed=0)
+    replicates = np.concatenate([metrics._ece_rows(correct[i], confidence[i], 15, "uniform")
+                                 for i in metrics.bootstrap_indices(600, 300, 0)])
+    percentile_low = np.percentile(replicates, 2.5)
+    ece = result["ece"]
+    assert ece["value"] < percentile_low  # the case of the test
+    assert ece["low"] <= ece["value"] <= ece["high"]
+    assert ece["bias"] == pytest.approx(replicates.mean() - ece["value"])
+    assert ece["high"] - ece["low"] == pytest.approx(np.subtract(*np.percentile(replicates, [97.5, 2.5])), abs=0.002)
+
+
+def test_every_calibration_error_interval_contains_its_estimate():
+    for seed in range(6):
+        correct, confidence = random_predictions(300, seed, miscalibration=1.0 + seed / 3)
+        result = metrics.summarize(correct, confidence, n_boot=200, seed=seed)
+        for name in metrics.RECENTRED:
+            entry = result[name]
+            assert 0.0 <= entry["low"] <= entry["value"] <= entry["high"], (seed, name)
+            assert entry["bias"] > 0, (seed, name)  # binned errors are biased upward

@@ -376,7 +376,7 @@ def test_bad_references_are_refused(reference, match):
 # ---------------------------------------------------------------------- the stored assumption
 def test_fixed_sequence_states_the_extra_condition_of_its_data_dependent_start():
     probabilities, truth = scored(n=600)
-    text = certify_policy(probabilities, truth, labels=LABELS).guarantee["assumption"]
+    text = certify_policy(probabilities, truth, labels=LABELS, method="fixed_sequence").guarantee["assumption"]
     assert text.startswith(ASSUMPTION + ". ")
     extra = text[len(ASSUMPTION) + 2:]
     # One sentence, naming where the walk starts and what must then hold.
@@ -385,7 +385,7 @@ def test_fixed_sequence_states_the_extra_condition_of_its_data_dependent_start()
     assert "no top slice of the most confident items too small to hold 59 calibration items is less accurate" in extra
     assert "accuracy does not fall as the threshold tightens" in extra and "multistart" in extra
     # The number follows the target and delta (min_items_to_certify).
-    other = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9, delta=0.1)
+    other = certify_policy(probabilities, truth, labels=LABELS, method="fixed_sequence", target_accuracy=0.9, delta=0.1)
     assert "automates 22 calibration items" in other.guarantee["assumption"]
     assert min_items_to_certify(0.9, 0.1) == 22
 
@@ -399,7 +399,7 @@ def test_multistart_keeps_the_plain_assumption():
 
 def test_per_class_assumption_counts_items_per_label_at_its_share_of_delta():
     probabilities, truth = scored(n=600)
-    text = certify_policy(probabilities, truth, labels=LABELS, per_class=True).guarantee["assumption"]
+    text = certify_policy(probabilities, truth, labels=LABELS, method="fixed_sequence", per_class=True).guarantee["assumption"]
     # Each of the two labels is certified at delta / 2 = 0.025: its walk starts at 72 items.
     assert min_items_to_certify(0.95, 0.025) == 72
     assert "automates 72 of the calibration items predicted as that label" in text
@@ -458,3 +458,52 @@ def test_no_two_sided_reading_for_top_label_or_three_labels():
     three = rng.dirichlet([1, 1, 1], 600)
     policy = certify_policy(three, rng.integers(0, 3, 600), labels=["a", "b", "c"], per_class=True)
     assert policy.two_sided() is None and policy.summary().startswith("automates per predicted label")
+
+
+# ---------------------------------------------------------------------- starts and predicted label
+def test_a_policy_with_a_calibrator_walks_from_starts_around_the_target():
+    from howsure.decisions import DEFAULT_STARTS, calibrated_starts
+
+    probabilities, truth = scored(n=1200)
+    raw = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9)
+    assert tuple(raw.guarantee["starts"]) == DEFAULT_STARTS and raw.guarantee["method"] == "fallback"
+    calibrator = make_calibrator("platt").fit(*scored(n=800, seed=5))
+    calibrated = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9, calibrator=calibrator)
+    assert tuple(calibrated.guarantee["starts"]) == calibrated_starts(0.9)
+    assert calibrated.guarantee["assumption"] == ASSUMPTION
+
+
+def test_per_class_certifies_each_item_as_the_label_it_is_routed_as():
+    # A confidence-mode calibrator of a badly over-confident 3-label model: many calibrated
+    # confidences fall below 1/3, so another label's share of the rest is larger than the
+    # predicted label's. The policy still routes on the raw top label; certification must
+    # count each item under that same label.
+    rng = np.random.default_rng(3)
+    n, labels = 3000, ["a", "b", "c"]
+    top = rng.uniform(0.4, 1.0, n)
+    predicted_raw = rng.integers(0, 3, n)
+    # The more confident, the more often wrong: right 60 % of the time at 0.4, 25 % at 1.
+    right = rng.uniform(size=n) < 0.6 - 0.35 * (top - 0.4) / 0.6
+    truth = np.where(right, predicted_raw, (predicted_raw + rng.integers(1, 3, n)) % 3)
+    probabilities = np.empty((n, 3))
+    share = rng.uniform(0.2, 0.8, n)
+    for k in range(3):
+        probabilities[:, k] = np.where(predicted_raw == k, top, 0.0)
+    first, second = (predicted_raw + 1) % 3, (predicted_raw + 2) % 3
+    rows = np.arange(n)
+    probabilities[rows, first] = (1 - top) * share * (top >= 0.5) + (1 - top) / 2 * (top < 0.5)
+    probabilities[rows, second] = 1 - top - probabilities[rows, first]
+    assert np.all(probabilities.argmax(axis=1) == predicted_raw)
+    calibrator = make_calibrator("platt", mode="confidence").fit(top[:1000], right[:1000])
+    policy = certify_policy(probabilities[1000:], truth[1000:], labels=labels, calibrator=calibrator,
+                            per_class=True, target_accuracy=0.8)
+    predicted, confidence, calibrated = policy.calibrate(probabilities[1000:])
+    assert (confidence < 1 / 3).sum() > 100  # the case this test is about
+    assert (calibrated.argmax(axis=1) != predicted).sum() > 100
+    counts = {label: policy.guarantee["classes"][label]["n_calibration"] for label in labels}
+    assert counts == {label: int((predicted == k).sum()) for k, label in enumerate(labels)}
+    # And what was certified per label is what routing automates under that label.
+    auto = policy.automate(predicted, confidence)
+    for k, label in enumerate(labels):
+        cert = policy.guarantee["classes"][label]
+        assert int((auto & (predicted == k)).sum()) == cert["n_automated"]

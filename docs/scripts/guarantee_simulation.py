@@ -106,7 +106,7 @@ def main() -> None:
     describe_populations(args.delta)
     print(f"delta = {args.delta}, {args.draws} calibration sets per row, seed {args.seed}")
     print("cells: failures (share of draws) / mean share of the population automated; last column: "
-          "share of draws in which fixed_sequence / multistart certified anything\n")
+          "share of draws in which fallback / fixed_sequence / multistart certified anything\n")
     print("| population | target | n | " + " | ".join(SIMULATION_RULES) + " | certified in |")
     print("|---|---|---|" + "---|" * (len(SIMULATION_RULES) + 1))
     for name, target, n in SCENARIOS:
@@ -117,7 +117,7 @@ def main() -> None:
             f"{r['failures']} ({r['failure_rate']:.1%}) / {np.mean(r['automation_share']):.1%}"
             for r in (result[rule] for rule in SIMULATION_RULES)
         ]
-        certified = f"{result['fixed_sequence']['certified_rate']:.0%} / {result['multistart']['certified_rate']:.0%}"
+        certified = " / ".join(f"{result[m]['certified_rate']:.0%}" for m in ("fallback", "fixed_sequence", "multistart"))
         print(f"| {name} | {target:.2f} | {n} | " + " | ".join(cells) + f" | {certified} |")
 
 

@@ -57,7 +57,19 @@ does not rise as the threshold tightens** (``R`` non-increasing in ``t``): then 
 few items above a threshold can only make the items below it look worse, never better.
 ``method="multistart"`` needs iid only: it runs one fixed-sequence walk from each of a few
 data-independent start thresholds at level ``delta / S`` (Bonferroni over the ``S`` walks) and
-keeps the loosest rejection. It automates less.
+keeps the loosest rejection.
+
+``method="fallback"``, the default, needs iid only too and rejects everything multistart does:
+the fallback procedure (Wiens 2003) over the same starts, each carrying ``delta / S``. A walk
+that reaches the next start with every threshold since its own start rejected adds that start's
+share to its level; after a failure the next start begins a new walk at its own share.
+Validity: take the strictest wrongly rejected threshold ``u``. Its walk began at some start and
+rejected only true alternatives before ``u``, so every start it passed has ``u`` as the first
+true null at or below it, and ``u`` was tested at ``delta`` times the total share of those
+starts. Distinct ``u`` own disjoint sets of starts, so by the union bound the chance of any
+wrong rejection is at most ``delta`` times the sum of all shares, ``delta``. Starts are fixed
+before the labels are seen: `DEFAULT_STARTS` for raw confidences, `calibrated_starts` (around
+the target) for confidences from a calibrator fitted on other items.
 
 `naive_scan_threshold` (test every threshold at level ``delta``, keep the loosest that
 passes) and `empirical_threshold` (keep the loosest whose calibration accuracy reaches the
@@ -76,13 +88,27 @@ import numpy as np
 from scipy import special
 
 from howsure.errors import PolicyError
+from howsure.walks import fallback_walk, last_rejected, multistart_walk
 
-METHODS = ("fixed_sequence", "multistart")
+METHODS = ("fallback", "fixed_sequence", "multistart")
+DEFAULT_METHOD = "fallback"  # valid for iid data with no further condition
 P_VALUES = ("binomial", "hoeffding_bentkus")
 
-# Data-independent starts of the multistart walks. Raw language-model confidences pile up
-# just below 1, calibrated ones spread over [1/K, 1]; the starts cover both.
+# Data-independent starts of the fallback and multistart walks. Raw language-model
+# confidences pile up just below 1, calibrated ones spread over [1/K, 1]; the starts cover both.
 DEFAULT_STARTS = (0.999999, 0.99999, 0.9999, 0.999, 0.998, 0.995, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6)
+# Calibrated confidences mean what they say, so the loosest threshold meeting the target sits
+# near the target itself: starts at these multiples of the error budget ``1 - target`` below 1
+# (for 0.9: 0.975, 0.95, 0.925, 0.9, 0.875). Fewer, better placed starts split delta less;
+# measured against the population optimum by docs/scripts/oracle_share.py.
+CALIBRATED_START_MULTIPLES = (0.25, 0.5, 0.75, 1.0, 1.25)
+
+
+def calibrated_starts(target_accuracy: float) -> tuple[float, ...]:
+    """Start thresholds for confidences from a calibrator fitted on other items (they depend
+    on the target only, so they are fixed before the calibration labels are seen)."""
+    alpha = 1 - check_target(target_accuracy)
+    return tuple(max(0.0, 1 - alpha * m) for m in CALIBRATED_START_MULTIPLES)
 
 # The sample-size planner extrapolates the observed accuracy profile only over thresholds
 # that automate at least this many calibration items (a tenth of a small pilot set): a top
@@ -299,15 +325,6 @@ def selective_accuracy_curve(confidences: Any, correct: Any) -> dict[str, np.nda
     }
 
 
-def _last_rejected(p_values: np.ndarray, level: float, first: int) -> int:
-    """Fixed-sequence testing: index of the last hypothesis rejected when testing in order
-    from ``first`` and stopping at the first p-value above ``level``; ``first - 1`` if none."""
-    if first >= p_values.size:
-        return first - 1
-    fails = np.flatnonzero(p_values[first:] > level)
-    return (first + fails[0] if fails.size else p_values.size) - 1
-
-
 # ---------------------------------------------------------------------------------- certify
 @dataclass(frozen=True)
 class ThresholdCertificate:
@@ -387,7 +404,7 @@ def certify_threshold(
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
-    method: str = "fixed_sequence",
+    method: str = DEFAULT_METHOD,
     p_value: str = "binomial",
     starts: Sequence[float] = DEFAULT_STARTS,
     plan_if_uncertified: bool = True,
@@ -405,15 +422,19 @@ def certify_threshold(
     target_accuracy : float in (0, 1)
     delta : float in (0, 1)
         The guarantee may fail with probability at most ``delta``.
-    method : {"fixed_sequence", "multistart"}
-        ``fixed_sequence`` starts its walk at the strictest testable threshold, which needs one
-        condition beyond iid: no top slice of the most confident items too small to hold
-        `min_items_to_certify` calibration items is less accurate than the target (true when
-        the selective risk does not rise as the threshold tightens; see the module docstring).
-        ``multistart`` needs no such condition and automates somewhat less.
+    method : {"fallback", "fixed_sequence", "multistart"}
+        ``fallback`` (the default) and ``multistart`` walk from the fixed ``starts`` and need
+        iid only; ``fallback`` passes the level of a walk that gets through a start on to it,
+        so it certifies at least what ``multistart`` does. ``fixed_sequence`` starts its walk
+        at the strictest testable threshold, which needs one condition beyond iid: no top
+        slice of the most confident items too small to hold `min_items_to_certify`
+        calibration items is less accurate than the target (true when the selective risk does
+        not rise as the threshold tightens; see the module docstring). The bundled SmolLM2
+        model breaks that condition.
     p_value : {"binomial", "hoeffding_bentkus"}
     starts : sequence of float
-        Start thresholds of the ``multistart`` walks; fix them before seeing the data.
+        Start thresholds of the ``fallback`` and ``multistart`` walks; fix them before seeing
+        the data (`calibrated_starts` for calibrated confidences).
     plan_if_uncertified : bool
         When nothing is certified, estimate how many labelled items would be needed.
 
@@ -436,33 +457,21 @@ def certify_threshold(
         testable = np.flatnonzero(p_func(0, n_auto, alpha) <= delta)
         if testable.size:
             first = int(testable[0])
-            last = _last_rejected(p, delta, first)
+            last = last_rejected(p, delta, first)
             if last >= first:
                 chosen = (float(thresholds[last]), float(thresholds[first]), last)
     else:
         used_starts = tuple(sorted({float(s) for s in starts}, reverse=True))
         if not used_starts or any(not 0 <= s <= 1 for s in used_starts):
-            raise PolicyError(f"multistart needs start thresholds in [0, 1], got {list(starts)!r}")
-        level = delta / len(used_starts)
-        for start in used_starts:
-            # The walk from `start` first tests {conf >= start}: the same items as the smallest
-            # calibration confidence at or above it.
-            first = int(np.searchsorted(-thresholds, -start, side="right")) - 1
-            if first < 0:
-                continue
-            last = _last_rejected(p, level, first)
-            if last < first:
-                continue
-            # Thresholds in (thresholds[last + 1], start] were rejected; ship the calibration
-            # confidence at the loose end unless the walk never got below `start`.
-            candidate = min(float(thresholds[last]), start)
-            if chosen is None or candidate < chosen[0]:
-                chosen = (candidate, start, last)
+            raise PolicyError(f"{method} needs start thresholds in [0, 1], got {list(starts)!r}")
+        walk = fallback_walk if method == "fallback" else multistart_walk
+        chosen = walk(thresholds, p, used_starts, delta)
 
     if chosen is None:
         needed = None
         if plan_if_uncertified:
-            needed = labels_needed(confidences, correct, target, delta, p_value=p_value)
+            needed = labels_needed(confidences, correct, target, delta, p_value=p_value, method=method,
+                                   starts=starts)
         return ThresholdCertificate(
             threshold=None, target_accuracy=target, delta=delta, method=method, p_value=p_value,
             n_calibration=n, n_automated=0, n_errors=0, certified_range=None,
@@ -569,8 +578,10 @@ def certify_per_class(
     *,
     labels: Sequence[str] | None = None,
     joint: bool = True,
-    method: str = "fixed_sequence",
+    method: str = DEFAULT_METHOD,
     p_value: str = "binomial",
+    starts: Sequence[float] = DEFAULT_STARTS,
+    predicted: Any = None,
 ) -> PerClassCertificate:
     """Certify one threshold per predicted label.
 
@@ -584,12 +595,22 @@ def certify_per_class(
         Label names; defaults to ``"0" .. "K-1"``.
     joint : bool
         Split ``delta`` over the K labels so that all guarantees hold together.
+    predicted : array-like of shape (n,), int, optional
+        The label each item would be automated as, when it is not the most probable column
+        (a confidence-mode calibrator keeps the raw top label even where its calibrated
+        confidence falls below 1/K); each item is certified at that label's probability.
+        Default: the argmax of ``probabilities``.
 
     Returns
     -------
     PerClassCertificate
     """
-    predicted, confidence = predicted_and_confidence(probabilities)
+    if predicted is None:
+        predicted, confidence = predicted_and_confidence(probabilities)
+    else:
+        probs = check_probabilities(probabilities)
+        predicted = check_class_indices(predicted, probs.shape[0], probs.shape[1])
+        confidence = probs[np.arange(probs.shape[0]), predicted]
     k = np.asarray(probabilities).shape[1]
     truth = check_class_indices(true_labels, predicted.size, k)
     names = tuple(labels) if labels is not None else tuple(str(i) for i in range(k))
@@ -603,7 +624,8 @@ def certify_per_class(
         mask = predicted == index
         certificates[name] = (
             certify_threshold(
-                confidence[mask], truth[mask] == index, target, level, method=method, p_value=p_value
+                confidence[mask], truth[mask] == index, target, level, method=method, p_value=p_value,
+                starts=starts,
             )
             if mask.any()
             else None
@@ -641,7 +663,7 @@ def certify_two_sided(
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
-    method: str = "fixed_sequence",
+    method: str = DEFAULT_METHOD,
     p_value: str = "binomial",
 ) -> TwoSidedCertificate:
     """Two-sided binary policy with jointly certified precision on both sides.
@@ -671,25 +693,33 @@ def certify_two_sided(
 
 
 # ---------------------------------------------------------------------------------- planning
-def _planning_profile(confidences: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(share automated, error rate among automated) at each threshold worth extrapolating."""
-    _, n_auto, n_err = selective_counts(confidences, correct)
+def _planning_profile(confidences: Any, correct: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(threshold, share automated, error rate among automated) at each threshold worth
+    extrapolating, strict to loose."""
+    thresholds, n_auto, n_err = selective_counts(confidences, correct)
     n = n_auto[-1]
     keep = n_auto >= min(PLANNING_MIN_ITEMS, max(PLANNING_MIN_FLOOR, n // 10), n)
-    return n_auto[keep] / n, n_err[keep] / n_auto[keep]
+    return thresholds[keep], n_auto[keep] / n, n_err[keep] / n_auto[keep]
 
 
-def _planned_share(share: np.ndarray, error_rate: np.ndarray, n_labels: float, alpha: float,
-                   delta: float, p_func) -> float:
-    """Automation share fixed-sequence testing would certify if a calibration set of
-    ``n_labels`` items showed exactly the observed profile."""
+def _planned_share(profile: tuple[np.ndarray, np.ndarray, np.ndarray], n_labels: float, alpha: float,
+                   delta: float, p_func, method: str = DEFAULT_METHOD,
+                   starts: Sequence[float] = DEFAULT_STARTS) -> float:
+    """Automation share ``method`` would certify if a calibration set of ``n_labels`` items
+    showed exactly the observed profile."""
+    thresholds, share, error_rate = profile
     counts = n_labels * share
-    testable = np.flatnonzero(p_func(0, counts, alpha) <= delta)
-    if not testable.size:
-        return 0.0
-    first = int(testable[0])
-    last = _last_rejected(p_func(counts * error_rate, counts, alpha), delta, first)
-    return float(share[last]) if last >= first else 0.0
+    p = p_func(counts * error_rate, counts, alpha)
+    if method == "fixed_sequence":
+        testable = np.flatnonzero(p_func(0, counts, alpha) <= delta)
+        if not testable.size:
+            return 0.0
+        first = int(testable[0])
+        last = last_rejected(p, delta, first)
+        return float(share[last]) if last >= first else 0.0
+    walk = fallback_walk if method == "fallback" else multistart_walk
+    chosen = walk(thresholds, p, tuple(sorted({float(s) for s in starts}, reverse=True)), delta)
+    return 0.0 if chosen is None else float(share[chosen[2]])
 
 
 def planned_automation_share(
@@ -700,6 +730,8 @@ def planned_automation_share(
     delta: float = 0.05,
     *,
     p_value: str = "binomial",
+    method: str = DEFAULT_METHOD,
+    starts: Sequence[float] = DEFAULT_STARTS,
 ) -> float:
     """Share of items a calibration set of ``n_labels`` would certify for automation, if it
     showed the observed accuracy profile exactly (a plug-in forecast, not a bound).
@@ -715,10 +747,10 @@ def planned_automation_share(
     -------
     float in [0, 1]
     """
-    share, error_rate = _planning_profile(confidences, correct)
     alpha = 1 - check_target(target_accuracy)
-    return _planned_share(share, error_rate, float(n_labels), alpha, check_delta(delta),
-                          _P_VALUE_FUNCTIONS[_check_choice(p_value, P_VALUES, "p-value")])
+    return _planned_share(_planning_profile(confidences, correct), float(n_labels), alpha, check_delta(delta),
+                          _P_VALUE_FUNCTIONS[_check_choice(p_value, P_VALUES, "p-value")],
+                          _check_choice(method, METHODS, "certification method"), starts)
 
 
 def labels_needed(
@@ -729,6 +761,8 @@ def labels_needed(
     *,
     automation_rate: float | None = None,
     p_value: str = "binomial",
+    method: str = DEFAULT_METHOD,
+    starts: Sequence[float] = DEFAULT_STARTS,
     max_labels: int = 10_000_000,
 ) -> int | None:
     """Labelled items needed to certify ``target_accuracy`` while automating at least
@@ -746,16 +780,17 @@ def labels_needed(
         The smallest calibration-set size that would do it; None when the observed profile
         never reaches the target at that automation rate, whatever the number of labels.
     """
-    share, error_rate = _planning_profile(confidences, correct)
+    profile = _planning_profile(confidences, correct)
     alpha = 1 - check_target(target_accuracy)
     delta = check_delta(delta)
+    _check_choice(method, METHODS, "certification method")
     p_func = _P_VALUE_FUNCTIONS[_check_choice(p_value, P_VALUES, "p-value")]
     if automation_rate is not None and not 0 < automation_rate <= 1:
         raise PolicyError(f"automation rate must be in (0, 1], got {automation_rate!r}")
     wanted = automation_rate if automation_rate is not None else 0.0
 
     def enough(n_labels: float) -> bool:
-        reached = _planned_share(share, error_rate, n_labels, alpha, delta, p_func)
+        reached = _planned_share(profile, n_labels, alpha, delta, p_func, method, starts)
         return reached >= wanted and reached > 0
 
     # Double until enough: the first size that works, not the largest, is wanted, and at
@@ -783,7 +818,7 @@ def sample_size_curve(
     sizes: Sequence[int] | None = None,
     n_draws: int = 100,
     seed: int = 0,
-    method: str = "fixed_sequence",
+    method: str = DEFAULT_METHOD,
     p_value: str = "binomial",
 ) -> dict[str, np.ndarray]:
     """Certified automation share against calibration-set size, for the planning chart.
@@ -818,7 +853,8 @@ def sample_size_curve(
     rng = np.random.default_rng(seed)
     planned, median, low, high, certified = [], [], [], [], []
     for size in sizes:
-        planned.append(planned_automation_share(conf, ok, int(size), target_accuracy, delta, p_value=p_value))
+        planned.append(planned_automation_share(conf, ok, int(size), target_accuracy, delta, p_value=p_value,
+                                                method=method))
         shares = np.empty(n_draws)
         for draw in range(n_draws):
             pick = rng.integers(0, conf.size, size)
@@ -1094,7 +1130,18 @@ def manager_table(
 
 
 # ---------------------------------------------------------------------------------- simulation
-SIMULATION_RULES = ("fixed_sequence", "multistart", "hoeffding_bentkus", "naive_scan", "empirical")
+SIMULATION_RULES = ("fallback", "fixed_sequence", "multistart", "hoeffding_bentkus", "naive_scan", "empirical")
+
+
+def oracle_automation_share(confidences: Any, correct: Any, target_accuracy: float) -> float:
+    """Share of a population the loosest threshold whose accuracy over the WHOLE population
+    reaches the target automates: what a certificate would automate if the population were
+    known (the yardstick of `simulate_guarantee`'s automation shares); 0 if none reaches it."""
+    target = check_target(target_accuracy)
+    _, n_auto, n_err = selective_counts(confidences, correct)
+    # The same tolerance as the failure count: 285 / 300 reaches 0.95.
+    reached = np.flatnonzero(1 - n_err / n_auto >= target - 1e-12)
+    return float(n_auto[reached[-1]] / n_auto[-1]) if reached.size else 0.0
 
 
 def simulate_guarantee(
@@ -1107,6 +1154,7 @@ def simulate_guarantee(
     delta: float = 0.05,
     rules: Sequence[str] = SIMULATION_RULES,
     seed: int = 0,
+    starts: Sequence[float] = DEFAULT_STARTS,
 ) -> dict[str, dict[str, Any]]:
     """Check what the guarantee promises, treating a scored data set as the whole population.
 
@@ -1121,8 +1169,11 @@ def simulate_guarantee(
         The population.
     n_calibration, n_draws, seed : int
     rules : sequence of str
-        Any of `SIMULATION_RULES`: the two valid certification methods with binomial
-        p-values, fixed-sequence with Hoeffding-Bentkus p-values, and the two invalid rules.
+        Any of `SIMULATION_RULES`: the three certification methods with binomial p-values,
+        the default method with Hoeffding-Bentkus p-values, and the two invalid rules.
+    starts : sequence of float
+        Start thresholds of the fallback and multistart walks (`calibrated_starts` for a
+        population of calibrated confidences, as a policy with a calibrator uses).
 
     Returns
     -------
@@ -1149,9 +1200,9 @@ def simulate_guarantee(
             return naive_scan_threshold(c, y, target, delta)
         if rule == "empirical":
             return empirical_threshold(c, y, target)
-        method = "multistart" if rule == "multistart" else "fixed_sequence"
+        method = rule if rule in METHODS else DEFAULT_METHOD
         p_value = "hoeffding_bentkus" if rule == "hoeffding_bentkus" else "binomial"
-        return certify_threshold(c, y, target, delta, method=method, p_value=p_value,
+        return certify_threshold(c, y, target, delta, method=method, p_value=p_value, starts=starts,
                                  plan_if_uncertified=False).threshold
 
     rng = np.random.default_rng(seed)

@@ -49,11 +49,9 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
              progress: Callable[[int, int], None] | None = None) -> DemoResult:
     """Run the demo into ``out_dir`` (resumes the scoring step if interrupted)."""
     from howsure.backends import load_backend
-    from howsure.calibration import make_calibrator
     from howsure.evaluation import EvaluationConfig, evaluate, load_scored_items
-    from howsure.policy import certify_policy
+    from howsure.fit_certify import certify_with_split
     from howsure.scoring_job import score_rows
-    from howsure.splits import calibration_test_split
 
     from howsure.decisions import check_delta, check_target
 
@@ -83,16 +81,13 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     written = evaluation.write(out_dir)
 
     # The policy: calibrator fitted on one half, threshold certified on the other half, so the
-    # certificate's assumption (calibrator fitted on other items) holds.
-    split = calibration_test_split(items.labels, test_size=0.5, seed=config.seed, groups=items.texts)
-    calibrator = make_calibrator(config.calibrator, mode="distribution")
-    fit_args = {"groups": [items.texts[i] for i in split.cal_idx]} if config.calibrator == "auto" else {}
-    calibrator.fit(items.probabilities[split.cal_idx], items.labels[split.cal_idx], **fit_args)
-    policy = certify_policy(
-        items.probabilities[split.test_idx], items.labels[split.test_idx],
-        target_accuracy=config.target_accuracy, delta=config.delta, labels=items.label_names,
-        task=task, calibrator=calibrator, model_id=config.model,
-    )
+    # certificate's assumption (calibrator fitted on other items) holds; the default method
+    # (fallback) needs nothing more than iid items.
+    policy = certify_with_split(
+        items.probabilities, items.labels, calibrator=config.calibrator, test_size=0.5, seed=config.seed,
+        texts=items.texts, ids=items.ids, target_accuracy=config.target_accuracy, delta=config.delta,
+        labels=items.label_names, task=task, model_id=config.model,
+    ).policy
     policy_path = out_dir / "policy.json"
     policy.save(policy_path)
     return DemoResult(scores_path, written["report"], policy_path, evaluation.summary, policy, items.n_items)

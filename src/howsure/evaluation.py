@@ -155,6 +155,8 @@ def scored_items_from_frame(
     texts = [str(t) for t in frame[text_column].tolist()] if text_column else None
     ids = [str(i) for i in frame["id"].tolist()] if "id" in columns else [str(i) for i in range(len(frame))]
     read = {"text": text_column} if text_column else {}
+    if "id" in columns:
+        read["id"] = "id"  # ids are real, not row numbers: they may fingerprint the calibrator
 
     if prob_column is None and "probabilities" in columns:
         gold_column = label_column or "label"
@@ -426,11 +428,13 @@ def _new_calibrator(config: EvaluationConfig, mode: str):
     return make_calibrator(config.calibrator, mode=mode, **params)
 
 
-def _fit(calibrator, scores, y, groups):
-    # auto cross-validates inside; passing the texts keeps duplicates in one inner fold too.
-    if calibrator.name == "auto" and groups is not None:
-        return calibrator.fit(scores, y, groups=groups)
-    return calibrator.fit(scores, y)
+def _fit(config: EvaluationConfig, mode: str, scores, y, groups, ids=None):
+    """A calibrator fitted on these items and fingerprinted by their texts (or real ids);
+    auto cross-validates inside, and the texts keep duplicates in one inner fold too."""
+    from howsure.calibration import fit_calibrator
+
+    return fit_calibrator(config.calibrator, scores, y, mode=mode, seed=config.seed, groups=groups,
+                          texts=groups, ids=ids)
 
 
 def _subset(groups: Sequence[str] | None, index: np.ndarray):
@@ -475,11 +479,13 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
     fold_of = np.zeros(evaluated.size, dtype=np.int64)
     chosen_per_fold: list[str] = []
     for number, (fit_idx, held_out) in enumerate(folds):
-        calibrator = _fit(_new_calibrator(config, mode), scores[fit_idx], y[fit_idx], _subset(groups, fit_idx))
+        calibrator = _fit(config, mode, scores[fit_idx], y[fit_idx], _subset(groups, fit_idx))
         predictions[position[held_out]] = calibrator.predict_proba(scores[held_out])
         fold_of[position[held_out]] = number
         chosen_per_fold.append(getattr(calibrator, "chosen_", calibrator.name))
-    final = _fit(_new_calibrator(config, mode), scores, y, groups)
+    # Fitted on every item, and fingerprinted so: howsure thresholds refuses to certify with it
+    # on any of them.
+    final = _fit(config, mode, scores, y, groups, ids=items.ids if items.source.get("columns", {}).get("id") else None)
 
     if mode == "distribution":
         calibrated_correct, calibrated_confidence, _ = top_label(predictions, items.labels[evaluated])

@@ -702,13 +702,29 @@ def bootstrap_indices(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
         done += rows
 
 
-def _interval(point: float, replicates: np.ndarray, level: float) -> dict[str, float]:
+# Binned calibration errors are biased upward on finite samples (every bin's |accuracy -
+# confidence| picks up noise), and a resample's more so: their bootstrap replicates sit above
+# the estimate, and the plain percentile interval can exclude it (0.081 outside [0.082, 0.152]).
+RECENTRED = ("ece", "ece_equal_mass", "mce", "rms_calibration_error")
+
+
+def _interval(point: float, replicates: np.ndarray, level: float, recentre: bool = False) -> dict[str, float]:
+    """Percentile interval of the replicates; with ``recentre``, of the replicates shifted by
+    the bootstrap's estimate of the estimator's bias (their mean minus the estimate), which is
+    reported as ``bias``: the interval then shows the estimate's sampling spread around itself
+    instead of adding the bias a second time, and the estimate lies inside it."""
     replicates = replicates[~np.isnan(replicates)]
     if np.isnan(point) or replicates.size == 0:
-        return {"value": float(point), "low": float("nan"), "high": float("nan")}
+        empty = {"value": float(point), "low": float("nan"), "high": float("nan")}
+        return {**empty, "bias": float("nan")} if recentre else empty
     tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(replicates, [tail, 100.0 - tail])
-    return {"value": float(point), "low": float(low), "high": float(high)}
+    bias = float(replicates.mean() - point) if recentre else 0.0
+    low, high = np.percentile(replicates - bias, [tail, 100.0 - tail])
+    entry = {"value": float(point), "low": float(low), "high": float(high)}
+    if recentre:
+        # A calibration error is never negative.
+        entry.update(low=max(0.0, entry["low"]), bias=bias)
+    return entry
 
 
 def summarize(
@@ -723,7 +739,15 @@ def summarize(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, dict[str, float]]:
-    """Every metric with a percentile-bootstrap interval.
+    """Every metric with a bootstrap interval.
+
+    Means (accuracy, Brier, NLL, ...) and AUROC/AURC get the percentile interval of the
+    resampled values. The binned calibration errors (`RECENTRED`) get it of the resampled
+    values minus the bootstrap bias (their mean minus the estimate), and report that ``bias``:
+    the plug-in estimate is biased upward, a resample's more so, and the plain percentile
+    interval can miss the estimate altogether. Read the recentred interval as the estimate's
+    sampling spread; ``value - bias`` is the bootstrap's bias-corrected estimate of the
+    population's calibration error.
 
     Parameters
     ----------
@@ -747,8 +771,9 @@ def summarize(
     Returns
     -------
     dict
-        Metric name (keys of `METRICS`) -> ``{"value", "low", "high"}``. ``low``/``high`` are NaN
-        where the statistic is undefined (AUROC with one outcome only).
+        Metric name (keys of `METRICS`) -> ``{"value", "low", "high"}``, plus ``"bias"`` for
+        `RECENTRED`. ``low``/``high`` are NaN where the statistic is undefined (AUROC with one
+        outcome only).
     """
     correct, confidence = check_top_label(correct, confidence)
     _check_bins(n_bins, "uniform")
@@ -803,6 +828,7 @@ def summarize(
             points[name],
             np.concatenate(replicates[name]) if replicates[name] else np.empty(0),
             level,
+            recentre=name in RECENTRED,
         )
         for name in ordered
     }

@@ -604,7 +604,7 @@ def sample_size_progression(
         accuracy_low, accuracy_high = np.nanpercentile(accuracies, [10, 90], axis=1)
     default_method = (
         f"Threshold certified on the labelled items to give at least {100 * target:g}% accuracy with "
-        "95% confidence (howsure.decisions, fixed-sequence testing)"
+        "95% confidence (howsure.decisions, fallback testing from fixed start thresholds)"
         if choose_threshold is certified_threshold
         else f"Threshold chosen on the labelled items for {100 * target:g}% accuracy"
     )

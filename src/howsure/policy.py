@@ -36,7 +36,10 @@ from typing import Any
 import numpy as np
 
 from howsure.decisions import (
+    DEFAULT_METHOD,
+    DEFAULT_STARTS,
     CostModel,
+    calibrated_starts,
     certify_per_class,
     certify_threshold,
     check_class_indices,
@@ -66,7 +69,7 @@ def assumption_text(method: str, target_accuracy: float, delta: float, p_value: 
                     *, per_label: bool = False) -> str:
     """The ``guarantee.assumption`` a new policy stores.
 
-    ``multistart`` needs only `ASSUMPTION`. ``fixed_sequence`` starts its walk at a data-dependent
+    ``fallback`` and ``multistart`` need only `ASSUMPTION`. ``fixed_sequence`` starts its walk at a data-dependent
     threshold (the strictest one automating `min_items_to_certify` calibration items), which
     adds one condition (docs/decisions.md, 'Where the walk starts'); the text names it with the
     number of items for this target and ``delta`` (with ``per_label``, pass each label's share of
@@ -86,7 +89,7 @@ def assumption_text(method: str, target_accuracy: float, delta: float, p_value: 
     return (
         f"{ASSUMPTION}. Because {walk}, it also assumes that {slice_} too small to hold {m0} "
         "calibration items is less accurate than the target, which is always true when accuracy "
-        "does not fall as the threshold tightens (method multistart does not need this)."
+        "does not fall as the threshold tightens (methods fallback and multistart do not need this)."
     )
 
 
@@ -541,7 +544,7 @@ def certify_policy(
     task: Any = None,
     calibrator: Any = None,
     model_id: str | None = None,
-    method: str = "fixed_sequence",
+    method: str = DEFAULT_METHOD,
     p_value: str = "binomial",
     per_class: bool = False,
     cost: CostModel | None = None,
@@ -568,7 +571,9 @@ def certify_policy(
         Applied to ``scores`` here and to every input of `Policy.decide`. None: raw scores.
     model_id : str, optional
     method, p_value : str
-        See `howsure.decisions.certify_threshold`.
+        See `howsure.decisions.certify_threshold`. The walks of ``fallback`` and ``multistart``
+        start at `howsure.decisions.calibrated_starts` of the target when there is a
+        calibrator, else at `howsure.decisions.DEFAULT_STARTS`.
     per_class : bool
         One threshold per predicted label (needs (n, K) scores), all certified jointly.
     cost : CostModel, optional
@@ -633,9 +638,13 @@ def certify_policy(
         "assumption": assumption_text(method, target, delta / len(label_names) if per_class else delta,
                                       p_value, per_label=per_class),
     }
+    starts = DEFAULT_STARTS if policy.calibrator is None else calibrated_starts(target)
     if per_class:
+        # Certified on the label each item is routed as (Policy.calibrate's), which with a
+        # confidence-mode calibrator need not be the calibrated argmax.
         certificate = certify_per_class(calibrated, truth_index, target, delta, labels=label_names,
-                                        joint=True, method=method, p_value=p_value)
+                                        joint=True, method=method, p_value=p_value, starts=starts,
+                                        predicted=predicted)
         policy.class_thresholds = certificate.thresholds
         guarantee["joint"] = True
         guarantee["n_calibration"] = int(array.shape[0])
@@ -647,7 +656,8 @@ def certify_policy(
         if cost is not None:
             raise PolicyError("cost optimisation is available for top_label policies; drop per_class or cost")
     else:
-        certificate = certify_threshold(confidence, correct, target, delta, method=method, p_value=p_value)
+        certificate = certify_threshold(confidence, correct, target, delta, method=method, p_value=p_value,
+                                        starts=starts)
         guarantee.update(certificate.to_dict())
         policy.threshold = certificate.threshold
         if cost is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from howsure.calibration.auto import AutoCalibrator
 from howsure.calibration.base import FORMAT_NAME, FORMAT_VERSION, MODES, Calibrator
 from howsure.calibration.beta import BetaCalibrator
+from howsure.calibration.fitting import check_fit_fingerprint, fit_calibrator, overlap_with_fit_items
 from howsure.calibration.histogram import HistogramBinning
 from howsure.calibration.isotonic import IsotonicCalibrator
 from howsure.calibration.platt import PlattScaling
@@ -90,6 +91,7 @@ def calibrator_from_dict(data: dict[str, Any]) -> Calibrator:
     calibrator = make_calibrator(data.get("name"), mode=mode, **(data.get("params") or {}))
     if data.get("state") is not None:
         calibrator.load_state(data["state"])
+    calibrator.fit_items = check_fit_fingerprint(data.get("fit_items"))
     return calibrator
 
 
@@ -118,7 +120,9 @@ __all__ = [
     "Calibrator",
     "MODES",
     "calibrator_from_dict",
+    "fit_calibrator",
     "load_calibrator",
     "make_calibrator",
+    "overlap_with_fit_items",
     "save_calibrator",
 ]

@@ -231,6 +231,8 @@ class Calibrator:
 
     def __init__(self, mode: str = "distribution") -> None:
         self.mode = check_mode(mode)
+        # Fingerprint of the fitting items, set by howsure.calibration.fitting.fit_calibrator.
+        self.fit_items: dict[str, Any] | None = None
 
     # -- parameters -------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -292,16 +294,19 @@ class Calibrator:
         state = None
         if self.is_fitted:
             state = {"n_classes": int(self.n_classes_), **self._get_state()}
-        return _to_json_value(
-            {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "name": self.name,
-                "mode": self.mode,
-                "params": self.get_params(),
-                "state": state,
-            }
-        )
+        data = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "mode": self.mode,
+            "params": self.get_params(),
+            "state": state,
+        }
+        # Which items it was fitted on (howsure.calibration.fitting); only present when known,
+        # so files and policies written before it keep their content and policy_id.
+        if getattr(self, "fit_items", None) is not None:
+            data["fit_items"] = self.fit_items
+        return _to_json_value(data)
 
     def load_state(self, state: dict[str, Any]) -> "Calibrator":
         """Restore fitted state written by :meth:`to_dict`; returns self."""

@@ -17,9 +17,10 @@ from typing import Any, Optional
 import numpy as np
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from howsure.cli.app import command, console
+from howsure.cli.app import command, console, err_console
 from howsure.errors import DataError, PolicyError
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -302,7 +303,7 @@ def thresholds(
     target: float = typer.Option(0.95, help="Accuracy the automated items must reach."),
     delta: float = typer.Option(0.05, help="Chance the guarantee may fail (0.05: holds with 95 %)."),
     out: Path = typer.Option(Path("policy.json"), "--out", help="Where to write the policy JSON."),
-    method: str = typer.Option("fixed_sequence", help="fixed_sequence or multistart."),
+    method: str = typer.Option("fallback", help="fallback (default; needs iid only), multistart, or fixed_sequence (also assumes no small top slice misses the target)."),
     p_value: str = typer.Option("binomial", "--p-value", help="binomial or hoeffding_bentkus."),
     per_class: bool = typer.Option(
         False, "--per-class",
@@ -310,7 +311,18 @@ def thresholds(
              "two-sided policy: auto-positive above one threshold, auto-negative below another, "
              "review the middle.",
     ),
-    calibrator: Optional[Path] = typer.Option(None, help="Fitted calibrator JSON (fitted on OTHER items)."),
+    calibrator: Optional[Path] = typer.Option(None, help="Fitted calibrator JSON (fitted on OTHER items; checked against its recorded fitting items)."),
+    fit_calibrator: Optional[str] = typer.Option(
+        None, "--fit-calibrator",
+        help="Fit this calibrator (auto, temperature, platt, isotonic, beta, histogram, venn_abers) on "
+             "part of the items and certify on the rest (needs per-label probabilities and gold labels).",
+    ),
+    certify_share: float = typer.Option(0.5, "--certify-share", help="With --fit-calibrator: share of the items that certifies."),
+    seed: int = typer.Option(0, help="With --fit-calibrator: seed of the split and of auto's folds."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap",
+        help="Certify even on items the --calibrator was fitted on (the guarantee then does not hold; the policy file says so).",
+    ),
     task: Optional[str] = typer.Option(None, help="Task TOML or bundled task name; fixes the labels."),
     model_id: Optional[str] = typer.Option(None, "--model-id", help="Model the scores came from."),
     cost_review: Optional[float] = typer.Option(None, "--cost-review", help="Cost of one human review."),
@@ -324,7 +336,7 @@ def thresholds(
     prediction_column: str = typer.Option("prediction", "--prediction-column", help="Predicted label, when --prob-column is a number."),
 ) -> None:
     """Certify a confidence threshold and write the policy file."""
-    from howsure.decisions import CostModel, certify_threshold, check_delta, check_target, manager_table
+    from howsure.decisions import DEFAULT_STARTS, CostModel, certify_threshold, check_delta, check_target, manager_table
     from howsure.policy import certify_policy
 
     check_target(target)
@@ -341,11 +353,27 @@ def thresholds(
                          labels=task_labels)
     if scored.correct is None:
         raise DataError(f"{input} has neither gold labels nor correctness; give --label-column or --correct-column")
+    texts = _column_or_none(scored.records, "text")
+    ids = _column_or_none(scored.records, "id")
+    from_distribution = scored.probabilities is not None and scored.gold is not None
+    if fit_calibrator is not None:
+        if calibrator is not None:
+            raise PolicyError(f"--calibrator {calibrator} and --fit-calibrator {fit_calibrator} exclude each other; "
+                              "bring a fitted calibrator or fit one here")
+        if not from_distribution:
+            raise DataError(
+                f"--fit-calibrator needs every label's probability and the gold labels; {input} gives "
+                "only the predicted label's confidence and correctness"
+            )
     calibrator_obj = None
+    overlap = None
     if calibrator is not None:
         from howsure.calibration import load_calibrator
+        from howsure.fit_certify import check_calibrator_overlap
 
         calibrator_obj = load_calibrator(calibrator)
+        overlap = check_calibrator_overlap(calibrator_obj, texts=texts, ids=ids, allow_overlap=allow_overlap,
+                                           source=str(input))
 
     cost = None
     has_cost = cost_review is not None or cost_error is not None or bool(cost_error_label)
@@ -357,8 +385,19 @@ def thresholds(
             per_label = {label: per_label.get(label, cost_error) for label in scored.labels}
         cost = CostModel(cost_review, per_label or cost_error, volume if volume is not None else DEFAULT_VOLUME)
 
-    from_distribution = scored.probabilities is not None and scored.gold is not None
-    if from_distribution:
+    split = None
+    if fit_calibrator is not None:
+        from howsure.fit_certify import certify_with_split
+
+        gold_index = np.array([scored.labels.index(g) for g in scored.gold])
+        split = certify_with_split(
+            scored.probabilities, gold_index, calibrator=fit_calibrator, test_size=certify_share, seed=seed,
+            texts=texts, ids=ids, target_accuracy=target, delta=delta, labels=scored.labels, task=task_obj,
+            model_id=model_id, method=method, p_value=p_value, per_class=per_class, cost=cost,
+            version=policy_version,
+        )
+        policy = split.policy
+    elif from_distribution:
         policy = certify_policy(scored.probabilities, scored.gold, target_accuracy=target, delta=delta,
                                 labels=scored.labels, task=task_obj, calibrator=calibrator_obj,
                                 model_id=model_id, method=method, p_value=p_value, per_class=per_class,
@@ -368,26 +407,55 @@ def thresholds(
                                 labels=scored.labels, task=task_obj, calibrator=calibrator_obj,
                                 model_id=model_id, method=method, p_value=p_value, per_class=per_class,
                                 cost=cost, version=policy_version)
+    if overlap is not None:
+        policy.guarantee["calibrator_overlap"] = overlap
     policy.save(out)
 
     n = len(scored.records)
-    console.print(f"[bold]{n}[/] labelled items from {input}; labels {', '.join(scored.labels)}")
+    console.print(f"[bold]{n}[/] labelled items from {escape(str(input))}; labels {escape(', '.join(scored.labels))}")
+    # The items the certificate (and the table) stand on: all, or the certifying part.
+    used = np.arange(n) if split is None else split.certify_idx
+    if split is not None:
+        fit = policy.guarantee["calibrator_fit"]
+        chosen = f" -> {fit['chosen']}" if fit.get("chosen") else ""
+        console.print(f"calibrator {escape(fit_calibrator)}{escape(chosen)} fitted on {fit['n_fit']} items, "
+                      f"threshold certified on the other {fit['n_certify']}", highlight=False)
+    elif calibrator_obj is None:
+        from howsure.fit_certify import raw_calibration_note
+
+        note = raw_calibration_note(scored.confidence, scored.correct)
+        if note is not None:
+            err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    elif overlap is not None and not overlap["checked"]:
+        err_console.print(
+            f"[yellow]warning:[/] {calibrator} records no fitting items matching this input's "
+            "text or id column, so howsure cannot check that it was fitted on other items", highlight=False,
+            soft_wrap=True,
+        )
+    elif overlap is not None and overlap["n_overlap"]:
+        err_console.print(
+            f"[yellow]warning:[/] {overlap['n_overlap']} items were among the calibrator's fitting items "
+            "(--allow-overlap): the certificate does not hold", highlight=False, soft_wrap=True,
+        )
     if policy.rule == "top_label":
         certificate_text = _certificate_line(policy.guarantee)
         console.print(certificate_text, highlight=False)
         # The table uses the same confidences as the certificate: the policy's calibrated ones.
         if from_distribution:
-            predicted, confidence, _ = policy.calibrate(scored.probabilities)
+            predicted, confidence, _ = policy.calibrate(scored.probabilities[used])
             predicted_names = [policy.labels[i] for i in predicted]
-            correct = np.array(predicted_names) == np.array(scored.gold)
+            correct = np.array(predicted_names) == np.array(scored.gold)[used]
         else:
             confidence = scored.confidence
             calib = policy._calibrator()
             if calib is not None:
                 confidence = np.asarray(calib.predict_proba(confidence), dtype=np.float64)
             correct, predicted_names = scored.correct, scored.predicted
-        certificate = certify_threshold(confidence, correct, target, delta, method=method,
-                                        p_value=p_value, plan_if_uncertified=False)
+        certificate = certify_threshold(confidence, correct, target, delta, method=method, p_value=p_value,
+                                        starts=policy.guarantee["starts"] or DEFAULT_STARTS,
+                                        plan_if_uncertified=False)
+        if method == "fixed_sequence":
+            _warn_if_top_slice_misses(confidence, correct, target, delta, p_value)
         table_cost = cost or CostModel(0.0, 0.0, volume if volume is not None else DEFAULT_VOLUME)
         rows = manager_table(confidence, correct, table_cost, certificate=certificate,
                              predicted_labels=predicted_names if isinstance(table_cost.cost_error, dict) else None)
@@ -409,6 +477,31 @@ def thresholds(
         if two_sided is not None:
             console.print(f"two-sided: {two_sided.text(calibrated=policy.calibrator is not None)}", highlight=False)
     console.print(f"policy {policy.policy_id} written to {out}")
+
+
+def _warn_if_top_slice_misses(confidence: np.ndarray, correct: np.ndarray, target: float, delta: float,
+                              p_value: str) -> None:
+    """fixed_sequence assumes no top slice too small to test misses the target; say so when the
+    calibration items themselves show one that does."""
+    from howsure.decisions import min_items_to_certify, selective_counts
+    from howsure.walks import top_slice_below_target
+
+    m0 = min_items_to_certify(target, delta, p_value)
+    _, n_auto, n_err = selective_counts(confidence, correct)
+    found = top_slice_below_target(n_auto, n_err, 1 - target, m0)
+    if found is not None:
+        items, accuracy = found
+        err_console.print(
+            f"[yellow]warning:[/] the {items} most confident items are only {accuracy:.1%} right: fixed_sequence "
+            f"assumes no top slice of fewer than {m0} items misses the target {target:.1%}, and these items "
+            "suggest one does; --method fallback needs no such condition", highlight=False, soft_wrap=True,
+        )
+
+
+def _column_or_none(records: list[dict[str, Any]], column: str) -> list[str] | None:
+    """Every record's value in ``column`` as text, or None unless all records have one."""
+    values = [record.get(column) for record in records]
+    return None if any(v is None or v == "" for v in values) else [str(v) for v in values]
 
 
 def _percent(share: float) -> str:

@@ -113,6 +113,15 @@ def print_summary(summary: dict) -> None:
             cells.append(f"{value} [dim]{interval}[/]")
         table.add_row(info.title, *cells)
     console.print(table)
+    biases = [(column["short"] if "short" in column else column["title"], column["values"]["ece"]["bias"])
+              for column in columns if (column["values"].get("ece") or {}).get("bias") is not None]
+    if biases:
+        listed = ", ".join(f"{bias:+.3f} {name}" for name, bias in biases)
+        console.print(
+            f"calibration-error intervals: 95 % bootstrap spread of the estimate, recentred on it; the "
+            f"binned estimate runs high (bootstrap bias of the ECE: {listed}), so the population's ECE is "
+            "nearer the estimate minus that bias", highlight=False,
+        )
     calibration = summary["calibration"]
     chosen = f" → {calibration['chosen']}" if calibration.get("chosen") else ""
     console.print(f"mode: [bold]{calibration['mode']}[/] ({calibration['mode_description']})", highlight=False)

@@ -76,7 +76,11 @@ def _split_line(counts: dict[str, int]) -> str:
 @command("recalibrate")
 def recalibrate_command(
     db: str = typer.Option(..., "--db", help=DB_HELP),
-    calibrator: str = typer.Option("auto", help="Calibrator to fit (auto chooses by cross-validated log loss), or none."),
+    calibrator: str = typer.Option(
+        "auto", "--fit-calibrator", "--calibrator",
+        help="Calibrator to fit on the reviewed items outside the certification share (auto chooses by "
+             "cross-validated log loss), or none. --calibrator is the older name.",
+    ),
     target: Optional[float] = typer.Option(None, help="Accuracy the automated items must reach (default: the active policy's)."),
     delta: Optional[float] = typer.Option(None, help="Chance the guarantee may fail (default: the active policy's)."),
     audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with (default: estimated from the store)."),

@@ -153,25 +153,6 @@ def split_for_recalibration(
     return CertificationSplit(np.flatnonzero(~certify), np.flatnonzero(certify), certify_share, audit_keep)
 
 
-def fit_calibrator(name: str, scores: np.ndarray, labels: np.ndarray, *, seed: int = 0,
-                   groups: Sequence[Hashable] | None = None) -> Any:
-    """A distribution-mode calibrator fitted on (n, K) raw probabilities; None for ``"none"``.
-
-    ``auto`` chooses by cross-validated log loss with ``seed`` for its folds and keeps
-    ``groups`` (the texts) in one fold each, so duplicate texts cannot flatter a memoriser.
-    """
-    if name == "none":
-        return None
-    from howsure.calibration import make_calibrator
-
-    if labels.size == 0:
-        raise DataError(f"no reviewed items are left to fit the {name!r} calibrator; review more "
-                        "items, lower certify_share, or use calibrator='none'")
-    if name == "auto":
-        return make_calibrator("auto", mode="distribution", seed=seed).fit(scores, labels, groups=groups)
-    return make_calibrator(name, mode="distribution").fit(scores, labels)
-
-
 def recalibrate_arrays(
     raw_probabilities: Any,
     labels: Any,
@@ -213,7 +194,7 @@ def recalibrate_arrays(
     report : dict
         Counts per split and source, the shares used, the calibrator and the certificate.
     """
-    from howsure.policy import certify_policy
+    from howsure.fit_certify import certify_on_parts
 
     scores = np.asarray(raw_probabilities, dtype=np.float64)
     truth = np.asarray(labels, dtype=np.int64)
@@ -227,10 +208,16 @@ def recalibrate_arrays(
             f"none of the {len(item_ids)} reviewed items fell into the certification share "
             f"({split.certify_share:g}); review more items (audited ones certify first)"
         )
-    groups = None if texts is None else [texts[i] for i in split.fit]
-    fitted = fit_calibrator(calibrator, scores[split.fit], truth[split.fit], seed=seed, groups=groups)
-    policy = certify_policy(scores[split.certify], truth[split.certify], target_accuracy=target_accuracy,
-                            delta=delta, labels=list(label_names), calibrator=fitted, **certify_kwargs)
+    if split.fit.size == 0 and calibrator != "none":
+        raise DataError(f"no reviewed items are left to fit the {calibrator!r} calibrator; review more "
+                        "items, lower certify_share, or use calibrator='none'")
+    certified = certify_on_parts(
+        scores, truth, split.fit, split.certify, calibrator=calibrator, seed=seed, texts=texts,
+        ids=list(item_ids), how=f"calibrator fitted on reviewed items outside the certification share "
+        f"{split.certify_share:g} (seed {seed})",
+        target_accuracy=target_accuracy, delta=delta, labels=list(label_names), **certify_kwargs,
+    )
+    policy, fitted = certified.policy, certified.calibrator
     guarantee = policy.guarantee
     report: dict[str, Any] = {
         "n_reviewed": len(item_ids),

@@ -39,8 +39,11 @@ def loop_policy_dict(*, model_id: str = "test-model", n: int = 2000, seed: int =
     probabilities, truth = population(n, seed)
     task = {"name": "test-sentiment", "instruction": "Is this positive or negative?\n\n{text}",
             "labels": {label: [label] for label in LABELS}}
+    # fixed_sequence, which recalibration keeps: the loop tests re-certify on about 170 reviewed
+    # items at 95 %, where it certifies and the fallback default (no top-slice condition, starts
+    # fixed in advance) needs about 400.
     policy = certify_policy(probabilities, truth, target_accuracy=target_accuracy, delta=0.05,
-                            labels=LABELS, task=task, model_id=model_id)
+                            labels=LABELS, task=task, model_id=model_id, method="fixed_sequence")
     assert policy.guarantee["certified"]
     return policy.to_dict()
 

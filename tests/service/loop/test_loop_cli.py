@@ -44,7 +44,7 @@ def test_recalibrate_list_roll_back_and_export(served_db, tmp_path):
     assert report["versions_pooled"] == [1]
     assert report["fit"]["n"] + report["certify"]["n"] == report["n_reviewed"]
 
-    result = invoke("recalibrate", "--db", served_db, "--calibrator", "platt", "--actor", "ops")
+    result = invoke("recalibrate", "--db", served_db, "--fit-calibrator", "platt", "--actor", "ops")
     assert result.exit_code == 0, result.output
     out = flat(result.stdout)
     assert f"{report['n_reviewed']} reviewed items of policy version(s) 1" in out
