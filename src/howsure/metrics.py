@@ -17,7 +17,8 @@ same resamples.
 Binning conventions (stated because published numbers differ by them):
 
 * ``"uniform"`` (equal width): bin b covers (b/n_bins, (b+1)/n_bins]; a confidence of
-  exactly 0 goes into the first bin. This reproduces the public Llama-3.1-8B run's 20-bin ECE.
+  exactly 0 goes into the first bin. This reproduces the public Llama-3.1-8B run's 20-bin ECE
+  (``tests/test_metrics.py::test_reproduces_public_llama_run_raw_numbers``).
 * ``"quantile"`` (equal mass): items are sorted by confidence (stable sort) and split into
   ``n_bins`` consecutive groups whose sizes differ by at most one, as ``numpy.array_split``
   does; equal confidences may straddle a group boundary.
@@ -401,7 +402,7 @@ def expected_calibration_error(correct, confidence, n_bins: int = 15, strategy: 
     correct : array-like of shape (n,), 0/1
     confidence : array-like of shape (n,), in [0, 1]
     n_bins : int
-        Number of bins (15 by default; the public Llama-3.1-8B run used 20).
+        Number of bins (15 by default; the public Llama-3.1-8B run in docs/evaluation.md used 20).
     strategy : {"uniform", "quantile"}
         Equal-width or equal-mass bins (see the module docstring).
 

@@ -7,10 +7,9 @@ copies every key and value head once per query head (``repeat_kv``), per layer a
 
 On the CPU the backend registers a variant of ``sdpa`` that copies nothing. By default it
 computes attention as two batched matmuls per key/value head, with the query heads that share
-it stacked into one matrix (`grouped_attention`): at a pass's shape (32 rows, 30 queries over
-74 keys, 9/3 heads, 2 threads) that took 1.6 ms against 2.3-3.0 ms for PyTorch's flash kernel,
-whose per-head overhead outweighs so little arithmetic, and a profiled float32 run spent 6.9 %
-of its time in attention instead of 8.8 % (one-off scripts, 2026-11-27). With
+it stacked into one matrix (`grouped_attention`): at a pass's few dozen queries and keys per
+row there is so little arithmetic that PyTorch's flash kernel loses more to its per-head
+overhead than it saves (`bench/bench_scoring.py` times the whole pass with this default). With
 ``GROUPED_MATMULS = False`` it calls the kernel with ``enable_gqa`` and the padding mask
 (accepted since torch 2.5; the same results to the last bit as on copied heads).
 
