@@ -6,6 +6,7 @@ oneDNN limited to AVX2 (``ONEDNN_MAX_CPU_ISA``)."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -26,6 +27,7 @@ TASK = Task(instruction="Review: {text}\nPositive or negative?",
             labels={"positive": ["positive"], "negative": ["negative"]})
 TEXTS = ["good", "a long and winding text that needs many more tokens than the others do", "bad", "fine"]
 SRC = Path(__file__).resolve().parents[1] / "src"
+needs_onednn = pytest.mark.skipif(not onednn.available(torch.device("cpu")), reason="torch without oneDNN")
 
 
 def scores(backend):
@@ -68,6 +70,7 @@ def test_float32_says_nothing_and_a_cpu_with_bf16_keeps_the_bf16_modes(tiny_mode
     assert mixed.dtype == "mixed" and mixed._mixed_layers
 
 
+@needs_onednn
 def test_native_bf16_that_onednn_cannot_pack_runs_unpacked(tiny_model_dir, float32_scores, monkeypatch):
     with_native_bf16(monkeypatch, packs_bf16=False)
     mixed = load_backend(str(tiny_model_dir), dtype="mixed")
@@ -83,6 +86,7 @@ def test_native_bf16_that_onednn_cannot_pack_runs_unpacked(tiny_model_dir, float
     assert np.abs(scores(bf16) - float32_scores).max() < 0.1
 
 
+@needs_onednn
 def test_packing_leaves_a_layer_it_cannot_pack_as_it_is(monkeypatch):
     without_native_bf16(monkeypatch)
     model = torch.nn.Sequential(torch.nn.Linear(16, 8).bfloat16(), torch.nn.Linear(8, 4))
@@ -136,6 +140,32 @@ def test_score_with_mixed_on_a_cpu_without_bf16_prints_one_warning_line(tmp_path
     assert len(out.read_text().splitlines()) == 2
 
 
+def load_bench_scoring():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scoring", SRC.parent / "bench" / "bench_scoring.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_onednn
+def test_the_benchmark_reports_a_missing_bf16_kernel_instead_of_crashing_and_names_the_kernels(
+        tiny_model_dir, monkeypatch):
+    bench = load_bench_scoring()
+    without_native_bf16(monkeypatch)
+    assert bench.matmul_gflops("bfloat16", 1, seconds=0.01, kernel="packed") is None
+    assert bench.matmul_gflops("float32", 1, seconds=0.01, kernel="best") > 0
+    assert bench.rate_text(None) == "unavailable"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Bf16FallbackWarning)
+        mixed = load_backend(str(tiny_model_dir), dtype="mixed")
+    assert bench.kernels_used(mixed.model) == "oneDNN packed float32 x15"  # 2 layers x 7, and the head
+    with_native_bf16(monkeypatch, packs_bf16=False)
+    mixed = load_backend(str(tiny_model_dir), dtype="mixed")
+    assert bench.kernels_used(mixed.model) == "oneDNN packed float32 x11, bf16 F.linear (mixed) x4"
+
+
 AVX2_CHILD = """
 import json, sys, warnings
 import torch
@@ -151,6 +181,9 @@ try:  # what failed on the AVX2 machine, to show the limit reproduces it
     report["raw_pack_error"] = None
 except RuntimeError as exc:
     report["raw_pack_error"] = str(exc)
+sys.path.insert(0, sys.argv[2])
+import bench_scoring
+report["bench_bf16_packed"] = bench_scoring.matmul_gflops("bfloat16", 1, seconds=0.01, kernel="packed")
 task = Task(instruction="Review: {text}", labels={"positive": ["positive"], "negative": ["negative"]})
 for dtype in ("mixed", "bfloat16", "float32"):
     with warnings.catch_warnings(record=True) as caught:
@@ -163,14 +196,17 @@ print(json.dumps(report))
 """
 
 
+@needs_onednn
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's AVX2 limit is x86's")
 def test_an_avx2_only_cpu_for_real_scores_bf16_modes_in_float32(tiny_model_dir):
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", PYTHONPATH=str(SRC))
-    done = subprocess.run([sys.executable, "-c", AVX2_CHILD, str(tiny_model_dir)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-c", AVX2_CHILD, str(tiny_model_dir), str(SRC.parent / "bench")],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert not report["packs_bf16"] and report["packs_float32"] and report["native"] is None
     assert "bf16 path needs the cpu support" in report["raw_pack_error"]  # the AMD EPYC's error
+    assert report["bench_bf16_packed"] is None  # the benchmark's probe crashed here before
     for dtype in ("mixed", "bfloat16"):
         assert report[dtype]["dtype"] == "float32" and len(report[dtype]["notices"]) == 1
         assert "none of amx_bf16, avx512_bf16, avx_ne_convert" in report[dtype]["notices"][0]
