@@ -18,7 +18,8 @@ app.add_typer(models_app, name="models")
 
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, model directory, .gguf file or hub id.")
 TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
-DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16.")
+DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16; "
+                           "the bf16 modes compute in float32 on a CPU without bf16 instructions.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
 DeviceOption = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N.")
 
