@@ -372,10 +372,6 @@ class TransformersBackend:
         if batch_size < 1 or batch_tokens < 1:
             raise ModelError(f"batch_size and batch_tokens must be >= 1, got {batch_size}, {batch_tokens}")
         self.device = resolve_device(device)
-        #: What was asked for; ``dtype`` is what runs (float32 on a CPU that would emulate bf16).
-        self.requested_dtype = dtype
-        if self.device.type == "cpu":
-            dtype = cpu_features.cpu_dtype(dtype)
         if threads:
             torch.set_num_threads(threads)
         if isinstance(pass_workers, bool) or not isinstance(pass_workers, int) or pass_workers < 1:
@@ -386,6 +382,10 @@ class TransformersBackend:
         self.exact_ties = float(exact_ties)
         if not isinstance(prepack, bool):
             raise ModelError(f"prepack must be True or False, got {prepack!r}")
+        #: What was asked for; ``dtype`` is what runs (float32 on a CPU that would emulate bf16).
+        self.requested_dtype = dtype
+        if self.device.type == "cpu":
+            dtype = cpu_features.cpu_dtype(dtype)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
