@@ -18,6 +18,12 @@ It also checks whether this PyTorch has a CPU matmul with bf16 inputs and a floa
     python bench/bench_precision.py                 # first 256 texts, 2 threads
     python bench/bench_precision.py --blocks        # also each group per block of 10 layers
     python bench/bench_precision.py --kernels       # matmul kernels alone: bf16, int8, two-digit int8
+    python bench/bench_precision.py --int8          # also gate/up with int8 weights and/or inputs
+
+``--int8`` asks whether one int8 digit per value could replace bf16 where bf16 is emulated
+(CPUs with AVX2 alone): the int8 rows round to the int8 grid and compute in float32 (what an
+int8 kernel with int32 sums computes, up to float32 rounding), weights per output channel,
+inputs per token.
 """
 
 from __future__ import annotations
@@ -110,6 +116,13 @@ def kernels(rows: int = 1024) -> None:
         print(f"{name:44s} {flops / seconds / 1e9:8.0f} {seconds * 1e3:7.2f} {err}")
 
 
+def on_int8_grid(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to 255 levels per row (symmetric, scaled to the row's largest value): what
+    an int8 matmul sees of a weight per output channel, or of an input per token."""
+    scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / 127
+    return (x / scale).round() * scale
+
+
 class Experiment:
     """The float32 backend, its reference probabilities, and a way to change layers and undo it."""
 
@@ -161,6 +174,12 @@ class Experiment:
             if how == "weights":
                 with torch.no_grad():
                     layer.weight.copy_(layer.weight.bfloat16().float())
+            elif how == "int8 weights":
+                with torch.no_grad():
+                    layer.weight.copy_(on_int8_grid(layer.weight))
+            elif how == "int8 inputs":
+                self.handles.append(layer.register_forward_pre_hook(
+                    lambda module, args: tuple(on_int8_grid(a) for a in args)))
             elif how == "inputs":
                 self.handles.append(layer.register_forward_pre_hook(
                     lambda module, args: tuple(a.bfloat16().float() for a in args)))
@@ -178,7 +197,8 @@ class Experiment:
         self.restore()
         diff = probs - self.reference
         flips = int(((probs > 0.5) != (self.reference > 0.5)).sum())
-        work = sum(self.layers[n].weight.numel() for names, _ in changes for n in set(names)) / self.total_work
+        changed = {n for names, _ in changes for n in names}  # a layer changed two ways counts once
+        work = sum(self.layers[n].weight.numel() for n in changed) / self.total_work
         print(f"{label:34s} {np.abs(diff).max():8.4f} {np.sqrt(np.mean(diff ** 2)):8.5f} {flips:6d} "
               f"{work:7.0%} {speed:8.1f}", flush=True)
 
@@ -189,12 +209,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--blocks", action="store_true", help="each group alone per block of 10 layers")
     parser.add_argument("--kernels", action="store_true", help="only the matmul kernels' speed and error")
+    parser.add_argument("--int8", action="store_true", help="also gate/up with int8 weights and/or inputs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import pandas as pd
 
+    from howsure.backends import cpu_features
+
     if args.kernels:
-        print(f"{args.threads} threads, torch {torch.__version__}")
+        print(f"{args.threads} threads, torch {torch.__version__}; {cpu_features.describe()}")
         kernels()
         return
     texts = pd.read_csv(DEV, sep="\t", keep_default_na=False, dtype=str)["content"].tolist()[: args.limit]
@@ -212,6 +235,10 @@ def main() -> None:
             exp.row(f"{label}: {how}", [(names, how)])
     for group in ("down", "o", "q/k/v"):
         exp.row(f"mixed + {group}: bf16", [(mixed, "bf16"), (exp.select(group), "bf16")])
+    if args.int8:
+        exp.row("gate/up: int8 weights", [(mixed, "int8 weights")])
+        exp.row("gate/up: int8 inputs", [(mixed, "int8 inputs")])
+        exp.row("gate/up: int8 weights and inputs", [(mixed, "int8 weights"), (mixed, "int8 inputs")])
     if args.blocks:
         n_layers = 1 + max(int(n.split(".layers.")[1].split(".")[0]) for n in exp.layers)
         for group in GROUPS:

@@ -16,6 +16,12 @@ model, prompt, labels and thread count, and the table is printed side by side fr
 * howsure-mixed-2w  the same with two parts of each pass at once (``pass_workers=2``);
 * howsure-bf16   the same entirely in bfloat16; both checked against fp32.
 
+It first prints the CPU flags that decide which kernels run fast (avx2, avx512*, avx512_bf16,
+amx*, avx_vnni, avx_ne_convert), torch's CPU capability, whether bf16 is native here, and at
+the end which kernels each method's linear layers ran, so runs on different machines can be
+compared. Where bf16 is emulated (no AMX-BF16, AVX512-BF16 or AVX-NE-CONVERT), the bf16 modes
+compute in float32 (`howsure.backends.cpu_features`) and their bound is the float32 one.
+
 It also measures this machine's matmul GFLOP/s for float32 and bfloat16 at the model's shapes
 (the faster of torch's ``a @ b`` and oneDNN's linear on a pre-packed weight, which the backend
 uses on the CPU: the bound is what the machine can do, not what one kernel does),
@@ -44,6 +50,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's howsure, as the children get (PYTHONPATH)
 DEV = ROOT.parent / "shared" / "data" / "sentiment" / "sst2" / "dev.tsv"
 METHODS = ["naive", "batched", "batched-sorted", "lm-eval", "howsure-fp32", "howsure-mixed", "howsure-mixed-2w",
            "howsure-bf16"]
@@ -84,7 +91,9 @@ def run_method(method: str, texts: list[str], threads: int) -> dict:
     def masses_from(probs: torch.Tensor) -> np.ndarray:
         return torch.stack([probs[:, ids].sum(1) for ids in label_ids], 1).double().numpy()
 
-    before = {d: matmul_gflops(d, threads, seconds=1.0) for d in ("float32", "bfloat16")}
+    # The rates of the dtypes this method computes in (bf16 only where it really runs).
+    dtypes = ("float32", "bfloat16") if method.startswith("howsure") and backend.dtype != "float32" else ("float32",)
+    before = {d: matmul_gflops(d, threads, seconds=1.0) for d in dtypes}
     start = time.perf_counter()
     if method.startswith("howsure"):
         scores = backend.label_scores(task, texts, top_k=1)
@@ -136,11 +145,13 @@ def run_method(method: str, texts: list[str], threads: int) -> dict:
     seconds = time.perf_counter() - start
     # The machine's matmul rate, measured again right after this method ran, in this process:
     # on a shared machine the rate drifts, so each method is held to the rate of its own moment.
-    gflops = {d: (before[d] + matmul_gflops(d, threads, seconds=1.0)) / 2 for d in before}
+    gflops = {d: (before[d] + matmul_gflops(d, threads, seconds=1.0)) / 2 for d in before if before[d] is not None}
     probs = masses / masses.sum(1, keepdims=True)
     suffix_tokens = [len(backend.encode(p)) - len(backend.prepare(task).prefix_ids) for p in prompts]
     return {
         "method": method,
+        "dtype": backend.dtype if method.startswith("howsure") else "float32",
+        "kernels": kernels_used(model),
         "seconds": seconds,
         "texts_per_s": len(texts) / seconds,
         "p_positive": probs[:, 0].tolist(),
@@ -152,6 +163,26 @@ def run_method(method: str, texts: list[str], threads: int) -> dict:
         "flops_per_text": flops_per_text(model.config, suffix_tokens, len(backend.prepare(task).prefix_ids)),
         "mlp_flop_share": mlp_flop_share(model.config, suffix_tokens, len(backend.prepare(task).prefix_ids)),
     }
+
+
+def kernels_used(model) -> str:
+    """Which matmul kernels a loaded model's linear layers run, counted by kind: oneDNN on a
+    packed weight (howsure's `PackedLinear`, bf16 `MixedPrecisionLinear` layers packed or not)
+    or torch's own ``F.linear``, each with its dtype."""
+    from collections import Counter
+
+    from howsure.backends.onednn import PackedLinear
+    from howsure.backends.transformers import MixedPrecisionLinear
+
+    kinds = Counter()
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            kinds[f"oneDNN packed {str(module.compute_dtype).removeprefix('torch.')}"] += 1
+        elif isinstance(module, MixedPrecisionLinear):
+            kinds["bf16 " + ("oneDNN packed" if module.packed else "F.linear") + " (mixed)"] += 1
+        elif isinstance(module, __import__("torch").nn.Linear):
+            kinds[f"F.linear {str(module.weight.dtype).removeprefix('torch.')}"] += 1
+    return ", ".join(f"{kind} x{count}" for kind, count in kinds.most_common())
 
 
 def flops_per_text(config, suffix_tokens: list[int], prefix_len: int) -> float:
@@ -186,14 +217,18 @@ def mlp_flop_share(config, suffix_tokens: list[int], prefix_len: int) -> float:
     return float(mlp / flops_per_text(config, suffix_tokens, prefix_len))
 
 
-def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0, kernel: str = "best") -> float:
+def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0, kernel: str = "best") -> float | None:
     """Sustained GFLOP/s of this machine for the model's MLP matmul shape in ``dtype``, with
     torch's ``a @ b`` (kernel "matmul"), oneDNN's linear on a pre-packed weight ("packed", what
-    the backend runs on the CPU) or, for the bound, the faster of the two ("best")."""
+    the backend runs on the CPU) or, for the bound, the faster of the two ("best"). None where
+    the kernel does not exist here (oneDNN packs no bf16 weight on a CPU with AVX2 alone)."""
     import torch
 
+    from howsure.backends import cpu_features
+
     if kernel == "best":
-        return max(matmul_gflops(dtype_name, threads, seconds / 2, k) for k in ("matmul", "packed"))
+        rates = [matmul_gflops(dtype_name, threads, seconds / 2, k) for k in ("matmul", "packed")]
+        return max((r for r in rates if r is not None), default=None)
     torch.set_num_threads(threads)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
     a = torch.randn(1024, 576, dtype=dtype)
@@ -201,6 +236,8 @@ def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0, kernel: s
     if kernel == "packed":
         from howsure.backends.onednn import pack_weight, packed_linear
 
+        if not cpu_features.onednn_packs(dtype):
+            return None
         weight = pack_weight(b.t())
 
         def product():
@@ -208,13 +245,17 @@ def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0, kernel: s
     else:
         def product():
             return a @ b
-    for _ in range(5):
-        product()
+    for _ in range(2 if dtype == torch.bfloat16 and cpu_features.bf16_support().native is None else 5):
+        product()  # emulated bf16 runs about a second per call: two warm-ups are enough
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         product()
         reps += 1
     return 2 * 1024 * 576 * 1536 * reps / (time.perf_counter() - start) / 1e9
+
+
+def rate_text(gflops: float | None) -> str:
+    return "unavailable" if gflops is None else f"{gflops:.1f}"
 
 
 def print_targets(results: dict, naive: float | None) -> None:
@@ -257,11 +298,18 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     texts = load_texts(args.limit)
     print(f"{len(texts)} SST-2 dev texts, {args.threads} threads, model smollm2-135m, bundled sentiment task")
+    from howsure.backends import cpu_features
+
+    support = cpu_features.bf16_support()
+    print(cpu_features.describe())
+    print(f"bf16: {'native (' + support.native + ')' if support.native else 'emulated (' + support.missing + ')'}, "
+          f"oneDNN packs bf16 weights: {'yes' if support.packs else 'no'}")
     kernels = {(d, k): matmul_gflops(d, args.threads, kernel=k) for d in ("float32", "bfloat16")
                for k in ("matmul", "packed")}
-    gflops = {d: max(kernels[d, "matmul"], kernels[d, "packed"]) for d in ("float32", "bfloat16")}
+    gflops = {d: max((r for r in (kernels[d, "matmul"], kernels[d, "packed"]) if r is not None), default=None)
+              for d in ("float32", "bfloat16")}
     print("matmul (1024x576 @ 576x1536), GFLOP/s, a @ b / oneDNN on a packed weight: " + ", ".join(
-        f"{d} {kernels[d, 'matmul']:.1f} / {kernels[d, 'packed']:.1f}" for d in ("float32", "bfloat16")))
+        f"{d} {rate_text(kernels[d, 'matmul'])} / {rate_text(kernels[d, 'packed'])}" for d in ("float32", "bfloat16")))
     results = {}
     for method in args.methods.split(","):
         cmd = [sys.executable, __file__, "--child", method, "--threads", str(args.threads)]
@@ -286,12 +334,12 @@ def main() -> None:
             print(f"{method:16} skipped: {r['skipped']}")
             continue
         rate = r["gflops"]  # measured in the method's own process, around its run
-        if DTYPE_OF.get(method) == "mixed":  # MLP FLOPs at the bf16 rate, the rest at the fp32 rate
+        if r["dtype"] == "mixed":  # MLP FLOPs at the bf16 rate, the rest at the fp32 rate
             mlp_share = r["mlp_flop_share"]
             seconds_per_flop = mlp_share / rate["bfloat16"] + (1 - mlp_share) / rate["float32"]
             bound = 1 / (seconds_per_flop * 1e-9 * r["flops_per_text"])
-        else:
-            bound = rate[DTYPE_OF.get(method, "float32")] * 1e9 / r["flops_per_text"]
+        else:  # the dtype it computed in: float32 where a bf16 mode fell back to it
+            bound = rate[r["dtype"]] * 1e9 / r["flops_per_text"]
         r["flop_bound_ratio"] = r["texts_per_s"] / bound
         ratio = f"{r['texts_per_s'] / naive:8.2f}" if naive else "       -"
         agree = ""
@@ -300,6 +348,12 @@ def main() -> None:
             same = np.mean((a > 0.5) == (b > 0.5))
             agree = f"max |dp| {np.abs(a - b).max():.4f}, same argmax {same:.2%}"
         print(f"{method:16} {r['texts_per_s']:8.1f} {ratio} {r['flop_bound_ratio']:11.2f} {r['peak_rss_mb']:8.0f}  {agree}")
+    print("\nkernels each method ran (linear layers by kind)")
+    for method, r in results.items():
+        if "skipped" not in r:
+            asked = DTYPE_OF.get(method, "float32")
+            dtype = r["dtype"] if r["dtype"] == asked else f"{r['dtype']} ({asked} asked: bf16 is emulated here)"
+            print(f"  {method:16} {dtype}: {r['kernels']}")
     print_targets(results, naive)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"gflops": gflops, "results": results}, indent=2))

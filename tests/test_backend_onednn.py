@@ -5,17 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from howsure.backends import load_backend, onednn
+from cpu_simulation import with_native_bf16
+from howsure.backends import cpu_features, load_backend, onednn
 from howsure.task import Task
 
 pytestmark = pytest.mark.skipif(not onednn.available(torch.device("cpu")), reason="torch without oneDNN")
+needs_bf16_packing = pytest.mark.skipif(not cpu_features.onednn_packs(torch.bfloat16),
+                                        reason="oneDNN cannot pack bf16 weights on this CPU (tests/test_cpu_features.py "
+                                               "covers what the backend does instead)")
 
 TASK = Task(instruction="Review: {text}\nPositive or negative?",
             labels={"positive": ["positive"], "negative": ["negative"]})
 TEXTS = ["good", "a long and winding text that needs many more tokens than the others do", "bad", "fine"]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16_packing)])
 def test_a_packed_linear_computes_what_the_linear_layer_does(dtype):
     torch.manual_seed(0)
     linear = torch.nn.Linear(48, 80).to(dtype)
@@ -50,7 +54,8 @@ def test_the_backend_packs_every_decoder_linear_and_fuses_each_mlp(tiny_model_di
 
 
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("mixed", 0.02), ("bfloat16", 0.05)])
-def test_packed_and_unpacked_backends_give_the_same_scores(tiny_model_dir, dtype, atol):
+def test_packed_and_unpacked_backends_give_the_same_scores(tiny_model_dir, dtype, atol, monkeypatch):
+    with_native_bf16(monkeypatch)  # where oneDNN cannot pack bf16, both run it unpacked
     packed = load_backend(str(tiny_model_dir), batch_size=8, dtype=dtype, exact_ties=0)
     plain = load_backend(str(tiny_model_dir), batch_size=8, dtype=dtype, exact_ties=0, prepack=False)
     assert type(plain.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
@@ -58,7 +63,9 @@ def test_packed_and_unpacked_backends_give_the_same_scores(tiny_model_dir, dtype
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=atol)
 
 
+@needs_bf16_packing
 def test_mixed_recomputes_near_ties_exactly_with_packed_layers(tiny_model_dir, monkeypatch):
+    with_native_bf16(monkeypatch)
     exact = load_backend(str(tiny_model_dir), batch_size=8).label_scores(TASK, TEXTS)
     mixed = load_backend(str(tiny_model_dir), batch_size=8, dtype="mixed", exact_ties=0.49)  # every text
     bf16_matmuls, exact_calls = [], []
@@ -136,6 +143,7 @@ def test_memory_that_is_not_a_clean_file_mapping_is_left_alone(tmp_path):
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux only")
+@needs_bf16_packing
 def test_mixed_layers_keep_their_float32_weights_off_memory_between_exact_uses(tmp_path):
     from howsure.backends.transformers import MixedPrecisionLinear
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cpu_simulation import with_native_bf16
 from howsure.backends import load_backend
 from howsure.errors import ModelError, TaskError
 from howsure.scoring import build_label_vocabulary
@@ -159,7 +160,8 @@ def test_variant_rule_counts_case_and_space_variants(chat_backend):
     assert {s for s, _ in result.variants["positive"]} >= {"positive", " positive"}
 
 
-def test_dtype_bfloat16_close_to_float32(tiny_model_dir):
+def test_dtype_bfloat16_close_to_float32(tiny_model_dir, monkeypatch):
+    with_native_bf16(monkeypatch)  # bf16 runs, unpacked where oneDNN cannot pack it
     task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
     fp32 = load_backend(str(tiny_model_dir)).label_scores(task, TEXTS)
     bf16 = load_backend(str(tiny_model_dir), dtype="bfloat16").label_scores(task, TEXTS)
@@ -167,7 +169,8 @@ def test_dtype_bfloat16_close_to_float32(tiny_model_dir):
     assert max(diffs) < 0.1  # a random tiny model is far less stable than a trained one
 
 
-def test_mixed_precision_runs_mlp_input_projections_in_bf16_and_stays_close(tiny_model_dir):
+def test_mixed_precision_runs_mlp_input_projections_in_bf16_and_stays_close(tiny_model_dir, monkeypatch):
+    with_native_bf16(monkeypatch)  # bf16 runs, unpacked where oneDNN cannot pack it
     task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
     fp32 = load_backend(str(tiny_model_dir)).label_scores(task, TEXTS)
     mixed_backend = load_backend(str(tiny_model_dir), dtype="mixed")
@@ -206,7 +209,8 @@ def test_mixed_precision_linear_computes_in_bf16_or_exactly():
         without(x)
 
 
-def test_mixed_rescores_near_ties_exactly_and_only_them(tiny_model_dir):
+def test_mixed_rescores_near_ties_exactly_and_only_them(tiny_model_dir, monkeypatch):
+    with_native_bf16(monkeypatch)  # bf16 runs, unpacked where oneDNN cannot pack it
     from howsure.backends.transformers import top_two_gap
 
     task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])

@@ -15,7 +15,9 @@ flat: `pack_linear_layers` drops it and, when it is a page range of a mapped saf
 (`release_file_pages`), or they would stay resident beside the copy.
 
 Only for the CPU: the backend packs when torch has oneDNN (``torch.backends.mkldnn``) and the
-model runs on the CPU; ``prepack=False`` keeps transformers' own layers.
+model runs on the CPU; ``prepack=False`` keeps transformers' own layers. A layer whose dtype
+oneDNN cannot pack here (bf16 on a CPU with AVX2 alone, `cpu_features.onednn_packs`) keeps
+transformers' layer too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import sys
 from typing import Callable
 
 import torch
+
+from howsure.backends import cpu_features
 
 _MADV_DONTNEED = 4
 
@@ -154,7 +158,8 @@ def clean_file_mappings() -> list[tuple[int, int]]:
 
 def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
     """Replace every `torch.nn.Linear` of ``model`` with a `PackedLinear`, releasing each
-    original weight's file pages (see the module docstring). Returns the new layers.
+    original weight's file pages (see the module docstring). Returns the new layers. Layers in
+    a dtype oneDNN cannot pack on this CPU (`cpu_features.onednn_packs`) stay as they are.
 
     That includes the output embedding: at the answer position alone (32 rows against a
     49152-word vocabulary, float32, 2 threads) the packed kernel took 10 ms where F.linear took
@@ -167,7 +172,7 @@ def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
     packed = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not torch.nn.Linear:
+            if type(child) is not torch.nn.Linear or not cpu_features.onednn_packs(child.weight.dtype):
                 continue
             layer = PackedLinear(child)
             setattr(parent, name, layer)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from howsure.cli.app import command, console, err_console
-from howsure.cli.scoring import DeviceOption, DtypeOption, low_label_mass_warnings
+from howsure.cli.scoring import DeviceOption, DtypeOption, one_line_warnings
 from howsure.models import DEFAULT_MODEL
 
 
@@ -32,7 +32,7 @@ def demo(
 
     started = time.perf_counter()
     config = DemoConfig(model=model, dtype=dtype, device=device, threads=threads, limit=limit, target_accuracy=target, delta=delta)
-    with low_label_mass_warnings(), Progress("[progress.description]{task.description}", BarColumn(),
+    with one_line_warnings(), Progress("[progress.description]{task.description}", BarColumn(),
                                              MofNCompleteColumn(), TimeRemainingColumn(), console=err_console) as bar:
         job = bar.add_task("scoring", total=None)
         result = run_demo(out, config, progress=lambda done, total: bar.update(job, completed=done, total=total))

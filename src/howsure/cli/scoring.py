@@ -18,27 +18,33 @@ app.add_typer(models_app, name="models")
 
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Preset name, model directory, .gguf file or hub id.")
 TaskOption = typer.Option("sentiment", "--task", "-t", help="Task TOML file or bundled task name.")
-DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16.")
+DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (bf16 MLPs, ~0.01 of float32) or bfloat16; "
+                           "the bf16 modes compute in float32 on a CPU without bf16 instructions.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
 DeviceOption = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N.")
 
 
 @contextlib.contextmanager
-def low_label_mass_warnings() -> Iterator[None]:
-    """Print the library's `LowLabelMassWarning` (one per scoring run) as a yellow warning line
-    on stderr instead of Python's ``file:line: Warning`` form; other warnings pass through."""
+def one_line_warnings() -> Iterator[None]:
+    """Print the library's notices as one yellow warning line each on stderr instead of
+    Python's ``file:line: Warning`` form: `LowLabelMassWarning` (one per scoring run) and
+    `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
+    through."""
     from rich.markup import escape
 
+    from howsure.backends.cpu_features import Bf16FallbackWarning
     from howsure.scoring import LowLabelMassWarning
 
+    categories = (LowLabelMassWarning, Bf16FallbackWarning)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LowLabelMassWarning)
+        for category in categories:
+            warnings.simplefilter("always", category)
         try:
             yield
         finally:
             for w in caught:
-                if issubclass(w.category, LowLabelMassWarning):
-                    err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
+                if issubclass(w.category, categories):
+                    err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
                 else:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
@@ -46,7 +52,7 @@ def low_label_mass_warnings() -> Iterator[None]:
 def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto"):
     from howsure.backends import load_backend
 
-    with err_console.status(f"loading {model} …"):
+    with one_line_warnings(), err_console.status(f"loading {model} …"):
         return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device)
 
 
@@ -83,7 +89,7 @@ def score(
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
     backend = open_backend(model, dtype, threads, batch_size, device)
     columns = {"text": text_column, "id": id_column, "label": label_column}
-    with low_label_mass_warnings(), Progress(
+    with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         "texts", TimeRemainingColumn(), console=err_console, transient=False,
     ) as bar:

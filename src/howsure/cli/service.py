@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console, fail
-from howsure.cli.scoring import DeviceOption
+from howsure.cli.scoring import DeviceOption, one_line_warnings
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)
@@ -125,7 +125,7 @@ def serve(
     model_name = model or record.body.get("model_id") or DEFAULT_MODEL
     from howsure.backends import load_backend
 
-    with err_console.status(f"loading {model_name} …"):
+    with one_line_warnings(), err_console.status(f"loading {model_name} …"):
         backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch, device=device,
                                batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
