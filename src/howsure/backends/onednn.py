@@ -3,9 +3,8 @@
 ``torch.nn.functional.linear`` hands the weight to the matmul library in its plain row-major
 layout, and the library re-blocks it on every call. Re-blocking it once at load time
 (``torch.ops.mkldnn._reorder_linear_weight``, what PyTorch's inductor does for frozen CPU
-models) and calling oneDNN's linear on the packed weight ran the bundled model's shapes
-9-16 % faster in float32 and 0-5 % in bf16 here (2 threads, 320-960 tokens per matmul;
-docs/scoring.md). oneDNN also applies an activation or a multiply to a matmul's output while it
+models) and calling oneDNN's linear on the packed weight saves that work on every call
+(`bench/bench_scoring.py` prints `a @ b` against the packed kernel at the model's shapes). oneDNN also applies an activation or a multiply to a matmul's output while it
 is still in cache, so a gated MLP ``down(silu(gate(x)) * up(x))`` becomes three calls with no
 separate passes over its largest activations.
 
@@ -38,8 +37,7 @@ _MADV_DONTNEED = 4
 PRIMITIVE_CACHE_CAPACITY = "16"
 """How many oneDNN primitives (one per matmul shape) stay cached, unless the user set
 ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. Each pass has its own number of tokens, so the default of
-1024 kept hundreds of passes' primitives: 60-90 MB more peak memory on the bundled model (872
-SST-2 dev texts in float32) than 8 with the same speed. A pass needs 5 shapes (10 with two
+1024 keeps hundreds of passes' primitives, each holding memory, for no speed. A pass needs 5 shapes (10 with two
 passes at once), hence 16. oneDNN reads the variable when it first builds a primitive."""
 
 
@@ -98,8 +96,8 @@ class FilePages:
     only pays the page faults.
 
     ``mappings`` is a `clean_file_mappings` snapshot to look the tensor up in; by default one
-    is taken for this tensor alone (reading /proc/self/smaps takes about 25 ms here, so code
-    that wraps many tensors takes one snapshot and passes it)."""
+    is taken for this tensor alone (reading /proc/self/smaps is slow, so code that wraps many
+    tensors takes one snapshot and passes it)."""
 
     def __init__(self, tensor: torch.Tensor, mappings: list[tuple[int, int]] | None = None) -> None:
         self.start = self.length = 0
@@ -161,12 +159,10 @@ def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
     original weight's file pages (see the module docstring). Returns the new layers. Layers in
     a dtype oneDNN cannot pack on this CPU (`cpu_features.onednn_packs`) stay as they are.
 
-    That includes the output embedding: at the answer position alone (32 rows against a
-    49152-word vocabulary, float32, 2 threads) the packed kernel took 10 ms where F.linear took
-    25-28 ms. When it is tied to the input embedding, the input embedding keeps the original,
+    That includes the output embedding, the largest matmul left at the answer position. When it is tied to the input embedding, the input embedding keeps the original,
     and looking up the tokens of a pass reads back only pages around their rows; the caller
     can hand those back after each pass (`FilePages`), or over many texts they add up to most
-    of the matrix again (85 MB of 113 on the 872 SST-2 dev texts)."""
+    of the matrix again."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)
     mappings = clean_file_mappings()  # packing writes no page of them, so one look serves all
     packed = []

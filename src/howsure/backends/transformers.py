@@ -37,27 +37,23 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed": torch.f
 """float32: exact, the default. bfloat16: everything in bf16. mixed: the MLP blocks' input-side
 projections (gate and up: two thirds of the MLP's matmul work, half of the model's) run in bf16
 while their output projection, attention, norms, rotary embeddings and the residual stream stay
-float32. Measured on the bundled model over the 872 SST-2 dev texts (docs/scoring.md), mixed
-keeps label probabilities within 0.0091 of float32 (0.0095 before its MLP was fused); alone
-it gave the same argmax on 99.2-99.7 % of texts (bf16 rounding depends on how texts share
-passes), and with near ties re-scored in float32 (``exact_ties``, on by default) on 100 %.
-With the output projection in bf16 too it drifted by 0.012 (99.3 %), with attention in bf16
-by 0.028."""
+float32. `bench/bench_scoring.py` prints how far mixed moves label probabilities from float32 on
+the 872 SST-2 dev texts (within 0.0091 in docs/scoring.md's run L) and how often the argmax
+agrees; near ties are re-scored in float32 (``exact_ties``, on by default). bf16 rounding
+depends on how texts share passes, so the agreement without the re-check varies by run."""
 _SENTINEL = "\u2063HOWSURE_TEXT\u2063"
 
 PASS_OVERHEAD_TOKENS = 64
 """What one more forward pass costs beyond its tokens, in tokens: every pass streams all the
-weights from memory, which at a small batch is what bounds it. Measured on the bundled model
-with 2 threads (float32): a pass of r rows x w tokens took about 70-110 ms + 1.2-1.6 ms per
-padded token, so 50-100 tokens; splitting a length-sorted batch pays off when it saves more
+weights from memory, which at a small batch is what bounds it. `bench/bench_padding.py` prints
+the pass cost in tokens on the bundled model; splitting a length-sorted batch pays off when it saves more
 padding than this."""
 
 PAD_SHARE_WHEN_SKIPPED = 0.2
 """What a pad costs, as a share of a real token, when the linear layers skip the pads
 (`howsure.backends.unpadding`): attention, norms and rotary embeddings still see it.
-`bench/bench_padding.py` fits it on the bundled model with 2 threads (float32) over passes of
-8-32 rows x 20-80 tokens with a quarter to all of them real: 0.15-0.19 over five fits
-(34-109 ms per pass + 1.35-1.53 ms per real token + 0.20-0.29 per pad). Splitting a pass then
+`bench/bench_padding.py` fits it on the bundled model with 2 threads (float32) over passes
+with a quarter to all of their tokens real. Splitting a pass then
 pays off only when it saves about five times more padding than without skipping."""
 
 
@@ -88,8 +84,8 @@ def batch_prefix_cache(prefix_cache, batch: int, config, *, read_only: bool):
     """The shared prefix's keys and values as a cache for ``batch`` rows (views, no copies).
 
     ``read_only``: attention reads the cache but it never grows, so each layer's prefix + new
-    keys are freed when the layer is done instead of held until the pass ends (150 MB less
-    peak memory on the 872 SST-2 texts with the bundled model). Only for passes whose cache
+    keys are freed when the layer is done instead of held until the pass ends (less peak memory:
+    `bench/bench_scoring.py` prints it). Only for passes whose cache
     nobody reads afterwards; the multi-token sequence pass continues from a growing one."""
     from transformers import DynamicCache
 
@@ -280,9 +276,8 @@ def split_sorted(lengths: Sequence[int], max_rows: int, max_tokens: int,
     cost (`PAD_SHARE_WHEN_SKIPPED`): the real tokens cost the same in every split.
 
     Dynamic programming over the cut points, O(n x max_rows). Filling passes greedily up to
-    ``max_tokens`` pads short texts to long ones: on groups of 32 texts drawn at random from
-    SST-2 dev (what the service's micro-batches hold) a 512-token greedy fill padded 24 %, this
-    split 15 %. Ties go to the longer pass, so a pass of this split, split again, stays whole."""
+    ``max_tokens`` pads short texts to long ones; this split pads less
+    (`tests/test_backend_transformers.py` checks it is the cheapest split on small cases). Ties go to the longer pass, so a pass of this split, split again, stays whole."""
     n = len(lengths)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
@@ -319,9 +314,8 @@ class TransformersBackend:
         torch intra-op threads (defaults to torch's choice).
     batch_size : int
         Most texts in one forward pass (computed as `pass_workers` parts at once). 64 was no
-        faster than 32 on the bundled model across fresh processes (872 SST-2 dev texts,
-        mixed, 2 threads: 25.7 / 25.6 against 25.8 / 25.1 texts/s) and peaked 100-180 MB
-        higher (1413 / 1481 against 1318 / 1297 MB), so 32.
+        faster than 32 on the bundled model and peaked higher (`bench/bench_scoring.py` runs
+        on d16afa3 against c05066a; commit c05066a says why), so 32.
     batch_tokens : int
         Most (padded) suffix tokens in one forward pass; long texts get smaller batches.
     share_prefix : bool
@@ -334,21 +328,22 @@ class TransformersBackend:
     pass_workers : int
         How many parts of each forward pass run at the same time, each on its share of torch's
         threads (see `map_concurrently`). 1 (the default) runs passes one after another on all
-        threads. On 2 cores, 2 scored 3-17 % more texts per second, varying with the texts
-        and the day (docs/scoring.md, docs/service.md), and it is unmeasured on larger
-        machines, so it is an opt-in.
+        threads. On 2 cores, 2 scored 31.2 against 29.4 texts/s in
+        `bench/bench_scoring.py` run L (446a31d); the gain varies by run and is unmeasured on
+        larger machines, so it is an opt-in.
     exact_ties : float
         ``mixed`` only: texts whose top two label probabilities are closer than twice this are
         scored again in float32 (with the float32 weights, see `MixedPrecisionLinear`), so the
         predicted label is float32's whenever bf16 moved no probability by more than this
-        (0.0091 at most on the bundled model, hence the default 0.01). The re-check scores
-        the near ties twice (54 of the 872 SST-2 dev texts on the bundled model), and keeping
+        (0.0091 at most on the bundled model in `bench/bench_scoring.py` run L, hence the
+        default 0.01). The re-check scores the near ties twice, and keeping
         the float32 weights costs memory unless they are pages of a float32 safetensors file
         that loading mapped anyway (the bundled model's cache). 0 turns it off.
     prepack : bool
         On the CPU, pack the linear layers' weights for oneDNN once and fuse each gated MLP's
         activation and product into its matmuls (`howsure.backends.onednn`): same results up
-        to float rounding, 13-17 % more texts per second on the bundled model. False keeps
+        to float rounding, faster (`bench/bench_scoring.py` compares it with the unpacked peers).
+        False keeps
         transformers' own layers.
     """
 
