@@ -11,6 +11,7 @@ import howsure.policy
 from howsure.calibration.auto import AutoCalibrator
 from howsure.calibration.base import Calibrator
 from howsure.cli import app
+from howsure.demo import STAGES
 from howsure.policy import Policy
 
 
@@ -60,6 +61,14 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir, monkeypa
     assert fit_rows.isdisjoint(certify_rows)
     assert columns["calibrated"]["ece"]["low"] <= columns["calibrated"]["ece"]["value"] <= columns["calibrated"]["ece"]["high"]
     assert "fold" in summary["calibration"]["scheme"]["description"]
+    # Its own stage times, in summary.json and in the output, adding up to the total.
+    stages = summary["stage_seconds"]
+    assert list(stages) == [*STAGES, "total"] and all(seconds >= 0 for seconds in stages.values())
+    assert stages["scoring"] > 0 and sum(stages[s] for s in STAGES) == pytest.approx(stages["total"], abs=0.35)
+    printed = " ".join(result.output.split())
+    assert "stages: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages.items()) in printed
+    redrawn = CliRunner().invoke(app, ["report", str(out / "summary.json"), "--out", str(tmp_path / "again.html")])
+    assert redrawn.exit_code == 0, redrawn.output
     assert "report:" in result.output and "accuracy" in result.output
     # The tiny random model puts almost nothing on the labels: said once, as a warning line.
     assert " ".join(result.output.split()).count("warning: median probability on the labels is") == 1
