@@ -44,3 +44,39 @@ def test_cross_fitting_folds_are_computed_once_per_labels_groups_and_seed(monkey
     assert len(splits) == 3
     assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other_seed))
     assert len(other_labels) == 5
+
+
+def straightforward_venn_abers_table(p, positive):
+    """Each case's groups built anew, as the docstring of venn_abers_table describes them."""
+    from scipy.optimize import isotonic_regression
+
+    distinct, inverse = np.unique(p, return_inverse=True)
+    counts = np.bincount(inverse).astype(np.float64)
+    hits = np.bincount(inverse, weights=positive.astype(np.float64))
+    tables = {0.0: [], 1.0: []}
+    for case in range(2 * distinct.size + 1):
+        position = case // 2
+        for outcome, table in tables.items():
+            if case % 2:
+                case_counts, case_hits = counts.copy(), hits.copy()
+                case_counts[position] += 1.0
+                case_hits[position] += outcome
+            else:
+                case_counts = np.insert(counts, position, 1.0)
+                case_hits = np.insert(hits, position, outcome)
+            fit = isotonic_regression(case_hits / case_counts, weights=case_counts, increasing=True)
+            table.append(fit.x[position])
+    return distinct, np.array(tables[0.0]), np.array(tables[1.0])
+
+
+@pytest.mark.parametrize("n, distinct", [(1, 1), (2, 2), (60, 60), (300, 40)])
+def test_venn_abers_table_built_in_place_equals_the_straightforward_one_exactly(n, distinct):
+    from howsure.calibration.venn_abers import venn_abers_table
+
+    rng = np.random.default_rng(n)
+    scores = rng.choice(rng.random(distinct), size=n)  # ties when distinct < n
+    positive = rng.random(n) < scores
+    table = venn_abers_table(scores, positive)
+    x, p0, p1 = straightforward_venn_abers_table(scores, positive)
+    assert np.array_equal(table["x"], x)
+    assert np.array_equal(table["p0"], p0) and np.array_equal(table["p1"], p1)  # bit for bit
