@@ -113,3 +113,37 @@ def test_in_ci_a_module_skipped_while_collected_fails(pytester, monkeypatch):
     assert "could not import 'a_module_that_is_not_installed'" in result.stdout.str()
     monkeypatch.delenv("CI")
     assert pytester.runpytest("-p", "no:cacheprovider").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+ROOT = CONFTEST.parents[1]
+
+
+def test_ci_run_sets_ci_itself_and_runs_make_test(tmp_path):
+    import os
+    import subprocess
+
+    fake_make = tmp_path / "make"
+    fake_make.write_text('#!/bin/sh\necho "CI=$CI make $*"\nexit 5\n')
+    fake_make.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    done = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "CI=true make test"
+    assert done.returncode == 5  # make's status (here pytest's "no tests ran") is CI's
+
+
+def test_make_test_lists_skip_reasons_and_runs_the_whole_suite():
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.fail("make is not installed")
+    # -n prints the recipe without running it; BIN/howsure is made to look installed.
+    done = subprocess.run(["make", "-n", "-o", ".venv/bin/howsure", "-o", "system-deps", "test"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    [command] = [line.split() for line in done.stdout.splitlines() if "pytest" in line]
+    options = command[command.index("pytest") + 1:]
+    assert "-rfEs" in options and "--strict-markers" in options
+    # Nothing deselected, and nothing after it that could swallow pytest's exit status.
+    assert not {"-m", "-k", "--deselect", "||", ";", "|"} & set(options)
