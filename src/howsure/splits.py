@@ -14,6 +14,7 @@ same items: that gives isotonic regression an ECE of about 1e-17 and measures no
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -225,13 +226,7 @@ def crossfit_folds(
     if group_labels.size < n_folds:
         raise CalibrationError(f"{group_labels.size} distinct groups are fewer than n_folds={n_folds}")
     _check_per_class(group_labels, n_folds, "groups" if grouped else "items", f"{n_folds}-fold cross-fitting")
-    placeholder = np.zeros(labels.size)
-    if grouped:
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        folds = list(splitter.split(placeholder, labels, group_ids))
-    else:
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        folds = list(splitter.split(placeholder, labels))
+    folds = list(_stratified_folds(_array_key(labels), _array_key(group_ids) if grouped else None, n_folds, seed))
     all_labels = np.unique(labels)
     for fit_idx, _ in folds:
         missing = np.setdiff1d(all_labels, labels[fit_idx])
@@ -251,6 +246,33 @@ def crossfit_folds(
         n_folds=n_folds,
     )
     return folds, scheme
+
+
+def _array_key(values: np.ndarray) -> tuple[str, bytes]:
+    return values.dtype.str, values.tobytes()
+
+
+@functools.lru_cache(maxsize=32)
+def _stratified_folds(labels_key: tuple[str, bytes], groups_key: tuple[str, bytes] | None, n_folds: int,
+                      seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """sklearn's seeded (group-)stratified k folds of these labels (and groups), read-only.
+
+    Cached: cross-fitting asks for the same folds once per candidate calibrator (auto tries six,
+    inside every outer fold too), and StratifiedGroupKFold costs seconds on a few thousand
+    groups, most of the demo's calibration time before this cache."""
+    labels = np.frombuffer(labels_key[1], dtype=labels_key[0])
+    placeholder = np.zeros(labels.size)
+    if groups_key is not None:
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(placeholder, labels, np.frombuffer(groups_key[1], dtype=groups_key[0]))
+    else:
+        folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(placeholder, labels)
+    out = []
+    for fit_idx, held_out_idx in folds:
+        fit_idx.setflags(write=False)  # shared by every caller of the cache
+        held_out_idx.setflags(write=False)
+        out.append((fit_idx, held_out_idx))
+    return tuple(out)
 
 
 def _calibrator_factory(make_calibrator_fn: "Callable[[], Calibrator] | Calibrator") -> "Callable[[], Calibrator]":

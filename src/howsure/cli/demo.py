@@ -41,4 +41,6 @@ def demo(
     console.print(result.policy.summary(), highlight=False)
     console.print(f"report: [bold]{result.report_path}[/]")
     console.print(f"policy: {result.policy_path}   scores: {result.scores_path}")
+    stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.stage_seconds.items())
+    console.print(f"stages: {stages}", highlight=False)
     console.print(f"done in {time.perf_counter() - started:.0f} s")

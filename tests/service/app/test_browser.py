@@ -26,10 +26,8 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing in CI (.ci/system-deps installs it)")
-        pytest.skip(f"{CHROMIUM} is not installed")
+    if not Path(CHROMIUM).exists():  # a failure in CI, as every skip there (tests/conftest.py)
+        pytest.skip(f"{CHROMIUM} is not installed (.ci/system-deps installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
