@@ -205,6 +205,16 @@ def test_add_items_is_idempotent_on_request_id(store, policy, new_item):
     assert len(store.events(action="classify", limit=None)) == 3
 
 
+def test_request_ids_are_per_client(store, policy, new_item):
+    """Two clients' items with one key are two items; each client's retry finds its own."""
+    [mine] = store.add_items([new_item(policy, text="mine", request_id="k")], actor="client-a")
+    [theirs] = store.add_items([new_item(policy, text="theirs", request_id="k")], actor="client-b")
+    assert mine.id != theirs.id and (mine.created_by, theirs.created_by) == ("client-a", "client-b")
+    [again] = store.add_items([new_item(policy, text="theirs", request_id="k")], actor="client-b")
+    assert again.id == theirs.id and again.text == "theirs"
+    assert store.stats()["items"] == 2
+
+
 BAD_FIELDS = [
     ({"decision": "maybe"}, "decision 'maybe'"),
     ({"decision": "review", "queue_reason": None}, "queue_reason in \\['review'\\]"),
