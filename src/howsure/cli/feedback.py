@@ -18,6 +18,7 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console
@@ -115,20 +116,24 @@ def recalibrate_command(
         f"  threshold certified on {_split_line(report['certify'])}: every item had the same "
         f"chance {report['certify_share']:.3g} to be drawn", highlight=False,
     )
-    console.print(f"  audit rate {rate} ({report['audit_rate_source']})", highlight=False)
+    drawn = report.get("audit_rates") or {}
+    if len(drawn) > 1:  # audited at several rates: each item weighted by its own
+        rate += " lowest; audited items per rate: " + ", ".join(f"{r}: {n}" for r, n in drawn.items())
+    console.print(f"  audit rate {rate} ({escape(report['audit_rate_source'])})", highlight=False)
     body = record.body
     if body["rule"] == "top_label":
         console.print(_certificate_line(body["guarantee"]), highlight=False)
     else:
         for label, cert in body["guarantee"]["classes"].items():
-            console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
+            console.print(f"[bold]{escape(label)}[/]: " + (_certificate_line(cert) if cert else "never predicted"),
+                          highlight=False)
     state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
     console.print(
-        f"policy version {record.version} ({record.policy_id}) {state}; version "
-        f"{previous.version} had threshold {_threshold(previous.body, 6)}", highlight=False,
+        f"policy version {record.version} ({escape(record.policy_id)}) {state}; version "
+        f"{previous.version} had threshold {escape(_threshold(previous.body, 6))}", highlight=False,
     )
     for warning in report["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @command("list", group=policy_app)
@@ -151,16 +156,16 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
             name = f"auto ({(calibrator.get('state') or {}).get('chosen', '?')})"
         target = guarantee.get("target_accuracy")
         table.add_row(
-            f"{'*' if record.active else ''}{record.version}", record.policy_id,
-            record.created_at.strftime("%Y-%m-%d %H:%M"), record.created_by, _threshold(body),
-            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", name,
+            f"{'*' if record.active else ''}{record.version}", escape(record.policy_id),
+            record.created_at.strftime("%Y-%m-%d %H:%M"), escape(record.created_by), escape(_threshold(body)),
+            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", escape(str(name)),
             style="bold" if record.active else None,
         )
     console.print(table)
     # Notes are sentences; under the table they wrap at the terminal instead of squeezing it.
     for record in history:
         if record.note:
-            console.print(f"{record.version}: {record.note}", highlight=False)
+            console.print(f"{record.version}: {escape(record.note)}", highlight=False)
 
 
 def previous_active_version(store: Any) -> int:
@@ -195,11 +200,11 @@ def policy_rollback(
         active = store.active_policy()
         record = store.activate_policy(previous_active_version(store) if to is None else to, actor=_actor(actor))
     if active is not None and active.version == record.version:
-        console.print(f"policy version {record.version} ({record.policy_id}) is already active; nothing changed",
+        console.print(f"policy version {record.version} ({escape(record.policy_id)}) is already active; nothing changed",
                       highlight=False)
         return
     was = "none" if active is None else active.version
-    console.print(f"policy version {record.version} ({record.policy_id}) is active (was {was})", highlight=False)
+    console.print(f"policy version {record.version} ({escape(record.policy_id)}) is active (was {was})", highlight=False)
 
 
 @command("drift")
@@ -222,9 +227,9 @@ def drift_command(
         console.print_json(json.dumps(report.to_dict()))
     else:
         style = "bold red" if report.alarm else "green" if report.psi is not None else "yellow"
-        console.print(f"[{style}]{report.message}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[{style}]{escape(report.message)}[/]", highlight=False, soft_wrap=True)
         if report.suggestion:
-            console.print(f"suggestion: {report.suggestion}", highlight=False, soft_wrap=True)
+            console.print(f"suggestion: {escape(report.suggestion)}", highlight=False, soft_wrap=True)
     if report.alarm:
         raise typer.Exit(EXIT_ALARM)
 
@@ -245,4 +250,4 @@ def export_command(
 
     with _open(db) as store:
         n = export_labelled(store, output, format, policy_version=version)
-    console.print(f"{n} reviewed items written to {output}", highlight=False)
+    console.print(f"{n} reviewed items written to {escape(str(output))}", highlight=False)

@@ -342,13 +342,20 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return low, high
 
 
-def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95) -> AuditAccuracy:
-    """Audited accuracy with its interval, and how it stands against the policy's target."""
+def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95,
+                   weighted: Any = None) -> AuditAccuracy:
+    """Audited accuracy with its interval, and how it stands against the policy's target.
+
+    With ``weighted`` (`howsure.service.audit.WeightedAudit`) the accuracy is weighted by the
+    inverse of each item's audit rate and the interval uses the effective sample size."""
     reviewed = int((stats or {}).get("audit_reviewed") or 0)
     correct = int((stats or {}).get("audit_correct") or 0)
     if reviewed == 0:
         return AuditAccuracy(reviewed=0, correct=0, accuracy=None, interval=None, target=target, verdict="no_data")
-    low, high = clopper_pearson(correct, reviewed, level)
+    accuracy, n = correct / reviewed, float(reviewed)
+    if weighted is not None and weighted.weighted and weighted.reviewed == reviewed:
+        accuracy, n = weighted.accuracy, weighted.effective_n
+    low, high = clopper_pearson(min(accuracy * n, n), n, level)
     if target is None:
         verdict = "no_target"
     elif high < target:
@@ -357,7 +364,7 @@ def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: fl
         verdict = "meets_target"
     else:
         verdict = "consistent_with_target"
-    return AuditAccuracy(reviewed=reviewed, correct=correct, accuracy=correct / reviewed,
+    return AuditAccuracy(reviewed=reviewed, correct=correct, accuracy=accuracy,
                          interval=Interval(low=low, high=high, level=level), target=target, verdict=verdict)
 
 
@@ -459,6 +466,8 @@ class Service:
                 queue_reason="review" if decision.decision == "review" else ("audit" if audit else None),
                 policy_version=loaded.version, policy_id=loaded.policy_id,
                 external_id=item.id, request_id=item.request_id,
+                # The chance this auto item had to be audited: recalibration weights by its inverse.
+                audit_rate=self.audit_rate if decision.decision == "auto" else None,
             ))
         return new_items
 
@@ -544,6 +553,9 @@ def gather_stats(service: Service) -> StatsResponse:
     overall = store.stats()
     active = store.stats(policy_version=record.version) if record is not None else None
     target = ((record.body.get("guarantee") or {}).get("target_accuracy")) if record is not None else None
+    from howsure.service.audit import weighted_audit
+
+    weighted = weighted_audit(store, record.version) if record is not None else None
     drift, drift_error = None, None
     try:
         from howsure.service.drift import drift_report
@@ -558,7 +570,7 @@ def gather_stats(service: Service) -> StatsResponse:
             drift_error = str(exc)
     return StatsResponse(
         policy_version=None if record is None else record.version, overall=_json_safe(overall),
-        active_policy=_json_safe(active), audit=audit_accuracy(active, target), drift=drift,
+        active_policy=_json_safe(active), audit=audit_accuracy(active, target, weighted=weighted), drift=drift,
         drift_error=drift_error, batching=service.batcher.stats.to_dict(),
     )
 

@@ -57,6 +57,14 @@ def test_audit_rate_queues_a_share_of_auto_items(make_service):
     assert 15 <= audited <= 45 and set(reasons) <= {"audit", None}
     assert env.store.stats()["audit_sampled"] == audited
     assert {item["decision"] for item in items} == {"auto"}  # the client is not told which are audited
+    # Every auto item keeps the rate it was drawn at, audited or not (recalibration weights by it).
+    assert {env.store.get_item(item["item_id"]).audit_rate for item in items} == {0.5}
+
+
+def test_review_decisions_store_no_audit_rate(make_service):
+    env = make_service(threshold=None, audit_rate=0.5)
+    [item] = env.classify(["unsure"])
+    assert env.store.get_item(item["item_id"]).audit_rate is None
 
 
 def test_concurrent_requests_share_forward_passes(make_service):
