@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import command, console
@@ -371,7 +372,8 @@ def thresholds(
     policy.save(out)
 
     n = len(scored.records)
-    console.print(f"[bold]{n}[/] labelled items from {input}; labels {', '.join(scored.labels)}")
+    console.print(f"[bold]{n}[/] labelled items from {escape(str(input))}; labels "
+                  f"{escape(', '.join(scored.labels))}")
     if policy.rule == "top_label":
         certificate_text = _certificate_line(policy.guarantee)
         console.print(certificate_text, highlight=False)
@@ -404,11 +406,12 @@ def thresholds(
             )
     else:
         for label, cert in policy.guarantee["classes"].items():
-            console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
+            console.print(f"[bold]{escape(label)}[/]: " + (_certificate_line(cert) if cert else "never predicted"),
+                          highlight=False)
         two_sided = policy.two_sided()
         if two_sided is not None:
             console.print(f"two-sided: {two_sided.text(calibrated=policy.calibrator is not None)}", highlight=False)
-    console.print(f"policy {policy.policy_id} written to {out}")
+    console.print(f"policy {policy.policy_id} written to {escape(str(out))}")
 
 
 def _percent(share: float) -> str:
@@ -494,10 +497,10 @@ def route(
     n = len(routed)
     console.print(
         f"{int(auto.sum()):,} of {n:,} items automated ({auto.mean():.1%}), "
-        f"{n - int(auto.sum()):,} to review; policy {loaded.policy_id}: {loaded.summary()}",
+        f"{n - int(auto.sum()):,} to review; policy {escape(loaded.policy_id)}: {escape(loaded.summary())}",
         highlight=False,
     )
-    console.print(f"written to {output}")
+    console.print(f"written to {escape(str(output))}")
 
 
 @command("plan")
@@ -547,7 +550,7 @@ def plan(
     console.print(table)
     if chart is not None:
         draw_sample_size_chart(curve, chart, target=target, delta=delta)
-        console.print(f"chart written to {chart}")
+        console.print(f"chart written to {escape(str(chart))}")
 
 
 def draw_sample_size_chart(curve: dict[str, np.ndarray], path: Path, *, target: float, delta: float) -> None:
