@@ -55,7 +55,7 @@ def test_sqlite_engine_settings(tmp_path):
         with engine.connect() as connection:
             pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
                        for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
-        assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 2000, "synchronous": 2}
+        assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 3000, "synchronous": 2}
     finally:
         engine.dispose()
 

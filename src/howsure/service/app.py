@@ -16,7 +16,7 @@ Errors are JSON everywhere: ``{"error": {"code": ..., "message": ...}}`` with 40
 authentication and roles, 404 for unknown items and routes, 409 for queue conflicts, 413 for a
 body over the limit, 422 for invalid input, 503 while no policy is active, and
 503 with ``Retry-After`` when the database fails or stays locked (a request waits for a locked
-database at most 2 s).
+database at most 3 s).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the request models built inside

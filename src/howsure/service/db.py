@@ -2,7 +2,7 @@
 
     from howsure.service.db import normalise_url, make_engine, upgrade
     url = normalise_url("reviews.db")         # -> "sqlite:////abs/path/reviews.db"
-    engine = make_engine(url)                 # SQLite: WAL, foreign keys, 2 s busy timeout, file 0600
+    engine = make_engine(url)                 # SQLite: WAL, foreign keys, 3 s busy timeout, file 0600
     upgrade(engine)                           # Alembic "upgrade head"
 
 Two back ends are supported: a SQLite file (the embedded default, one machine) and PostgreSQL
@@ -48,8 +48,10 @@ SOURCES = ("review", "audit")
 # How long a request waits for a database another writer holds (SQLite's busy timeout,
 # PostgreSQL's lock_timeout) before it gives up with DatabaseUnavailable (503 + Retry-After):
 # a locked database must not pile requests up for minutes. Migrations run at start-up, off the
-# request path, and wait longer for each other.
-DB_WAIT_S = 2.0
+# request path, and wait longer for each other. SQLite's busy handler is not fair (a waiting
+# process polls, and others may take the lock between its polls), so a busy database with
+# several writing processes needs some slack here too.
+DB_WAIT_S = 3.0
 MIGRATION_WAIT_S = 60.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
 ACCEPTED_URLS = (
@@ -362,11 +364,14 @@ def transaction_waiting(connection: sa.Connection, seconds: float) -> Iterator[N
     """A transaction on ``connection`` that waits at most ``seconds`` for locks.
 
     SQLite: the connection's busy timeout, set before ``BEGIN`` and put back afterwards.
-    PostgreSQL: ``SET LOCAL lock_timeout`` as its first statement (none when ``seconds`` is the
-    session's `DB_WAIT_S`), so the setting ends with the transaction.
+    PostgreSQL: ``SET LOCAL lock_timeout`` as its first statement, so the setting ends with the
+    transaction. Nothing is set when ``seconds`` is the connections' own `DB_WAIT_S`.
     """
     milliseconds, default = max(1, round(seconds * 1000)), round(DB_WAIT_S * 1000)
-    if connection.dialect.name == "sqlite":
+    if connection.dialect.name == "sqlite" and milliseconds == default:
+        with connection.begin():
+            yield
+    elif connection.dialect.name == "sqlite":
         raw = connection.connection.driver_connection
         raw.execute(f"PRAGMA busy_timeout = {milliseconds}")
         try:

@@ -18,7 +18,7 @@ is atomic on both back ends (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN I
 a conditional ``UPDATE`` on SQLite), and the database's UNIQUE constraints make a duplicate
 review or a client's duplicate ``request_id`` impossible whatever happens in the code.
 
-A write waits at most ``db.DB_WAIT_S`` (2 s) for a database another process holds locked, then
+A write waits at most ``db.DB_WAIT_S`` (3 s) for a database another process holds locked, then
 raises `DatabaseUnavailable`; while it stays locked, later writes fail fast
 (`howsure.service.dbwait`).
 
@@ -316,7 +316,7 @@ class ReviewStore:
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         try:
-            with self.engine.connect() as connection, connection.begin():
+            with self.engine.connect() as connection, db.transaction_waiting(connection, self._gate.read_wait()):
                 yield connection
         except (DBAPIError, PoolTimeout) as exc:
             raise self._wrap(exc) from exc
@@ -326,9 +326,9 @@ class ReviewStore:
         """A write transaction; on SQLite it holds the write lock from its first statement.
         It waits at most db.DB_WAIT_S for locks in all (`howsure.service.dbwait`)."""
         try:
-            with self._gate.hold() as wait_s, self.engine.connect() as connection:
+            with self._gate.hold() as remaining, self.engine.connect() as connection:
                 connection = connection.execution_options(sqlite_immediate=True)
-                with db.transaction_waiting(connection, wait_s):
+                with db.transaction_waiting(connection, remaining()):
                     yield connection
         except IntegrityError:
             raise  # the caller knows which constraint it may have hit
