@@ -80,7 +80,7 @@ def recalibrate_command(
     calibrator: str = typer.Option("auto", help="Calibrator to fit (auto chooses by cross-validated log loss), or none."),
     target: Optional[float] = typer.Option(None, help="Accuracy the automated items must reach (default: the active policy's)."),
     delta: Optional[float] = typer.Option(None, help="Chance the guarantee may fail (default: the active policy's)."),
-    audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with (default: estimated from the store)."),
+    audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with, for items stored without their own (older stores; default: estimated from them). Recorded rates are always used."),
     certify_share: Optional[float] = typer.Option(None, "--certify-share", help="Share of all items that certifies (at most the audit rate; default: the audit rate)."),
     seed: int = typer.Option(0, help="Salt of the fit/certify draw and seed of auto's folds."),
     versions: Optional[List[int]] = typer.Option(None, "--policy-version", help="Learn only from items these versions decided (repeat the option; default: every version of the same model)."),
@@ -90,8 +90,9 @@ def recalibrate_command(
 ) -> None:
     """Refit the calibrator and re-certify the threshold from reviews: a new policy version.
 
-    Certifies on an equal-chance share of all items (every audited item, review items at the
-    audit rate) and fits the calibrator on the other reviewed items.
+    Certifies on an equal-chance share of all items (every audited item drawn at the lowest
+    audit rate, the others at lowest / their own rate, review items at the lowest rate) and
+    fits the calibrator on the other reviewed items.
     """
     from howsure.cli.decisions import _certificate_line
     from howsure.service.feedback import recalibrate
