@@ -210,3 +210,39 @@ def new_item():
         )
 
     return make
+
+
+@pytest.fixture
+def lock_database():
+    """``with lock_database(store): ...`` holds the store's database locked from another
+    connection, as another process would: SQLite ``BEGIN EXCLUSIVE`` on the file (writers wait,
+    readers still read, as WAL allows), PostgreSQL ``ACCESS EXCLUSIVE`` locks on the tables a
+    request writes or reads its policy from."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def hold(store: Any) -> Iterator[None]:
+        if store.dialect == "sqlite":
+            import sqlite3
+
+            from sqlalchemy.engine import make_url
+
+            connection = sqlite3.connect(make_url(store.url).database, isolation_level=None)
+            connection.execute("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                connection.execute("ROLLBACK")
+                connection.close()
+        else:
+            import psycopg
+
+            url = store.engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(url) as connection:
+                connection.execute("LOCK TABLE items, reviews, policies IN ACCESS EXCLUSIVE MODE")
+                try:
+                    yield
+                finally:
+                    connection.rollback()
+
+    return hold

@@ -22,15 +22,18 @@ EXPECTED_COLUMNS = {
     "policies": ["id", "version", "policy_id", "body", "created_at", "created_by", "active", "note"],
     "items": ["id", "request_id", "external_id", "text", "created_at", "created_by", "policy_version",
               "policy_id", "prediction", "confidence", "probabilities", "raw_probabilities", "decision",
-              "queue_reason", "status", "queued_at", "claimed_by", "claim_expires_at"],
+              "queue_reason", "status", "queued_at", "claimed_by", "claim_expires_at", "audit_rate"],
     "reviews": ["id", "item_id", "reviewer", "label", "created_at", "policy_version", "agreed_with_model",
                 "source"],
     "events": ["id", "at", "actor", "action", "item_id", "policy_version", "detail"],
+    "sessions": ["id", "session_hash", "user_id", "token_id", "created_at", "expires_at", "ended_at"],
 }
 NULLABLE = {
     "tokens": {"last_used_at", "revoked_at"},
-    "items": {"request_id", "external_id", "queued_at", "claimed_by", "claim_expires_at", "queue_reason"},
+    "items": {"request_id", "external_id", "queued_at", "claimed_by", "claim_expires_at", "queue_reason",
+              "audit_rate"},
     "events": {"item_id", "policy_version"},
+    "sessions": {"ended_at"},
 }
 
 
@@ -44,7 +47,7 @@ def engine(db_url):
 def test_upgrade_creates_exactly_these_columns(engine):
     assert db.current_revision(engine) is None
     db.upgrade(engine)
-    assert db.current_revision(engine) == "0001"
+    assert db.current_revision(engine) == "0004"
     inspector = sa.inspect(engine)
     assert set(inspector.get_table_names()) == set(EXPECTED_COLUMNS) | {"alembic_version"}
     for table, expected in EXPECTED_COLUMNS.items():
@@ -68,13 +71,14 @@ def test_upgrade_creates_the_constraints_and_indexes(engine):
     assert ("name",) in uniques("users")
     assert ("token_hash",) in uniques("tokens")
     assert ("version",) in uniques("policies")
-    assert ("request_id",) in uniques("items")
+    assert ("created_by", "request_id") in uniques("items") and ("request_id",) not in uniques("items")
+    assert ("session_hash",) in uniques("sessions")
     assert ("item_id",) in uniques("reviews")
     assert ("status", "queued_at") in {tuple(i["column_names"]) for i in inspector.get_indexes("items")}
     foreign = {(fk["constrained_columns"][0], fk["referred_table"], fk["referred_columns"][0])
-               for table in ("tokens", "items", "reviews") for fk in inspector.get_foreign_keys(table)}
+               for table in ("tokens", "items", "reviews", "sessions") for fk in inspector.get_foreign_keys(table)}
     assert foreign == {("user_id", "users", "id"), ("policy_version", "policies", "version"),
-                       ("item_id", "items", "id")}
+                       ("item_id", "items", "id"), ("token_id", "tokens", "id")}
     checks = {c["name"] for table in ("users", "items", "reviews") for c in inspector.get_check_constraints(table)}
     assert {"ck_users_role", "ck_items_decision", "ck_items_queue_reason", "ck_items_status",
             "ck_reviews_source"} <= checks
@@ -137,14 +141,14 @@ def test_concurrent_upgrades_on_a_fresh_database(db_url):
         assert process.returncode == 0, err
     engine = db.make_engine(db_url)
     try:
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == "0004"
         assert set(EXPECTED_COLUMNS) <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
 
 
 def test_store_without_migrate_needs_a_current_schema(db_url):
-    with pytest.raises(StoreError, match="schema revision None, this howsure needs '0001'"):
+    with pytest.raises(StoreError, match="schema revision None, this howsure needs '0004'"):
         ReviewStore(db_url, migrate=False)
     ReviewStore(db_url).close()
     store = ReviewStore(db_url, migrate=False)
@@ -155,3 +159,41 @@ def test_store_without_migrate_needs_a_current_schema(db_url):
 def test_upgrade_to_an_unknown_revision_is_a_store_error(engine):
     with pytest.raises(StoreError, match="'9999'"):
         db.upgrade(engine, "9999")
+
+
+def test_upgrade_from_0001_keeps_every_row_and_checks(engine):
+    """A database made by the first release: items, a review pointing at one and a token
+    survive the copy of ``items`` (0003) with their constraints, and the new columns start
+    empty."""
+    db.upgrade(engine, "0001")
+    now = db.utcnow()
+    with engine.begin() as connection:
+        connection.execute(db.users.insert().values(id=1, name="u", role="client", created_at=now))
+        connection.execute(db.tokens.insert().values(user_id=1, token_hash="h" * 64, created_at=now))
+        connection.execute(db.policies.insert().values(version=1, policy_id="p", body="{}", created_at=now,
+                                                       created_by="t", active=True))
+        for item_id in (1, 2):
+            connection.execute(sa.text(
+                "INSERT INTO items (id, request_id, text, created_at, created_by, policy_version, policy_id, "
+                "prediction, confidence, probabilities, raw_probabilities, decision, queue_reason, status) "
+                "VALUES (:id, :key, 'x', :now, 'u', 1, 'p', 'a', 0.5, '{}', '{}', 'review', 'review', 'queued')"),
+                {"id": item_id, "key": f"r{item_id}", "now": now})
+        connection.execute(db.reviews.insert().values(item_id=1, reviewer="r", label="a", created_at=now,
+                                                      policy_version=1, agreed_with_model=True, source="review"))
+    db.upgrade(engine)
+    assert db.current_revision(engine) == "0004"
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, request_id, audit_rate FROM items ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(1, "r1", None), (2, "r2", None)]
+        assert connection.execute(sa.text("SELECT item_id FROM reviews")).scalar() == 1
+    bad = [db.items.update().values(status="lost"),
+           db.reviews.insert().values(item_id=99, reviewer="s", label="a", created_at=now, policy_version=1,
+                                      agreed_with_model=True, source="review"),
+           # the same client's key twice
+           db.items.update().where(db.items.c.id == 2).values(request_id="r1")]
+    for statement in bad:
+        with pytest.raises(sa.exc.IntegrityError):
+            with engine.begin() as connection:
+                connection.execute(statement)
+    db.downgrade(engine, "0001")
+    assert "sessions" not in sa.inspect(engine).get_table_names()

@@ -205,6 +205,16 @@ def test_add_items_is_idempotent_on_request_id(store, policy, new_item):
     assert len(store.events(action="classify", limit=None)) == 3
 
 
+def test_request_ids_are_per_client(store, policy, new_item):
+    """Two clients' items with one key are two items; each client's retry finds its own."""
+    [mine] = store.add_items([new_item(policy, text="mine", request_id="k")], actor="client-a")
+    [theirs] = store.add_items([new_item(policy, text="theirs", request_id="k")], actor="client-b")
+    assert mine.id != theirs.id and (mine.created_by, theirs.created_by) == ("client-a", "client-b")
+    [again] = store.add_items([new_item(policy, text="theirs", request_id="k")], actor="client-b")
+    assert again.id == theirs.id and again.text == "theirs"
+    assert store.stats()["items"] == 2
+
+
 BAD_FIELDS = [
     ({"decision": "maybe"}, "decision 'maybe'"),
     ({"decision": "review", "queue_reason": None}, "queue_reason in \\['review'\\]"),
@@ -436,3 +446,44 @@ def test_naive_clock_is_refused(db_url):
             store.add_user("alice", "reviewer", actor="admin")
     finally:
         store.close()
+
+
+def test_audited_accuracy_is_weighted_by_each_items_audit_rate(store, policy, new_item):
+    """Two audits drawn at rate 0.5 (both right) and one at 0.1 (wrong): the item audited at
+    0.1 stands for ten auto items, the others for two each, so the accuracy is 4/14, not 2/3;
+    the interval is Clopper-Pearson on Kish's effective sample size."""
+    from dataclasses import replace
+
+    from howsure.service.app import audit_accuracy, clopper_pearson
+    from howsure.service.audit import weighted_audit
+
+    drawn = [(0.5, policy.body["labels"][0]), (0.5, policy.body["labels"][0]), (0.1, policy.body["labels"][1])]
+    records = store.add_items([replace(new_item(policy, text=f"auto {k}", confidence=0.95, audit=True), audit_rate=rate)
+                               for k, (rate, _) in enumerate(drawn)], actor="client")
+    assert [r.audit_rate for r in records] == [0.5, 0.5, 0.1]
+    for record, (_, label) in zip(records, drawn):
+        store.claim_next("rita")
+        store.submit_review(record.id, "rita", label)
+    weighted = weighted_audit(store, policy.version)
+    assert weighted.weighted and (weighted.reviewed, weighted.correct) == (3, 2)
+    assert weighted.accuracy == pytest.approx(4 / 14)
+    n_eff = 14**2 / (4 + 4 + 100)
+    assert weighted.effective_n == pytest.approx(n_eff)
+    result = audit_accuracy(store.stats(policy_version=policy.version), 0.8, weighted=weighted)
+    assert result.accuracy == pytest.approx(4 / 14) and (result.reviewed, result.correct) == (3, 2)
+    assert (result.interval.low, result.interval.high) == pytest.approx(clopper_pearson(4 / 14 * n_eff, n_eff))
+    # One audited item without its rate (stored before revision 0004): the plain proportion.
+    [old] = store.add_items([new_item(policy, text="old", confidence=0.95, audit=True)], actor="client")
+    store.claim_next("rita")
+    store.submit_review(old.id, "rita", policy.body["labels"][0])
+    plain = weighted_audit(store, policy.version)
+    assert not plain.weighted and plain.accuracy == 3 / 4 and plain.effective_n == 4
+
+
+def test_an_audit_item_cannot_have_been_drawn_at_rate_zero(store, policy, new_item):
+    from dataclasses import replace
+
+    with pytest.raises(StoreError, match="audit_rate 0"):
+        store.add_items([replace(new_item(policy, confidence=0.95, audit=True), audit_rate=0.0)], actor="c")
+    with pytest.raises(StoreError, match=r"audit_rate must be null or a number in \[0, 1\], got 1.5"):
+        store.add_items([replace(new_item(policy, confidence=0.95), audit_rate=1.5)], actor="c")

@@ -55,7 +55,7 @@ def test_sqlite_engine_settings(tmp_path):
         with engine.connect() as connection:
             pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
                        for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
-        assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30000, "synchronous": 2}
+        assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 3000, "synchronous": 2}
     finally:
         engine.dispose()
 
@@ -89,3 +89,71 @@ def test_service_storage_imports_no_torch():
     code = ("import sys, howsure.service.store, howsure.service.db; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_new_sqlite_database_and_its_wal_files_are_private(tmp_path):
+    """The file holds the texts and the token hashes: owner only (0600), -wal and -shm too,
+    whatever the umask would have allowed."""
+    import os
+
+    path = tmp_path / "r.db"
+    old = os.umask(0o022)
+    try:
+        with ReviewStore(str(path)) as store:
+            store.add_user("u", "client", actor="t")
+            store.create_token("u", actor="t")
+            modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in ("r.db", "r.db-wal", "r.db-shm")}
+    finally:
+        os.umask(old)
+    assert modes == {"r.db": 0o600, "r.db-wal": 0o600, "r.db-shm": 0o600}
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path):
+    import os
+
+    path = tmp_path / "r.db"
+    path.touch()
+    os.chmod(path, 0o640)
+    ReviewStore(str(path)).close()
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_a_locked_database_fails_writes_within_the_wait_then_fast(store, lock_database, policy_dict, new_item):
+    """A write gives up after db.DB_WAIT_S with DatabaseUnavailable; while the lock stays,
+    the next writes fail fast instead of each waiting again; after it, writes work."""
+    import time
+
+    from howsure.errors import DatabaseUnavailable
+
+    policy = store.add_policy(policy_dict, actor="admin")
+    store.add_items([new_item(policy, confidence=0.6)], actor="client")
+    with lock_database(store):
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="locked|lock timeout|busy"):
+            store.claim_next("rita")
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for _ in range(5):
+            with pytest.raises(DatabaseUnavailable):
+                store.claim_next("rita")
+        next_five = time.monotonic() - started
+    assert db.DB_WAIT_S * 0.9 <= first < db.DB_WAIT_S + 2
+    assert next_five < db.DB_WAIT_S
+    assert store.claim_next("rita") is not None
+    assert store.stats()["items"] == 1
+
+
+def test_migrations_wait_longer_than_requests(tmp_path):
+    """Start-up may wait for another process's migration: upgrade uses MIGRATION_WAIT_S."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "r.db"
+    ReviewStore(str(path)).close()
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")
+    threading.Timer(db.DB_WAIT_S + 1, lambda: locker.execute("ROLLBACK")).start()
+    try:
+        db.upgrade(f"sqlite:///{path}")  # waits past DB_WAIT_S for the lock, then succeeds
+    finally:
+        locker.close()

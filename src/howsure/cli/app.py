@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="howsure",
@@ -27,7 +28,8 @@ EXIT_USAGE = 2
 
 def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
     """Print one clear error line and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Messages name the user's values (a user called "[/bad]", a path): shown as typed, never as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -64,5 +66,5 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except HowsureError as exc:  # pragma: no cover - typer's standalone mode re-raises
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(EXIT_USAGE)

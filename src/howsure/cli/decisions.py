@@ -472,11 +472,12 @@ def thresholds(
             )
     else:
         for label, cert in policy.guarantee["classes"].items():
-            console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
+            console.print(f"[bold]{escape(label)}[/]: " + (_certificate_line(cert) if cert else "never predicted"),
+                          highlight=False)
         two_sided = policy.two_sided()
         if two_sided is not None:
             console.print(f"two-sided: {two_sided.text(calibrated=policy.calibrator is not None)}", highlight=False)
-    console.print(f"policy {policy.policy_id} written to {out}")
+    console.print(f"policy {policy.policy_id} written to {escape(str(out))}")
 
 
 def _warn_if_top_slice_misses(confidence: np.ndarray, correct: np.ndarray, target: float, delta: float,
@@ -587,10 +588,10 @@ def route(
     n = len(routed)
     console.print(
         f"{int(auto.sum()):,} of {n:,} items automated ({auto.mean():.1%}), "
-        f"{n - int(auto.sum()):,} to review; policy {loaded.policy_id}: {loaded.summary()}",
+        f"{n - int(auto.sum()):,} to review; policy {escape(loaded.policy_id)}: {escape(loaded.summary())}",
         highlight=False,
     )
-    console.print(f"written to {output}")
+    console.print(f"written to {escape(str(output))}")
 
 
 @command("plan")
@@ -640,7 +641,7 @@ def plan(
     console.print(table)
     if chart is not None:
         draw_sample_size_chart(curve, chart, target=target, delta=delta)
-        console.print(f"chart written to {chart}")
+        console.print(f"chart written to {escape(str(chart))}")
 
 
 def draw_sample_size_chart(curve: dict[str, np.ndarray], path: Path, *, target: float, delta: float) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from howsure.cli.app import command, console, err_console
 from howsure.cli.scoring import DeviceOption, DtypeOption, one_line_warnings
@@ -38,9 +39,9 @@ def demo(
         result = run_demo(out, config, progress=lambda done, total: bar.update(job, completed=done, total=total))
 
     print_summary(result.summary)
-    console.print(result.policy.summary(), highlight=False)
-    console.print(f"report: [bold]{result.report_path}[/]")
-    console.print(f"policy: {result.policy_path}   scores: {result.scores_path}")
+    console.print(escape(result.policy.summary()), highlight=False)
+    console.print(f"report: [bold]{escape(str(result.report_path))}[/]")
+    console.print(escape(f"policy: {result.policy_path}   scores: {result.scores_path}"))
     stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.stage_seconds.items())
     console.print(f"stages: {stages}", highlight=False)
     console.print(f"done in {time.perf_counter() - started:.0f} s")

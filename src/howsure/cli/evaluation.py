@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from howsure.cli.app import command, console, err_console
 from howsure.errors import DataError
@@ -62,8 +63,9 @@ def evaluate(
         result = run_evaluation(items, config, command=_command_line())
         paths = result.write(out)
     print_summary(result.summary)
-    console.print(f"report: [bold]{paths['report']}[/]")
-    console.print(f"summary: {paths['summary']}  calibrator: {paths['calibrator']}  predictions: {paths['predictions']}",
+    console.print(f"report: [bold]{escape(str(paths['report']))}[/]")
+    console.print(escape(f"summary: {paths['summary']}  calibrator: {paths['calibrator']}  "
+                         f"predictions: {paths['predictions']}"),
                   highlight=False)
 
 
@@ -78,7 +80,7 @@ def report(
     data = load_summary(summary)
     path = write_html(data, out or summary.with_name("report.html"))
     print_summary(data)
-    console.print(f"report: [bold]{path}[/]")
+    console.print(f"report: [bold]{escape(str(path))}[/]")
 
 
 def parse_label_map(text: str | None) -> dict[str, str] | None:
@@ -100,10 +102,10 @@ def print_summary(summary: dict) -> None:
     from howsure.report import format_interval
 
     columns = summary["metrics"]
-    table = Table(title=summary["title"], title_justify="left")
+    table = Table(title=escape(str(summary["title"])), title_justify="left")
     table.add_column("metric")
     for column in columns:
-        table.add_column(column["title"], justify="right")
+        table.add_column(escape(str(column["title"])), justify="right")
     for name, info in METRICS.items():
         if not any(name in column["values"] for column in columns):
             continue
@@ -128,4 +130,4 @@ def print_summary(summary: dict) -> None:
     console.print(f"calibrator: {calibration['calibrator']}{chosen}", highlight=False)
     console.print(f"honest scheme: {calibration['scheme']['description']}", highlight=False)
     for note in summary.get("notes", []):
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(str(note))}", highlight=False)

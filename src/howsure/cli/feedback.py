@@ -18,6 +18,7 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console
@@ -83,7 +84,7 @@ def recalibrate_command(
     ),
     target: Optional[float] = typer.Option(None, help="Accuracy the automated items must reach (default: the active policy's)."),
     delta: Optional[float] = typer.Option(None, help="Chance the guarantee may fail (default: the active policy's)."),
-    audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with (default: estimated from the store)."),
+    audit_rate: Optional[float] = typer.Option(None, "--audit-rate", help="Audit rate the service ran with, for items stored without their own (older stores; default: estimated from them). Recorded rates are always used."),
     certify_share: Optional[float] = typer.Option(None, "--certify-share", help="Share of all items that certifies (at most the audit rate; default: the audit rate)."),
     seed: int = typer.Option(0, help="Salt of the fit/certify draw and seed of auto's folds."),
     versions: Optional[List[int]] = typer.Option(None, "--policy-version", help="Learn only from items these versions decided (repeat the option; default: every version of the same model)."),
@@ -93,8 +94,9 @@ def recalibrate_command(
 ) -> None:
     """Refit the calibrator and re-certify the threshold from reviews: a new policy version.
 
-    Certifies on an equal-chance share of all items (every audited item, review items at the
-    audit rate) and fits the calibrator on the other reviewed items.
+    Certifies on an equal-chance share of all items (every audited item drawn at the lowest
+    audit rate, the others at lowest / their own rate, review items at the lowest rate) and
+    fits the calibrator on the other reviewed items.
     """
     from howsure.cli.decisions import _certificate_line
     from howsure.service.feedback import recalibrate
@@ -119,20 +121,24 @@ def recalibrate_command(
         f"  threshold certified on {_split_line(report['certify'])}: every item had the same "
         f"chance {report['certify_share']:.3g} to be drawn", highlight=False,
     )
-    console.print(f"  audit rate {rate} ({report['audit_rate_source']})", highlight=False)
+    drawn = report.get("audit_rates") or {}
+    if len(drawn) > 1:  # audited at several rates: each item weighted by its own
+        rate += " lowest; audited items per rate: " + ", ".join(f"{r}: {n}" for r, n in drawn.items())
+    console.print(f"  audit rate {rate} ({escape(report['audit_rate_source'])})", highlight=False)
     body = record.body
     if body["rule"] == "top_label":
         console.print(_certificate_line(body["guarantee"]), highlight=False)
     else:
         for label, cert in body["guarantee"]["classes"].items():
-            console.print(f"[bold]{label}[/]: " + (_certificate_line(cert) if cert else "never predicted"), highlight=False)
+            console.print(f"[bold]{escape(label)}[/]: " + (_certificate_line(cert) if cert else "never predicted"),
+                          highlight=False)
     state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
     console.print(
-        f"policy version {record.version} ({record.policy_id}) {state}; version "
-        f"{previous.version} had threshold {_threshold(previous.body, 6)}", highlight=False,
+        f"policy version {record.version} ({escape(record.policy_id)}) {state}; version "
+        f"{previous.version} had threshold {escape(_threshold(previous.body, 6))}", highlight=False,
     )
     for warning in report["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @command("list", group=policy_app)
@@ -155,16 +161,16 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
             name = f"auto ({(calibrator.get('state') or {}).get('chosen', '?')})"
         target = guarantee.get("target_accuracy")
         table.add_row(
-            f"{'*' if record.active else ''}{record.version}", record.policy_id,
-            record.created_at.strftime("%Y-%m-%d %H:%M"), record.created_by, _threshold(body),
-            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", name,
+            f"{'*' if record.active else ''}{record.version}", escape(record.policy_id),
+            record.created_at.strftime("%Y-%m-%d %H:%M"), escape(record.created_by), escape(_threshold(body)),
+            "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", escape(str(name)),
             style="bold" if record.active else None,
         )
     console.print(table)
     # Notes are sentences; under the table they wrap at the terminal instead of squeezing it.
     for record in history:
         if record.note:
-            console.print(f"{record.version}: {record.note}", highlight=False)
+            console.print(f"{record.version}: {escape(record.note)}", highlight=False)
 
 
 def previous_active_version(store: Any) -> int:
@@ -199,11 +205,11 @@ def policy_rollback(
         active = store.active_policy()
         record = store.activate_policy(previous_active_version(store) if to is None else to, actor=_actor(actor))
     if active is not None and active.version == record.version:
-        console.print(f"policy version {record.version} ({record.policy_id}) is already active; nothing changed",
+        console.print(f"policy version {record.version} ({escape(record.policy_id)}) is already active; nothing changed",
                       highlight=False)
         return
     was = "none" if active is None else active.version
-    console.print(f"policy version {record.version} ({record.policy_id}) is active (was {was})", highlight=False)
+    console.print(f"policy version {record.version} ({escape(record.policy_id)}) is active (was {was})", highlight=False)
 
 
 @command("drift")
@@ -226,9 +232,9 @@ def drift_command(
         console.print_json(json.dumps(report.to_dict()))
     else:
         style = "bold red" if report.alarm else "green" if report.psi is not None else "yellow"
-        console.print(f"[{style}]{report.message}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[{style}]{escape(report.message)}[/]", highlight=False, soft_wrap=True)
         if report.suggestion:
-            console.print(f"suggestion: {report.suggestion}", highlight=False, soft_wrap=True)
+            console.print(f"suggestion: {escape(report.suggestion)}", highlight=False, soft_wrap=True)
     if report.alarm:
         raise typer.Exit(EXIT_ALARM)
 
@@ -249,4 +255,4 @@ def export_command(
 
     with _open(db) as store:
         n = export_labelled(store, output, format, policy_version=version)
-    console.print(f"{n} reviewed items written to {output}", highlight=False)
+    console.print(f"{n} reviewed items written to {escape(str(output))}", highlight=False)

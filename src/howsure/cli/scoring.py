@@ -9,6 +9,7 @@ from typing import Iterator, Optional
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from howsure.cli.app import app, command, console, err_console
 from howsure.models import DEFAULT_MODEL
@@ -30,8 +31,6 @@ def one_line_warnings() -> Iterator[None]:
     Python's ``file:line: Warning`` form: `LowLabelMassWarning` (one per scoring run) and
     `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
     through."""
-    from rich.markup import escape
-
     from howsure.backends.cpu_features import Bf16FallbackWarning
     from howsure.scoring import LowLabelMassWarning
 
@@ -104,11 +103,11 @@ def score(
         table.add_column("row (line in the file)")
         table.add_column("reason")
         for where, why in summary.skipped:
-            table.add_row(where, why)
+            table.add_row(escape(str(where)), escape(str(why)))
         err_console.print(table)
     console.print(
         f"scored {summary.scored_now} text(s), {summary.already_done} already done "
-        f"-> {summary.output}"
+        f"-> {escape(str(summary.output))}"
     )
 
 
@@ -140,7 +139,7 @@ def inspect(
     top.add_column("counts for")
     owner = {tok: label for label, rows in result.variants.items() for tok, _ in rows}
     for rank, (token, prob) in enumerate(result.top_tokens, 1):
-        top.add_row(str(rank), repr(token), f"{prob:.2%}", owner.get(token, ""))
+        top.add_row(str(rank), escape(repr(token)), f"{prob:.2%}", escape(owner.get(token, "")))
     console.print(top)
 
     labels = Table(title=f"Labels ({the_task.variant_rule} rule)")
@@ -152,12 +151,12 @@ def inspect(
         shown = ", ".join(f"{tok!r} {p:.2%}" for tok, p in result.variants[label][:8])
         more = len(result.variants[label]) - 8
         labels.add_row(
-            label, shown + (f" … +{more}" if more > 0 else ""),
+            escape(label), escape(shown) + (f" … +{more}" if more > 0 else ""),
             f"{result.label_mass[i]:.2%}", f"{result.probabilities[i]:.2%}",
         )
     labels.add_row("(other)", "everything else", f"{result.other_mass:.2%}", "")
     console.print(labels)
-    console.print(f"-> [bold]{result.prediction.upper()}[/] {result.confidence:.2%}")
+    console.print(f"-> [bold]{escape(result.prediction.upper())}[/] {result.confidence:.2%}")
     mass = float(result.label_mass.sum())
     if mass < INSPECT_LOW_LABEL_MASS:
         console.print(
@@ -190,7 +189,7 @@ def models_install(name: str = typer.Argument(DEFAULT_MODEL, help="Preset to ins
 
     with err_console.status(f"installing and converting {name} …"):
         path, _ = resolve_model(name, install=True)
-    console.print(f"{name} ready: {path}")
+    console.print(escape(f"{name} ready: {path}"))
 
 
 def parse_label_map(pairs: Optional[list[str]]) -> dict[str, str]:
@@ -247,7 +246,8 @@ def tune_task(
         table.add_column(column, justify="left" if column in ("name", "variant_rule") else "right")
     for result in results:
         row = result.row()
-        table.add_row(*(str(row[c]) for c in ("name", "variant_rule", "auroc", "auroc_se", "log_loss", "accuracy", "mean_label_mass")))
+        table.add_row(*(escape(str(row[c])) for c in ("name", "variant_rule", "auroc", "auroc_se", "log_loss", "accuracy",
+                                                      "mean_label_mass")))
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps([r.row() | {"task": r.task.to_dict()} for r in results], indent=2))
@@ -255,4 +255,4 @@ def tune_task(
         import tomli_w
 
         best_out.write_text(tomli_w.dumps({k: v for k, v in results[0].task.to_dict().items() if v not in (None, [])}))
-        console.print(f"best: {results[0].task.name} ({results[0].task.variant_rule}) -> {best_out}")
+        console.print(escape(f"best: {results[0].task.name} ({results[0].task.variant_rule}) -> {best_out}"))

@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from howsure.cli.app import app, command, console, err_console, fail
 from howsure.cli.scoring import DeviceOption, one_line_warnings
@@ -109,7 +110,7 @@ def serve(
 
     store = open_store(db)
     record, what = install_policy(store, policy, cli_actor())
-    err_console.print(what, highlight=False, soft_wrap=True)
+    err_console.print(escape(what), highlight=False, soft_wrap=True)
     if not any(user.role == "admin" and not user.disabled for user in store.list_users()):
         err_console.print("[yellow]note:[/] no admin user yet: `howsure users add NAME --role admin --db ...` "
                           "and `howsure tokens create NAME --db ...`", highlight=False, soft_wrap=True)
@@ -120,7 +121,7 @@ def serve(
     else:
         secret_path = session_secret_file or auth.default_secret_path()
         secret = auth.load_or_create_secret(secret_path)
-        err_console.print(f"review-page sessions are signed with the key in {secret_path}", highlight=False,
+        err_console.print(f"review-page sessions are signed with the key in {escape(str(secret_path))}", highlight=False,
                           soft_wrap=True)
     model_name = model or record.body.get("model_id") or DEFAULT_MODEL
     from howsure.backends import load_backend
@@ -130,7 +131,7 @@ def serve(
                                batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret)
-    err_console.print(f"review page: http://{host}:{port}/review   API docs: http://{host}:{port}/docs",
+    err_console.print(escape(f"review page: http://{host}:{port}/review   API docs: http://{host}:{port}/docs"),
                       highlight=False, soft_wrap=True)
     try:
         uvicorn.run(service_app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
@@ -147,7 +148,7 @@ def users_add(
     """Add a user; then give them a token with `howsure tokens create NAME`."""
     with open_store(db) as store:
         user = store.add_user(name, role, actor=cli_actor())
-    console.print(f"added user {user.name} ({user.role})", highlight=False, soft_wrap=True)
+    console.print(f"added user {escape(user.name)} ({user.role})", highlight=False, soft_wrap=True)
 
 
 @command("list", group=users_app)
@@ -161,7 +162,7 @@ def users_list(db: str = DbOption) -> None:
         table.add_column(column)
     for user in users:
         active = sum(1 for t in tokens if t.user_name == user.name and t.revoked_at is None)
-        table.add_row(user.name, user.role, str(active), "yes" if user.disabled else "")
+        table.add_row(escape(user.name), user.role, str(active), "yes" if user.disabled else "")
     console.print(table)
 
 
@@ -175,7 +176,7 @@ def tokens_create(
     with open_store(db) as store:
         token = store.create_token(name, actor=cli_actor(), note=note)
     typer.echo(token)  # plain stdout, so `TOKEN=$(howsure tokens create ...)` works
-    err_console.print(f"token for {name}: shown once, stored only as its sha256; revoke with "
+    err_console.print(f"token for {escape(name)}: shown once, stored only as its sha256; revoke with "
                       f"`howsure tokens revoke`", highlight=False, soft_wrap=True)
 
 
@@ -189,7 +190,7 @@ def tokens_list(db: str = DbOption, user: Optional[str] = typer.Option(None, "--
         table.add_column(column)
     for t in tokens:
         stamp = lambda value: value.strftime("%Y-%m-%d %H:%M") if value else ""  # noqa: E731
-        table.add_row(str(t.id), t.user_name, t.hash_prefix, t.note, stamp(t.created_at), stamp(t.last_used_at),
+        table.add_row(str(t.id), escape(t.user_name), t.hash_prefix, escape(t.note), stamp(t.created_at), stamp(t.last_used_at),
                       stamp(t.revoked_at))
     console.print(table)
 
@@ -202,4 +203,4 @@ def tokens_revoke(
     """Revoke a token: it stops working at once."""
     with open_store(db) as store:
         record = store.revoke_token(token, actor=cli_actor())
-    console.print(f"revoked token {record.id} of {record.user_name}", highlight=False, soft_wrap=True)
+    console.print(f"revoked token {record.id} of {escape(record.user_name)}", highlight=False, soft_wrap=True)

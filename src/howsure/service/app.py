@@ -14,7 +14,9 @@ together (one transaction per client, each request whole or not at all).
 
 Errors are JSON everywhere: ``{"error": {"code": ..., "message": ...}}`` with 401/403 for
 authentication and roles, 404 for unknown items and routes, 409 for queue conflicts, 413 for a
-body over the limit, 422 for invalid input, 503 while no policy is active.
+body over the limit, 422 for invalid input, 503 while no policy is active, and
+503 with ``Retry-After`` when the database fails or stays locked (a request waits for a locked
+database at most 3 s).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the request models built inside
@@ -43,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from howsure import __version__
 from howsure.errors import ClaimError, DataError, DatabaseUnavailable, HowsureError, PolicyError, StoreError, TaskError
-from howsure.service import auth
+from howsure.service import auth, health
 from howsure.service.batching import BatcherClosed, MicroBatcher
 
 log = logging.getLogger("howsure.service")
@@ -105,6 +107,13 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = {"error": {"code": code, "message": message, **extra}}
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+def database_unavailable(message: str) -> JSONResponse:
+    """503 for a database that failed or stays locked, with the wait before a retry."""
+    response = error_response(503, "database_unavailable", message)
+    response.headers["Retry-After"] = str(health.RETRY_AFTER_S)
+    return response
 
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -333,13 +342,20 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return low, high
 
 
-def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95) -> AuditAccuracy:
-    """Audited accuracy with its interval, and how it stands against the policy's target."""
+def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95,
+                   weighted: Any = None) -> AuditAccuracy:
+    """Audited accuracy with its interval, and how it stands against the policy's target.
+
+    With ``weighted`` (`howsure.service.audit.WeightedAudit`) the accuracy is weighted by the
+    inverse of each item's audit rate and the interval uses the effective sample size."""
     reviewed = int((stats or {}).get("audit_reviewed") or 0)
     correct = int((stats or {}).get("audit_correct") or 0)
     if reviewed == 0:
         return AuditAccuracy(reviewed=0, correct=0, accuracy=None, interval=None, target=target, verdict="no_data")
-    low, high = clopper_pearson(correct, reviewed, level)
+    accuracy, n = correct / reviewed, float(reviewed)
+    if weighted is not None and weighted.weighted and weighted.reviewed == reviewed:
+        accuracy, n = weighted.accuracy, weighted.effective_n
+    low, high = clopper_pearson(min(accuracy * n, n), n, level)
     if target is None:
         verdict = "no_target"
     elif high < target:
@@ -348,7 +364,7 @@ def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: fl
         verdict = "meets_target"
     else:
         verdict = "consistent_with_target"
-    return AuditAccuracy(reviewed=reviewed, correct=correct, accuracy=correct / reviewed,
+    return AuditAccuracy(reviewed=reviewed, correct=correct, accuracy=accuracy,
                          interval=Interval(low=low, high=high, level=level), target=target, verdict=verdict)
 
 
@@ -382,6 +398,8 @@ class Service:
         self._rng_lock = threading.Lock()
         self._policies: dict[int, LoadedPolicy] = {}
         self._policies_lock = threading.Lock()
+        # The active version last read from the database: what /healthz reports without asking it.
+        self.known_policy_version: int | None = None
 
     # ------------------------------------------------------------------ policies
     def loaded(self, record: Any) -> LoadedPolicy:
@@ -405,6 +423,7 @@ class Service:
 
     def active(self) -> LoadedPolicy:
         record = self.store.active_policy()
+        self.known_policy_version = None if record is None else record.version
         if record is None:
             raise ServiceUnavailable("no policy is active; start the service with `howsure serve --policy FILE`")
         return self.loaded(record)
@@ -447,6 +466,8 @@ class Service:
                 queue_reason="review" if decision.decision == "review" else ("audit" if audit else None),
                 policy_version=loaded.version, policy_id=loaded.policy_id,
                 external_id=item.id, request_id=item.request_id,
+                # The chance this auto item had to be audited: recalibration weights by its inverse.
+                audit_rate=self.audit_rate if decision.decision == "auto" else None,
             ))
         return new_items
 
@@ -485,20 +506,16 @@ class Service:
         return user
 
     def session_user(self, request: Request) -> tuple[Any, auth.Session] | None:
-        """The signed-in reviewer of a page request, or None."""
+        """The signed-in reviewer of a page request, or None. The server-side session must be
+        live: signing out, revoking its token or disabling the user ends it. A failing database
+        raises `DatabaseUnavailable` (a 503, not a signed-out user)."""
+        from howsure.service import sessions
+
         session = self.sessions.load(request.cookies.get(auth.SESSION_COOKIE))
         if session is None:
             return None
-        try:
-            user = self.store.get_user(session.user)
-        except DatabaseUnavailable:
-            raise  # a failing database is a 503, not a signed-out user
-        except StoreError:
-            return None
-        if user.disabled or user.role not in ("admin", "reviewer"):
-            return None
-        # The token that opened the session must still be valid: revoking it signs out.
-        if not any(t.hash_prefix == session.token and t.revoked_at is None for t in self.store.list_tokens(user.name)):
+        user = sessions.session_user(self.store, session.sid)
+        if user is None or user.name != session.user or user.role not in ("admin", "reviewer"):
             return None
         return user, session
 
@@ -536,6 +553,9 @@ def gather_stats(service: Service) -> StatsResponse:
     overall = store.stats()
     active = store.stats(policy_version=record.version) if record is not None else None
     target = ((record.body.get("guarantee") or {}).get("target_accuracy")) if record is not None else None
+    from howsure.service.audit import weighted_audit
+
+    weighted = weighted_audit(store, record.version) if record is not None else None
     drift, drift_error = None, None
     try:
         from howsure.service.drift import drift_report
@@ -550,7 +570,7 @@ def gather_stats(service: Service) -> StatsResponse:
             drift_error = str(exc)
     return StatsResponse(
         policy_version=None if record is None else record.version, overall=_json_safe(overall),
-        active_policy=_json_safe(active), audit=audit_accuracy(active, target), drift=drift,
+        active_policy=_json_safe(active), audit=audit_accuracy(active, target, weighted=weighted), drift=drift,
         drift_error=drift_error, batching=service.batcher.stats.to_dict(),
     )
 
@@ -660,6 +680,7 @@ def create_app(
     service = Service(store, backend, audit_rate=float(audit_rate), max_batch=max_batch, max_wait_ms=max_wait_ms,
                       lease_seconds=lease_seconds, seed=seed, session_secret=session_secret,
                       secure_cookies=secure_cookies)
+    service.known_policy_version = None if record is None else record.version
     if record is not None:
         try:
             service.loaded(record)  # a policy the service cannot use fails now, not on the first request
@@ -690,7 +711,7 @@ def create_app(
             {"name": "classify", "description": "Classify texts (role client)."},
             {"name": "review", "description": "The review queue (role reviewer)."},
             {"name": "policies", "description": "Policy versions; activating one is a rollback (role admin)."},
-            {"name": "health", "description": "Liveness, no authentication."},
+            {"name": "health", "description": "Liveness (/healthz) and readiness (/readyz), no authentication."},
         ],
     )
     app.state.service = service
@@ -718,7 +739,7 @@ def create_app(
         status, code = error_status(exc)
         if code == "database_unavailable":  # the driver's message names the database: log it only
             log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
-            return error_response(status, code, "the database failed on this request; try again (it was logged)")
+            return database_unavailable("the database failed on this request; try again (it was logged)")
         return error_response(status, code, str(exc))
 
     @app.exception_handler(BatcherClosed)
@@ -834,12 +855,23 @@ def create_app(
             raise PolicyError(str(exc)) from None
         return policy_out(store.activate_policy(version, actor=user.name))
 
-    @app.get("/healthz", response_model=HealthResponse, tags=["health"], responses={503: {"model": ErrorResponse}})
-    def healthz() -> HealthResponse:
-        """The service is up and its database answers."""
-        record = store.active_policy()
+    @app.get("/healthz", response_model=HealthResponse, tags=["health"])
+    async def healthz() -> HealthResponse:
+        """Liveness: the process answers. It never waits for the database (that is /readyz);
+        policy_version is the active version the service last read."""
         return HealthResponse(status="ok", version=__version__, model=str(getattr(backend, "model_id", "?")),
-                              policy_version=None if record is None else record.version)
+                              policy_version=service.known_policy_version)
+
+    @app.get("/readyz", response_model=health.ReadyResponse, tags=["health"],
+             responses={503: {"model": ErrorResponse}})
+    async def readyz() -> Any:
+        """Readiness: the database answers and its write lock is free (within 3 s); else 503."""
+        ready = await health.database_ready(store)
+        if not ready.ok:
+            log.warning("readiness check failed: %s", ready.message)
+            return database_unavailable("the database does not answer or stays locked; try again later")
+        service.known_policy_version = ready.policy_version
+        return health.ReadyResponse(status="ready", database="ok", policy_version=ready.policy_version)
 
     add_pages(app, service)
     return app
@@ -851,6 +883,7 @@ FLASH = {
     "skipped": "Skipped item {item}; it went back to the end of the queue.",
     "conflict": "Item {item} was not saved: {reason}",
 }
+REVIEW_ACTIONS = ("review", "skip")
 CONFLICT_REASONS = {
     "taken": "your lease ran out and another reviewer took it over.",
     "reviewed": "it is already reviewed.",
@@ -918,9 +951,11 @@ def add_pages(app: FastAPI, service: Service) -> None:
             return login_page(401, "That token is unknown or revoked. Ask an admin for one (howsure tokens create).")
         if user.role not in ("admin", "reviewer"):
             return login_page(403, f"User {user.name} has role {user.role}; the review pages need reviewer or admin.")
+        from howsure.service import sessions
         from howsure.service.store import hash_token
 
-        _, cookie = service.sessions.new_session(user.name, token=hash_token(token)[:12])
+        sid = await run_in_threadpool(sessions.open_session, store, token, max_age_s=service.sessions.max_age_s)
+        _, cookie = service.sessions.new_session(user.name, token=hash_token(token)[:12], sid=sid)
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=int(service.sessions.max_age_s), httponly=True,
                             samesite="strict", secure=service.secure_cookies, path="/")
@@ -929,9 +964,12 @@ def add_pages(app: FastAPI, service: Service) -> None:
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
+        from howsure.service import sessions
+
         signed_in = await run_in_threadpool(service.session_user, request)
         if signed_in is not None:
             check_csrf(signed_in[1], await read_form(request))
+            await run_in_threadpool(sessions.end_session, store, signed_in[1].sid)
         response = to_login()
         response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return response
@@ -979,6 +1017,10 @@ def add_pages(app: FastAPI, service: Service) -> None:
             return page("error.html", 400, title="Bad request", message="The form names no item.",
                         user=user, session=session)
         action = form.get("action", "review")
+        if action not in REVIEW_ACTIONS:
+            return page("error.html", 400, title="Bad request", user=user, session=session,
+                        message=f"The form's action {str(action)[:50]!r} is not one of {list(REVIEW_ACTIONS)}; "
+                                "nothing was saved.")
         label = form.get("label")
         try:
             if action == "skip":
@@ -992,8 +1034,10 @@ def add_pages(app: FastAPI, service: Service) -> None:
             return RedirectResponse(f"/review?done=conflict&item={item_id}&reason={reason}", status_code=303)
         except DatabaseUnavailable as exc:
             log.warning("database error on POST /review: %s", exc)
-            return page("error.html", 503, title="Not saved", user=user, session=session,
-                        message="The database failed, so the review was not saved. Try again.")
+            response = page("error.html", 503, title="Not saved", user=user, session=session,
+                            message="The database failed, so the review was not saved. Try again.")
+            response.headers["Retry-After"] = str(health.RETRY_AFTER_S)
+            return response
         except StoreError as exc:
             return page("error.html", 400, title="Not saved", message=str(exc), user=user, session=session)
         return RedirectResponse(f"/review?done=saved&item={item_id}", status_code=303)

@@ -9,9 +9,11 @@ API clients send ``Authorization: Bearer hs_...``; the store keeps only the toke
     admin      everything, including activating a policy version
 
 The pages use a session cookie instead: after a reviewer signs in with a token, the browser
-holds ``payload.signature`` where the payload names the user and carries the session's CSRF
-token, and the signature is an HMAC-SHA256 under the server's secret. The cookie is HttpOnly
-and SameSite=Strict; every form POST must echo the CSRF token in a hidden field as well.
+holds ``payload.signature`` where the payload names the user and carries the session's id and
+CSRF token, and the signature is an HMAC-SHA256 under the server's secret. The id names a row
+of the store's ``sessions`` table (`howsure.service.sessions`): signing out ends it there, so
+the cookie stops working at once everywhere. The cookie is HttpOnly and SameSite=Strict; every
+form POST must echo the CSRF token in a hidden field as well.
 """
 
 from __future__ import annotations
@@ -89,14 +91,15 @@ def check_role(user: Any, allowed: tuple[str, ...], what: str) -> None:
 # ---------------------------------------------------------------------------- sessions
 @dataclass(frozen=True)
 class Session:
-    """A signed-in browser: the user's name, the session's CSRF token, when it expires, and
-    which token signed in (the first 12 hex digits of its sha256, as `TokenRecord.hash_prefix`),
-    so that revoking the token ends the session too."""
+    """A signed-in browser: the user's name, the session's CSRF token, when it expires, which
+    token signed in (the first 12 hex digits of its sha256, as `TokenRecord.hash_prefix`), and
+    the id of its server-side session (`howsure.service.sessions`), without which it is void."""
 
     user: str
     csrf: str
     expires: float
     token: str = ""
+    sid: str = ""
 
 
 def _b64encode(raw: bytes) -> str:
@@ -182,13 +185,15 @@ class SessionSigner:
     def _sign(self, payload: str) -> str:
         return _b64encode(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def new_session(self, user: str, *, token: str = "", now: float | None = None) -> tuple[Session, str]:
+    def new_session(self, user: str, *, token: str = "", sid: str = "",
+                    now: float | None = None) -> tuple[Session, str]:
         """A fresh session for ``user`` (new CSRF token) and its cookie value; ``token`` names
-        the token it was opened with (its hash prefix)."""
+        the token it was opened with (its hash prefix), ``sid`` the server-side session."""
         now = time.time() if now is None else now
-        session = Session(user=user, csrf=secrets.token_urlsafe(32), expires=now + self.max_age_s, token=token)
-        body = json.dumps({"u": session.user, "c": session.csrf, "e": session.expires, "t": session.token},
-                          separators=(",", ":"))
+        session = Session(user=user, csrf=secrets.token_urlsafe(32), expires=now + self.max_age_s, token=token,
+                          sid=sid)
+        body = json.dumps({"u": session.user, "c": session.csrf, "e": session.expires, "t": session.token,
+                           "s": session.sid}, separators=(",", ":"))
         payload = _b64encode(body.encode("utf-8"))
         return session, f"{payload}.{self._sign(payload)}"
 
@@ -206,7 +211,7 @@ class SessionSigner:
         try:
             data = json.loads(_b64decode(payload))
             session = Session(user=str(data["u"]), csrf=str(data["c"]), expires=float(data["e"]),
-                              token=str(data.get("t", "")))
+                              token=str(data.get("t", "")), sid=str(data.get("s", "")))
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
         if session.expires < (time.time() if now is None else now):

@@ -2,7 +2,7 @@
 
     from howsure.service.db import normalise_url, make_engine, upgrade
     url = normalise_url("reviews.db")         # -> "sqlite:////abs/path/reviews.db"
-    engine = make_engine(url)                 # SQLite: WAL, foreign keys, 30 s busy timeout
+    engine = make_engine(url)                 # SQLite: WAL, foreign keys, 3 s busy timeout, file 0600
     upgrade(engine)                           # Alembic "upgrade head"
 
 Two back ends are supported: a SQLite file (the embedded default, one machine) and PostgreSQL
@@ -16,8 +16,11 @@ UTC there and hands back aware datetimes on both back ends.
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -32,8 +35,8 @@ from howsure.errors import StoreError
 
 __all__ = [
     "ROLES", "DECISIONS", "QUEUE_REASONS", "STATUSES", "SOURCES", "TABLES", "UTCDateTime", "metadata",
-    "users", "tokens", "policies", "items", "reviews", "events", "normalise_url", "make_engine", "upgrade",
-    "downgrade", "current_revision", "safe_url", "utcnow",
+    "users", "tokens", "policies", "items", "reviews", "events", "sessions", "normalise_url", "make_engine",
+    "upgrade", "downgrade", "current_revision", "safe_url", "utcnow", "DB_WAIT_S", "MIGRATION_WAIT_S",
 ]
 
 ROLES = ("admin", "reviewer", "client")
@@ -42,7 +45,15 @@ QUEUE_REASONS = ("review", "audit")
 STATUSES = ("done", "queued", "claimed", "reviewed")
 SOURCES = ("review", "audit")
 
-SQLITE_BUSY_TIMEOUT_S = 30
+# How long a request waits for a database another writer holds (SQLite's busy timeout,
+# PostgreSQL's lock_timeout) before it gives up with DatabaseUnavailable (503 + Retry-After):
+# a locked database must not pile requests up for minutes. Migrations run at start-up, off the
+# request path, and wait longer for each other. SQLite's busy handler is not fair (a waiting
+# process polls, and others may take the lock between its polls), so a busy database with
+# several writing processes needs some slack here too.
+DB_WAIT_S = 3.0
+MIGRATION_WAIT_S = 60.0
+POSTGRES_CONNECT_TIMEOUT_S = 5
 ACCEPTED_URLS = (
     "a SQLite file path (reviews.db), sqlite:///path/to/file.db, "
     "postgresql://user:password@host:port/database (or postgres://, postgresql+psycopg://)"
@@ -149,7 +160,12 @@ items = sa.Table(
     sa.CheckConstraint(_in("decision", DECISIONS), name="ck_items_decision"),
     sa.CheckConstraint(f"queue_reason IS NULL OR {_in('queue_reason', QUEUE_REASONS)}", name="ck_items_queue_reason"),
     sa.CheckConstraint(_in("status", STATUSES), name="ck_items_status"),
-    sa.UniqueConstraint("request_id", name="uq_items_request_id"),
+    # The chance an auto item was drawn for audit when it was decided (revision 0004); None
+    # for review decisions and for items stored before the service recorded it.
+    sa.Column("audit_rate", sa.Float, nullable=True),
+    # A request_id is the idempotency key of one client (revision 0003): two clients may
+    # use the same key.
+    sa.UniqueConstraint("created_by", "request_id", name="uq_items_created_by_request_id"),
     sa.Index("ix_items_status_queued_at", "status", "queued_at"),
     sa.Index("ix_items_policy_version", "policy_version"),
 )
@@ -184,7 +200,22 @@ events = sa.Table(
     sa.Index("ix_events_item_id", "item_id"),
 )
 
-TABLES = ("users", "tokens", "policies", "items", "reviews", "events")
+# Signed-in review-page sessions (revision 0002): the cookie names a row here, so signing out,
+# revoking the token or disabling the user ends the session in every process at once.
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("session_hash", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", name="fk_sessions_user_id"), nullable=False),
+    sa.Column("token_id", sa.Integer, sa.ForeignKey("tokens.id", name="fk_sessions_token_id"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("session_hash", name="uq_sessions_session_hash"),
+    sa.Index("ix_sessions_expires_at", "expires_at"),
+)
+
+TABLES = ("users", "tokens", "policies", "items", "reviews", "events", "sessions")
 
 
 # ---------------------------------------------------------------------------- URLs and engines
@@ -254,23 +285,48 @@ def safe_url(url: str | Engine) -> str:
 def make_engine(url: str) -> Engine:
     """Create a SQLAlchemy engine for ``url`` (normalised first with `normalise_url`).
 
-    SQLite: WAL journal (readers never wait for the writer), ``foreign_keys=ON``, a 30 s busy
-    timeout, ``synchronous=FULL`` (a committed item survives a crash of the process or of the
-    machine). Transactions are begun by us, not by the driver: a transaction on a connection
-    with execution option ``sqlite_immediate=True`` starts with ``BEGIN IMMEDIATE`` and so takes
-    the write lock up front, which is what makes the queue claim safe between processes.
+    SQLite: WAL journal (readers never wait for the writer), ``foreign_keys=ON``, a busy
+    timeout of `DB_WAIT_S`, ``synchronous=FULL`` (a committed item survives a crash of the
+    process or of the machine). A database file that does not exist yet is created readable by
+    its owner only (0600; SQLite gives its ``-wal`` and ``-shm`` files the same mode): it holds
+    the texts and the token hashes. Transactions are begun by us, not by the driver: a
+    transaction on a connection with execution option ``sqlite_immediate=True`` starts with
+    ``BEGIN IMMEDIATE`` and so takes the write lock up front, which is what makes the queue
+    claim safe between processes.
 
-    PostgreSQL: psycopg 3 with a pool of 10 (+10 overflow) connections, checked before use.
+    PostgreSQL: psycopg 3 with a pool of 10 (+10 overflow) connections, checked before use,
+    ``lock_timeout`` `DB_WAIT_S` and a 5 s connect timeout.
+
+    On both a request waits at most `DB_WAIT_S` for a pooled connection.
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        _create_private_file(make_url(url).database)
         engine = sa.create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-            pool_size=10, max_overflow=20,
+            url, connect_args={"timeout": DB_WAIT_S, "check_same_thread": False},
+            pool_size=10, max_overflow=20, pool_timeout=DB_WAIT_S,
         )
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=3600)
+    # A connect_timeout in the URL wins over the default.
+    connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    engine = sa.create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=3600,
+                              pool_timeout=DB_WAIT_S, connect_args=connect_args)
+    _configure_postgres(engine)
+    return engine
+
+
+def _create_private_file(database: str | None) -> None:
+    """Create the SQLite file with mode 0600 unless it exists (an existing file keeps its mode)."""
+    if not database:
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing directory or no permission: SQLite's own error names it on connect
+    os.close(fd)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -280,7 +336,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # could fail with "database is locked" half way through a write transaction.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout = {round(DB_WAIT_S * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -290,6 +346,55 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: sa.Connection) -> None:
         immediate = connection.get_execution_options().get("sqlite_immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _configure_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # A statement that waits for a lock (a row another transaction holds FOR UPDATE, a
+        # table someone LOCKed) gives up after DB_WAIT_S instead of holding a worker for good.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute(f"SET lock_timeout = {round(DB_WAIT_S * 1000)}")
+        dbapi_connection.autocommit = autocommit
+
+
+@contextmanager
+def transaction_waiting(connection: sa.Connection, seconds: float) -> Iterator[None]:
+    """A transaction on ``connection`` that waits at most ``seconds`` for locks.
+
+    SQLite: the connection's busy timeout, set before ``BEGIN`` and put back afterwards.
+    PostgreSQL: ``SET LOCAL lock_timeout`` as its first statement, so the setting ends with the
+    transaction. Nothing is set when ``seconds`` is the connections' own `DB_WAIT_S`.
+    """
+    milliseconds, default = max(1, round(seconds * 1000)), round(DB_WAIT_S * 1000)
+    if connection.dialect.name == "sqlite" and milliseconds == default:
+        with connection.begin():
+            yield
+    elif connection.dialect.name == "sqlite":
+        raw = connection.connection.driver_connection
+        raw.execute(f"PRAGMA busy_timeout = {milliseconds}")
+        try:
+            with connection.begin():
+                yield
+        finally:
+            raw.execute(f"PRAGMA busy_timeout = {default}")
+    else:
+        with connection.begin():
+            if milliseconds != default:
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+            yield
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether a driver error means another transaction held a lock too long (SQLite's
+    "database is locked", PostgreSQL's lock_timeout) rather than a broken database."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate == "55P03"  # lock_not_available
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text
 
 
 # ---------------------------------------------------------------------------- migrations
@@ -333,10 +438,14 @@ def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> 
         # failed migration leaves the schema as it was.
         with _UPGRADE_LOCK, engine.connect() as connection:
             connection = connection.execution_options(sqlite_immediate=True)
-            with connection.begin():
-                if engine.dialect.name == "postgresql":
+            sqlite = engine.dialect.name == "sqlite"
+            with _foreign_keys_checked_at_end(connection) if sqlite else nullcontext(), \
+                    transaction_waiting(connection, MIGRATION_WAIT_S):
+                if not sqlite:
                     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
                 getattr(command, direction)(alembic_config(connection), revision)
+                if sqlite:
+                    _check_foreign_keys(connection)
     except DBAPIError as exc:
         raise StoreError(f"cannot migrate database {safe_url(engine)}: {error_summary(exc)}") from exc
     except CommandError as exc:
@@ -344,6 +453,28 @@ def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> 
     finally:
         if engine is not url_or_engine:
             engine.dispose()
+
+
+@contextmanager
+def _foreign_keys_checked_at_end(connection: sa.Connection) -> Iterator[None]:
+    """SQLite's way to change a table others refer to (https://sqlite.org/lang_altertable.html):
+    foreign keys off while a migration copies the table (dropping the original would otherwise
+    fail or cascade), checked as a whole before the commit, and on again afterwards. The pragma
+    works only outside a transaction, hence around ``BEGIN``."""
+    raw = connection.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _check_foreign_keys(connection: sa.Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        table, rowid, parent = broken[0][:3]
+        raise StoreError(f"the migration would leave {len(broken)} rows referring to missing rows, e.g. {table} "
+                         f"row {rowid} -> {parent}; nothing was changed")
 
 
 def current_revision(engine: Engine) -> str | None:

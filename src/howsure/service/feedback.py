@@ -13,10 +13,18 @@ service drew it for audit, with probability ``audit_rate``. Certifying on all re
 would over-represent the low-confidence ones.
 
 So the certification set keeps each item of the population with the same probability
-``certify_share`` (at most ``audit_rate``, by default equal to it):
+``certify_share`` (at most the lowest audit rate any auto item was decided at, by default
+equal to it):
 
-* an audited item with probability ``certify_share / audit_rate`` (every one by default);
+* an audited item with probability ``certify_share / audit_rate`` of that item: weighting by
+  the inverse of the chance it was drawn, done by thinning so that the certificate still sees
+  an unweighted iid sample (every item drawn at the lowest rate certifies by default);
 * a reviewed review-routed item with probability ``certify_share``.
+
+The service stores with each auto item the audit rate it ran with (``items.audit_rate``), so
+these chances are exact, also when the service ran with different rates over time. For items
+stored before that column existed the rate is estimated, as audited / auto-handled items
+among them (or given with ``audit_rate=``); the report says which.
 
 Both draws are made by a hash of the item's id (`hash_share`): independent of text, label and
 confidence, the same on every run with the same seed. Every other reviewed item fits the
@@ -79,7 +87,8 @@ class CertificationSplit:
     """Indices of the reviewed items that fit the calibrator and of those that certify.
 
     ``certify_share`` is each population item's chance of certifying; ``audit_keep`` the chance
-    an audited item certifies given it was audited (``certify_share / audit_rate``).
+    an audited item certifies given it was audited (``certify_share / audit_rate``; None when
+    the audited items were drawn at different rates, or there are none).
     """
 
     fit: np.ndarray
@@ -114,12 +123,13 @@ def split_for_recalibration(
     sources : sequence of str, shape (n,)
         ``"review"`` (routed to review: every such item was queued) or ``"audit"`` (auto-handled
         and drawn for audit with probability ``audit_rate``).
-    audit_rate : float in (0, 1] or None
-        Chance an auto-handled item was audited. None when nothing was auto-handled; then no
-        item may be an audit item.
+    audit_rate : float in (0, 1], sequence of shape (n,), or None
+        Chance an auto-handled item was audited: one rate for every item, or each item's own
+        (the entries of review items are not used and may be None). None when nothing was
+        auto-handled; then no item may be an audit item.
     certify_share : float in (0, 1], optional
-        Chance any population item certifies; at most ``audit_rate``. Default: ``audit_rate``
-        (every audited item certifies), or 0.5 when nothing was auto-handled.
+        Chance any population item certifies; at most the (lowest) audit rate. Default: that
+        rate (every audited item drawn at it certifies), or 0.5 when nothing was auto-handled.
     seed : int
         Salt of `hash_share`.
 
@@ -133,24 +143,51 @@ def split_for_recalibration(
     unknown = next((s for s in sources if s not in SOURCES), None)
     if unknown is not None:
         raise DataError(f"reviewed item source {unknown!r} is not one of {list(SOURCES)}")
-    if audit_rate is not None:
-        audit_rate = _check_rate(audit_rate, "audit_rate")
-    elif "audit" in sources:
-        raise PolicyError("audited items need the audit rate they were drawn at; got audit_rate=None")
+    rates, lowest = _audit_rates(audit_rate, sources)
     if certify_share is None:
-        certify_share = audit_rate if audit_rate is not None else NO_AUDIT_CERTIFY_SHARE
+        certify_share = lowest if lowest is not None else NO_AUDIT_CERTIFY_SHARE
     certify_share = _check_rate(certify_share, "certify_share")
-    if audit_rate is not None and certify_share > audit_rate:
+    if lowest is not None:
+        check_certify_share(certify_share, lowest)
+    audited = np.array([s == "audit" for s in sources], dtype=bool)
+    distinct = set(rates[audited].tolist()) if audited.any() else ({lowest} if lowest is not None else set())
+    audit_keep = certify_share / distinct.pop() if len(distinct) == 1 else None
+    shares = np.array([hash_share(i, seed) for i in item_ids], dtype=np.float64)
+    limits = np.where(audited, certify_share / np.where(audited, rates, 1.0), certify_share)
+    certify = shares < limits
+    return CertificationSplit(np.flatnonzero(~certify), np.flatnonzero(certify), certify_share, audit_keep)
+
+
+def check_certify_share(certify_share: float, lowest_audit_rate: float) -> None:
+    """`PolicyError` when ``certify_share`` exceeds the lowest audit rate of the population."""
+    if certify_share > lowest_audit_rate:
         raise PolicyError(
-            f"certify_share {certify_share:g} exceeds the audit rate {audit_rate:g}: auto-handled "
+            f"certify_share {certify_share:g} exceeds the audit rate {lowest_audit_rate:g}: auto-handled "
             "items were labelled only at the audit rate, so no larger share of the population can "
             "be certified on without over-weighting the reviewed low-confidence items"
         )
-    audit_keep = None if audit_rate is None else certify_share / audit_rate
-    shares = np.array([hash_share(i, seed) for i in item_ids], dtype=np.float64)
-    limits = np.array([certify_share if s == "review" else audit_keep for s in sources], dtype=np.float64)
-    certify = shares < limits
-    return CertificationSplit(np.flatnonzero(~certify), np.flatnonzero(certify), certify_share, audit_keep)
+
+
+def _audit_rates(audit_rate: Any, sources: Sequence[str]) -> tuple[np.ndarray, float | None]:
+    """(each item's audit rate, NaN for review items; the lowest rate, None without one)."""
+    n = len(sources)
+    if audit_rate is None:
+        if "audit" in sources:
+            raise PolicyError("audited items need the audit rate they were drawn at; got audit_rate=None")
+        return np.full(n, np.nan), None
+    if isinstance(audit_rate, (int, float)) and not isinstance(audit_rate, bool):
+        rate = _check_rate(audit_rate, "audit_rate")
+        return np.where(np.array([s == "audit" for s in sources], dtype=bool), rate, np.nan), rate
+    if isinstance(audit_rate, (str, bytes)) or not isinstance(audit_rate, Sequence | np.ndarray) \
+            or len(audit_rate) != n:
+        raise PolicyError(f"audit_rate must be a number in (0, 1], None, or one rate per item ({n}), "
+                          f"got {audit_rate!r:.80}")
+    rates = np.full(n, np.nan)
+    for position, (source, rate) in enumerate(zip(sources, audit_rate)):
+        if source == "audit":
+            rates[position] = _check_rate(rate, f"audit_rate of audited item {position}")
+    audited = rates[~np.isnan(rates)]
+    return rates, (float(audited.min()) if audited.size else None)
 
 
 def recalibrate_arrays(
@@ -221,7 +258,7 @@ def recalibrate_arrays(
     guarantee = policy.guarantee
     report: dict[str, Any] = {
         "n_reviewed": len(item_ids),
-        "audit_rate": audit_rate,
+        "audit_rate": _audit_rates(audit_rate, sources)[1],
         "certify_share": split.certify_share,
         "audit_keep": split.audit_keep,
         "seed": seed,
@@ -247,17 +284,56 @@ def _same_model(body: dict[str, Any], active: dict[str, Any]) -> bool:
     return body.get("labels") == active.get("labels") and body.get("model_id") == active.get("model_id")
 
 
-def _estimate_audit_rate(stats: list[dict[str, Any]]) -> tuple[float | None, str]:
-    auto = sum(int(s.get("auto", 0)) for s in stats)
-    sampled = sum(int(s.get("audit_sampled", 0)) for s in stats)
+def _estimate_audit_rate(auto: int, sampled: int, what: str = "") -> tuple[float | None, str]:
     if auto == 0:
         return None, "no item was auto-handled, so there are no audit items"
     if sampled == 0:
         raise PolicyError(
-            f"{auto} items were auto-handled but none was drawn for audit, so the accuracy of "
+            f"{auto} items{what} were auto-handled but none was drawn for audit, so the accuracy of "
             "automation cannot be measured; serve with --audit-rate > 0 and review the audit items"
         )
-    return sampled / auto, f"estimated from the store: {sampled} audited of {auto} auto-handled items"
+    return sampled / auto, f"estimated from the store: {sampled} audited of {auto} auto-handled items{what}"
+
+
+def population_audit_rates(
+    store: "ReviewStore", versions: Sequence[int], labelled: Sequence[Any], given: float | None,
+) -> tuple[list[float | None], float | None, str]:
+    """Each labelled item's audit rate, the lowest rate of any auto item of ``versions`` (what
+    bounds the certify share), and how the rates were known.
+
+    Recorded rates (``items.audit_rate``) are exact. Items stored without one take ``given``,
+    else the estimate audited / auto-handled among those items. An auto item decided at rate 0
+    could never be audited: then no share of the population can be certified on honestly.
+    """
+    from howsure.service.audit import audit_rates
+
+    rates = audit_rates(store, versions)
+    legacy, legacy_source = None, ""
+    if rates.unrecorded:
+        if given is not None:
+            legacy, legacy_source = _check_rate(given, "audit_rate"), "given"
+        else:
+            mixed = " stored without their audit rate" if rates.unrecorded < rates.auto else ""
+            legacy, legacy_source = _estimate_audit_rate(rates.unrecorded, rates.unrecorded_sampled, mixed)
+    if rates.lowest == 0:
+        raise PolicyError(
+            "some items were auto-handled with audit rate 0, so none of them could be audited and the "
+            "accuracy of automation on them is unknown; recalibrate only versions served with --audit-rate > 0 "
+            "(--policy-version) and review their audit items"
+        )
+    known = [r for r in (rates.lowest, legacy) if r is not None]
+    lowest = min(known) if known else None
+    per_item = [item.audit_rate if item.audit_rate is not None else legacy for item in labelled]
+    if rates.auto == 0:
+        source = "no item was auto-handled, so there are no audit items"
+    elif not rates.unrecorded:
+        source = "recorded with each item"
+    elif rates.unrecorded == rates.auto:
+        source = legacy_source
+    else:
+        source = (f"recorded with {rates.auto - rates.unrecorded} items; for the {rates.unrecorded} stored "
+                  f"without it: {legacy_source}")
+    return per_item, lowest, source
 
 
 def recalibrate(
@@ -289,7 +365,9 @@ def recalibrate(
     seed : int
         Salt of the fit/certify coin and seed of ``auto``'s folds.
     audit_rate : float, optional
-        The audit rate the service ran with; default: estimated as audited / auto-handled items.
+        The audit rate the service ran with, for items stored without their own (before
+        revision 0004); default: estimated as audited / auto-handled among those items.
+        Recorded rates are always used as they are.
     certify_share : float, optional
         See `split_for_recalibration`.
     activate : bool
@@ -350,10 +428,11 @@ def recalibrate(
     sources = [item.source for item in labelled]
 
     stats = [store.stats(policy_version=v) for v in versions]
-    if audit_rate is None:
-        audit_rate, audit_rate_source = _estimate_audit_rate(stats)
-    else:
-        audit_rate_source = "given"
+    item_rates, lowest_rate, audit_rate_source = population_audit_rates(store, versions, labelled, audit_rate)
+    if certify_share is None:
+        certify_share = lowest_rate
+    elif lowest_rate is not None:
+        check_certify_share(_check_rate(certify_share, "certify_share"), lowest_rate)
     guarantee = current.guarantee
     cost = None
     if current.cost is not None:
@@ -363,7 +442,8 @@ def recalibrate(
     next_version = max(r.version for r in history) + 1
     policy, report = recalibrate_arrays(
         scores, truth, [item.item_id for item in labelled], sources,
-        label_names=current.labels, audit_rate=audit_rate, certify_share=certify_share,
+        label_names=current.labels, audit_rate=item_rates if lowest_rate is not None else None,
+        certify_share=certify_share,
         calibrator=calibrator, seed=seed, texts=[item.text for item in labelled],
         target_accuracy=guarantee["target_accuracy"] if target_accuracy is None else target_accuracy,
         delta=guarantee["delta"] if delta is None else delta,
@@ -410,7 +490,10 @@ def recalibrate(
         f"{c['audit']} audit)"
     )
     record = store.add_policy(policy.to_dict(), actor=actor, activate=activate, note=note)
+    audited_rates = [rate for rate, source in zip(item_rates, sources) if source == "audit"]
     report.update({
+        "audit_rate": lowest_rate,
+        "audit_rates": {f"{rate:g}": audited_rates.count(rate) for rate in sorted(set(audited_rates))},
         "version": record.version,
         "active": record.active,
         "previous_version": active.version,
@@ -443,9 +526,27 @@ def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) ->
     return rows
 
 
+# What a spreadsheet (Excel, LibreOffice, Google Sheets) runs as a formula when a cell starts
+# with it: a text like "=HYPERLINK(...)" sent to the service must not run on the exporter's machine.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting with ``= + - @``, a tab or a
+    carriage return gets a leading apostrophe (OWASP's advice against CSV injection); other
+    values are returned as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def export_labelled(store: "ReviewStore", path: str | Path, format: str | None = None, *,
                     policy_version: int | None = None) -> int:
     """Write reviewed items as a labelled data set for fine-tuning; returns the row count.
+
+    JSONL keeps every value exactly. CSV cells that a spreadsheet would run as a formula
+    (starting with ``= + - @``, tab or CR) are written with a leading apostrophe
+    (`formula_safe`); read such a file back with that in mind, or export JSONL.
 
     Parameters
     ----------
@@ -469,5 +570,5 @@ def export_labelled(store: "ReviewStore", path: str | Path, format: str | None =
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, EXPORT_COLUMNS)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({key: formula_safe(value) for key, value in row.items()} for row in rows)
     return len(rows)

@@ -16,7 +16,11 @@ and the audit log, on SQLite or PostgreSQL.
 every method is one short transaction. Several processes may share one database: the claim
 is atomic on both back ends (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` and
 a conditional ``UPDATE`` on SQLite), and the database's UNIQUE constraints make a duplicate
-review or a duplicate ``request_id`` impossible whatever happens in the code.
+review or a client's duplicate ``request_id`` impossible whatever happens in the code.
+
+A write waits at most ``db.DB_WAIT_S`` (3 s) for a database another process holds locked, then
+raises `DatabaseUnavailable`; while it stays locked, later writes fail fast
+(`howsure.service.dbwait`).
 
 Errors are typed: `StoreError` for unknown items, users, policy versions and bad values,
 `ClaimError` (a `StoreError`) for conflicts with the queue's state, `PolicyError` for a policy
@@ -30,10 +34,9 @@ import hmac
 import json
 import math
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -41,6 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from howsure.errors import ClaimError, DatabaseUnavailable, StoreError
 from howsure.service import db
@@ -50,6 +54,7 @@ from howsure.service.db import policies as policies_t
 from howsure.service.db import reviews as reviews_t
 from howsure.service.db import tokens as tokens_t
 from howsure.service.db import users as users_t
+from howsure.service.dbwait import WriteGate
 
 __all__ = [
     "ReviewStore", "NewItem", "ItemRecord", "ReviewRecord", "PolicyRecord", "UserRecord",
@@ -120,7 +125,10 @@ class NewItem:
 
     ``decision`` is ``"auto"`` or ``"review"``. ``queue_reason`` is ``"review"`` for every
     review decision, ``"audit"`` for an auto item sampled for auditing, else None; items with
-    a queue reason are queued for people. ``request_id`` is the client's idempotency key.
+    a queue reason are queued for people. ``request_id`` is the client's idempotency key
+    (unique per client, the ``actor`` of `ReviewStore.add_items`). ``audit_rate`` is the chance
+    an auto item was drawn for audit, kept with auto items (None for review decisions, or
+    when unknown): recalibration weights each audited item by its inverse.
     """
 
     text: str
@@ -134,6 +142,7 @@ class NewItem:
     policy_id: str
     external_id: str | None = None
     request_id: str | None = None
+    audit_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,7 @@ class ItemRecord:
     queued_at: datetime | None
     claimed_by: str | None
     claim_expires_at: datetime | None
+    audit_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +203,8 @@ class LabelledItem:
     """A reviewed item with its human label: what recalibration and export read.
 
     ``source`` is ``"review"`` (routed to people because the model was unsure) or ``"audit"``
-    (a random sample of the automated items); it equals ``queue_reason``.
+    (a random sample of the automated items); it equals ``queue_reason``. ``audit_rate`` is
+    the chance an audit item was drawn (None when it was not recorded).
     """
 
     item_id: int
@@ -210,6 +221,7 @@ class LabelledItem:
     source: str
     policy_id: str
     external_id: str | None
+    audit_rate: float | None = None
 
 
 def hash_token(token: str) -> str:
@@ -253,7 +265,8 @@ class ReviewStore:
         self._clock = clock or db.utcnow
         # SQLite has one writer at a time: threads of this process queue on a lock instead of
         # polling in SQLite's busy handler (other processes still wait through busy_timeout).
-        self._write_lock = threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        # Either wait ends after db.DB_WAIT_S: a locked database answers 503, it does not stall.
+        self._gate = WriteGate(db.DB_WAIT_S, serialise=self.dialect == "sqlite")
         self._labels_cache: dict[int, tuple[str, ...]] = {}
         try:
             if migrate:
@@ -303,22 +316,23 @@ class ReviewStore:
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         try:
-            with self.engine.connect() as connection, connection.begin():
+            with self.engine.connect() as connection, db.transaction_waiting(connection, self._gate.read_wait()):
                 yield connection
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:
             raise self._wrap(exc) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        """A write transaction; on SQLite it holds the write lock from its first statement."""
+        """A write transaction; on SQLite it holds the write lock from its first statement.
+        It waits at most db.DB_WAIT_S for locks in all (`howsure.service.dbwait`)."""
         try:
-            with self._write_lock, self.engine.connect() as connection:
+            with self._gate.hold() as remaining, self.engine.connect() as connection:
                 connection = connection.execution_options(sqlite_immediate=True)
-                with connection.begin():
+                with db.transaction_waiting(connection, remaining()):
                     yield connection
         except IntegrityError:
             raise  # the caller knows which constraint it may have hit
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:
             raise self._wrap(exc) from exc
 
     def _first(self, query: Any) -> Any:
@@ -342,7 +356,7 @@ class ReviewStore:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wrap(self, exc: DBAPIError) -> DatabaseUnavailable:
+    def _wrap(self, exc: Exception) -> DatabaseUnavailable:
         return DatabaseUnavailable(f"database error on {db.safe_url(self.engine)}: {db.error_summary(exc)}")
 
     def _event(self, connection: sa.Connection, actor: str, action: str, *, item_id: int | None = None,
@@ -540,8 +554,13 @@ class ReviewStore:
             return None
         now = self.now()
         if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-            with self._write() as connection:
-                connection.execute(tokens_t.update().where(tokens_t.c.id == row.id).values(last_used_at=now))
+            try:
+                with self._write() as connection:
+                    connection.execute(tokens_t.update().where(tokens_t.c.id == row.id).values(last_used_at=now))
+            except DatabaseUnavailable:
+                # Bookkeeping only: a locked database must not refuse a request that may
+                # only read (the next request records the use).
+                pass
         return UserRecord(id=row.user_id, name=row.name, role=row.role, disabled=bool(row.disabled))
 
     def list_tokens(self, user_name: str | None = None) -> list[TokenRecord]:
@@ -586,8 +605,9 @@ class ReviewStore:
     def add_items(self, items: Sequence[NewItem], *, actor: str) -> list[ItemRecord]:
         """Store classified items in ONE transaction and return their records, in order.
 
-        An item whose ``request_id`` is already stored (a client retrying after a crash or a
-        timeout) is not inserted again: its stored record is returned instead. Items with a
+        An item whose ``request_id`` this ``actor`` already stored (a client retrying after a
+        crash or a timeout) is not inserted again: its stored record is returned instead. Keys
+        are per client: another actor's item with the same key is not this one. Items with a
         ``queue_reason`` are queued for review (status ``queued``), the others are ``done``.
         Every item gets a ``classify`` event.
 
@@ -612,7 +632,8 @@ class ReviewStore:
                 known: dict[str, int] = {}
                 for chunk in _chunks(sorted(set(request_ids)), 500):
                     rows = connection.execute(
-                        sa.select(items_t.c.request_id, items_t.c.id).where(items_t.c.request_id.in_(chunk)))
+                        sa.select(items_t.c.request_id, items_t.c.id)
+                        .where(items_t.c.created_by == actor, items_t.c.request_id.in_(chunk)))
                     known.update({request_id: item_id for request_id, item_id in rows})
                 ids: list[int] = []
                 for item in items:
@@ -915,7 +936,7 @@ class ReviewStore:
                 raw_probabilities=json.loads(row.raw_probabilities), confidence=row.confidence,
                 decision=row.decision, queue_reason=row.queue_reason, policy_version=row.policy_version,
                 reviewer=row.reviewer, reviewed_at=row.reviewed_at, source=row.source, policy_id=row.policy_id,
-                external_id=row.external_id,
+                external_id=row.external_id, audit_rate=row.audit_rate,
             )
             for row in rows
         ]
@@ -1015,6 +1036,12 @@ def _check_new_item(item: Any, position: int) -> None:
     _check_probabilities(item.probabilities, f"{where} probabilities")
     _check_probabilities(item.raw_probabilities, f"{where} raw_probabilities")
     _int(item.policy_version, f"{where} policy_version")
+    rate = item.audit_rate
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or not math.isfinite(rate) or not 0 <= rate <= 1):
+        raise StoreError(f"{where}: audit_rate must be null or a number in [0, 1], got {rate!r}")
+    if item.queue_reason == "audit" and rate is not None and rate == 0:
+        raise StoreError(f"{where}: an item queued for audit cannot have been drawn at audit_rate 0")
     for name in ("request_id", "external_id"):
         value = getattr(item, name)
         if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS):
@@ -1031,6 +1058,7 @@ def _item_row(item: NewItem, actor: str, now: datetime) -> dict[str, Any]:
         "probabilities": _dumps(item.probabilities), "raw_probabilities": _dumps(item.raw_probabilities),
         "decision": item.decision, "queue_reason": item.queue_reason,
         "status": "queued" if queued else "done", "queued_at": now if queued else None,
+        "audit_rate": None if item.audit_rate is None else float(item.audit_rate),
     }
 
 
@@ -1041,7 +1069,7 @@ def _item_record(row: Any) -> ItemRecord:
         policy_id=row.policy_id, prediction=row.prediction, confidence=float(row.confidence),
         probabilities=json.loads(row.probabilities), raw_probabilities=json.loads(row.raw_probabilities),
         decision=row.decision, queue_reason=row.queue_reason, status=row.status, queued_at=row.queued_at,
-        claimed_by=row.claimed_by, claim_expires_at=row.claim_expires_at,
+        claimed_by=row.claimed_by, claim_expires_at=row.claim_expires_at, audit_rate=row.audit_rate,
     )
 
 

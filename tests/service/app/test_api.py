@@ -57,6 +57,14 @@ def test_audit_rate_queues_a_share_of_auto_items(make_service):
     assert 15 <= audited <= 45 and set(reasons) <= {"audit", None}
     assert env.store.stats()["audit_sampled"] == audited
     assert {item["decision"] for item in items} == {"auto"}  # the client is not told which are audited
+    # Every auto item keeps the rate it was drawn at, audited or not (recalibration weights by it).
+    assert {env.store.get_item(item["item_id"]).audit_rate for item in items} == {0.5}
+
+
+def test_review_decisions_store_no_audit_rate(make_service):
+    env = make_service(threshold=None, audit_rate=0.5)
+    [item] = env.classify(["unsure"])
+    assert env.store.get_item(item["item_id"]).audit_rate is None
 
 
 def test_concurrent_requests_share_forward_passes(make_service):
@@ -83,15 +91,26 @@ def test_idempotent_retries_return_the_stored_item(make_service):
     [again] = env.classify(["retry me"], request_id="req-1")
     assert again["item_id"] == first["item_id"]
     assert env.store.stats()["items"] == 1
-    # The same key for another text, or from another client, is a conflict, not a leak.
+    # The same key for another text is a conflict.
     other_text = env.client.post("/v1/classify", json={"text": "different", "request_id": "req-1"},
                                  headers=env.headers("cody"))
-    other_client = env.client.post("/v1/classify", json={"text": "retry me", "request_id": "req-1"},
-                                   headers=env.headers("carl"))
-    for response in (other_text, other_client):
-        assert response.status_code == 409
-        assert "retry me" not in response.text and response.json()["error"]["code"] == "conflict"
+    assert other_text.status_code == 409
+    assert "retry me" not in other_text.text and other_text.json()["error"]["code"] == "conflict"
     assert env.store.stats()["items"] == 1
+
+
+def test_request_ids_are_per_client(make_service):
+    """Two clients may use the same key: each gets its own item, neither sees the other's, and
+    each one's retry is idempotent."""
+    env = make_service(threshold=None)
+    [cody] = env.classify(["cody's text"], user="cody", request_id="order-1")
+    [carl] = env.classify(["carl's text"], user="carl", request_id="order-1")
+    assert carl["item_id"] != cody["item_id"]
+    [cody_again] = env.classify(["cody's text"], user="cody", request_id="order-1")
+    [carl_again] = env.classify(["carl's text"], user="carl", request_id="order-1")
+    assert (cody_again["item_id"], carl_again["item_id"]) == (cody["item_id"], carl["item_id"])
+    assert env.store.stats()["items"] == 2
+    assert env.client.get(f"/v1/items/{carl['item_id']}", headers=env.headers("cody")).status_code == 404
 
 
 # ---------------------------------------------------------------------------- auth

@@ -51,6 +51,24 @@ def test_users_and_tokens(db):
         assert store.authenticate(token) is None
 
 
+@pytest.mark.parametrize("name", ["[/bad]", "[bold]x[/bold]", "a[b"])
+def test_user_values_are_printed_as_typed_not_as_markup(db, name):
+    """A name that looks like rich markup neither crashes `users add` nor any later listing,
+    and is shown exactly as typed (also inside an error message)."""
+    added = run("users", "add", name, "--db", db)
+    assert added.exit_code == 0, added.output
+    assert f"added user {name} (reviewer)" in added.stdout
+    assert run("tokens", "create", name, "--db", db, "--note", "[red]note[/red]").exit_code == 0
+    wide = {"COLUMNS": "200"}  # the tables must not wrap the values this test looks for
+    for listing in (runner.invoke(app, ["users", "list", "--db", db], env=wide),
+                    runner.invoke(app, ["tokens", "list", "--db", db], env=wide)):
+        assert listing.exit_code == 0, listing.output
+        assert name in listing.stdout
+    assert "[red]note[/red]" in runner.invoke(app, ["tokens", "list", "--db", db], env=wide).stdout
+    duplicate = run("users", "add", name, "--db", db)
+    assert duplicate.exit_code == 2 and f"user {name!r} already exists" in duplicate.output
+
+
 def test_serve_stores_a_new_policy_once_and_never_undoes_a_newer_version(db, tmp_path, policy_dict_factory):
     first = tmp_path / "first.json"
     first.write_text(json.dumps(policy_dict_factory(threshold=0.9)))

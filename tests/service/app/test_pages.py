@@ -41,6 +41,44 @@ def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(make_servic
     assert env.client.get("/review", follow_redirects=False).status_code == 303
 
 
+def test_a_signed_out_cookie_is_void_everywhere(make_service, store, tiny_backend):
+    """Sign-out ends the server-side session: a copy of the cookie kept before fails on this
+    process, on another process serving the same database with the same key, and after a
+    restart (a new store on the same file)."""
+    from fastapi.testclient import TestClient
+
+    from howsure.service.app import create_app
+    from howsure.service.store import ReviewStore
+
+    env = make_service()
+    csrf = env.sign_in("rita")
+    kept = env.client.cookies.get(auth.SESSION_COOKIE)
+    second_store = ReviewStore(store.url)
+    try:
+        second = create_app(second_store, tiny_backend, session_secret="test-secret-of-enough-length")
+        with TestClient(second) as other:
+            other.cookies.set(auth.SESSION_COOKIE, kept)
+            assert other.get("/review").status_code == 200  # the session holds across processes
+            assert env.client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+            for client in (env.client, other):
+                client.cookies.clear()
+                client.cookies.set(auth.SESSION_COOKIE, kept)
+                assert client.get("/review", follow_redirects=False).status_code == 303
+                assert client.post("/review", data={"csrf": csrf, "item_id": "1", "action": "skip"},
+                                   follow_redirects=False).headers["location"] == "/login"
+    finally:
+        second_store.close()
+    with ReviewStore(store.url) as restarted:
+        assert restarted.events(action="session_ended")[0].actor == "rita"
+    # Signing in again opens a new session; the old cookie stays void.
+    env.client.cookies.clear()
+    env.sign_in("rita")
+    assert env.client.get("/review").status_code == 200
+    env.client.cookies.clear()
+    env.client.cookies.set(auth.SESSION_COOKIE, kept)
+    assert env.client.get("/review", follow_redirects=False).status_code == 303
+
+
 def test_sign_in_from_another_page_is_refused(make_service):
     """Login CSRF: a form posted from elsewhere has no matching CSRF value and cookie, so it
     cannot sign a reviewer's browser in as somebody else."""
@@ -163,6 +201,19 @@ def test_review_form_skip_and_conflicts(make_service):
     assert "done=conflict" in taken.headers["location"]
     assert "another reviewer took it over" in env.client.get(taken.headers["location"]).text
     assert env.store.get_review(a["item_id"]) is None
+
+
+def test_review_form_refuses_an_unknown_action(make_service):
+    env = make_service(threshold=None)
+    [item] = env.classify(["judge me"])
+    csrf = env.sign_in("rita")
+    env.client.get("/review")  # rita claims it
+    response = env.client.post("/review", data={"csrf": csrf, "item_id": item["item_id"], "label": "positive",
+                                                "action": "approve-all"}, follow_redirects=False)
+    assert response.status_code == 400
+    assert "approve-all" in response.text and "review" in response.text and "skip" in response.text
+    assert env.store.get_review(item["item_id"]) is None
+    assert env.store.get_item(item["item_id"]).status == "claimed"
 
 
 def test_review_page_shows_suggestion_counts_and_hides_it_for_audits(make_service):

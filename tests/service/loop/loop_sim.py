@@ -57,9 +57,11 @@ class Served:
 
 
 def serve(store: Any, record: Any, n: int, *, audit_rate: float, seed: int = 1,
-          mean_margin: float = 2.5, text_prefix: str = "item") -> Served:
+          mean_margin: float = 2.5, text_prefix: str = "item", record_rate: bool = False) -> Served:
     """Decide ``n`` items of `population` with the stored policy ``record`` as the service
-    does (auto items audited with probability ``audit_rate``) and store them in one batch."""
+    does (auto items audited with probability ``audit_rate``) and store them in one batch.
+    ``record_rate`` stores the rate with each auto item, as the service does since revision
+    0004; without it the items look like ones stored before."""
     from howsure.service.store import NewItem
 
     policy = record.to_policy()
@@ -75,6 +77,7 @@ def serve(store: Any, record: Any, n: int, *, audit_rate: float, seed: int = 1,
             decision=decision.decision,
             queue_reason="review" if decision.decision == "review" else ("audit" if audited else None),
             policy_version=record.version, policy_id=record.policy_id,
+            audit_rate=audit_rate if record_rate and decision.decision == "auto" else None,
         ))
     records = store.add_items(items, actor="client")
     return Served(records, {r.id: LABELS[t] for r, t in zip(records, truth)})

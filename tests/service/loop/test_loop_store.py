@@ -54,6 +54,37 @@ def test_recalibrate_writes_an_active_version_from_an_iid_certification_share(st
     assert trial.body["guarantee"]["target_accuracy"] == 0.9 and report["versions_pooled"] == [1, 2]
 
 
+def test_recalibration_uses_each_items_recorded_audit_rate(store, loop_policy):
+    """The service ran at audit rate 0.5, then at 0.1. The store-wide estimate (audited / auto)
+    lies between the two and would certify on too large a share, over-representing the items
+    of the 0.5 period. With the rates stored per item, the share is the lowest rate, 0.1: an
+    item audited at 0.1 always certifies, one audited at 0.5 with chance 0.1 / 0.5."""
+    from howsure.service.feedback import hash_share
+    from loop_sim import Served
+
+    first = store.add_policy(loop_policy, actor="admin")
+    often = serve(store, first, 300, audit_rate=0.5, seed=1, record_rate=True)
+    rarely = serve(store, first, 300, audit_rate=0.1, seed=2, record_rate=True, text_prefix="later")
+    review(store, Served(often.records + rarely.records, {**often.truth, **rarely.truth}))
+    stats = store.stats()
+    estimate = stats["audit_sampled"] / stats["auto"]
+    assert 0.15 < estimate < 0.45
+
+    record, report = recalibrate(store, actor="ops", calibrator="platt", seed=4)
+
+    assert report["audit_rate"] == 0.1 and report["certify_share"] == 0.1
+    assert report["audit_rate_source"] == "recorded with each item"
+    labelled = {item.item_id: item for item in store.labelled_items()}
+    audited = {rate: [i for i, item in labelled.items() if item.source == "audit" and item.audit_rate == rate]
+               for rate in (0.5, 0.1)}
+    assert report["audit_rates"] == {"0.1": len(audited[0.1]), "0.5": len(audited[0.5])}
+    expected = len(audited[0.1]) + sum(hash_share(i, 4) < 0.1 / 0.5 for i in audited[0.5])
+    assert report["certify"]["audit"] == expected
+    assert report["certify"]["audit"] < len(audited[0.1]) + len(audited[0.5])
+    with pytest.raises(PolicyError, match="certify_share 0.2 exceeds the audit rate 0.1"):
+        recalibrate(store, actor="ops", certify_share=0.2)
+
+
 def test_a_second_recalibration_pools_the_reviews_of_both_versions_of_the_same_model(store, loop_policy):
     first = store.add_policy(loop_policy, actor="admin")
     review(store, serve(store, first, 200, audit_rate=0.3, seed=1))
@@ -162,3 +193,25 @@ def test_export_keeps_awkward_texts_intact_in_csv(store, loop_policy, new_item, 
     assert row["text"] == text and row["label"] == "positive" and row["source"] == "review"
     with pytest.raises(DataError, match=r"cannot export to '.*out.parquet' as 'parquet': expected one of \['jsonl', 'csv'\]"):
         export_labelled(store, tmp_path / "out.parquet")
+
+
+@pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\r=1"])
+def test_csv_export_neutralises_formulas_and_jsonl_keeps_the_text(store, loop_policy, new_item, tmp_path, text):
+    """A text (or a reviewer name) starting with = + - @, tab or CR would run as a formula when
+    the CSV is opened in a spreadsheet: CSV cells get a leading apostrophe; JSONL keeps it exact."""
+    import json
+
+    store.add_user("=cmd|' /C calc'!A0", "reviewer", actor="admin")
+    record = store.add_policy(loop_policy, actor="admin")
+    [item] = store.add_items([new_item(record, text=text, confidence=0.6)], actor="client")
+    reviewer = "=cmd|' /C calc'!A0"
+    store.claim_next(reviewer)
+    store.submit_review(item.id, reviewer, "positive")
+    export_labelled(store, tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["text"] == "'" + text and row["reviewer"] == "'" + reviewer
+    assert row["label"] == "positive" and row["item_id"] == str(item.id)
+    export_labelled(store, tmp_path / "out.jsonl")
+    [line] = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["text"] == text and json.loads(line)["reviewer"] == reviewer
