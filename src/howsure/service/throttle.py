@@ -89,7 +89,7 @@ class FailureThrottle:
                 times = self._recent(key, now)
                 if times is not None and len(times) >= self.max_failures:
                     wait = times[-self.max_failures] + self.window_s - now
-                    raise Throttled(f"too many failed sign-in attempts from here ({len(times)} in the last "
+                    raise Throttled(f"too many failed authentication attempts from this address ({len(times)} in the last "
                                     f"{self.window_s:g} s); try again in {max(1, math.ceil(wait))} s",
                                     retry_after_s=wait)
 
