@@ -273,21 +273,21 @@ class MicroBatcher(Generic[T, R]):
     def _take(self, room: float, skipped: set) -> _Entry | None:
         """The next waiting item in the clients' turn order whose cost fits in ``room``; the
         client it came from goes to the back of the order. A client whose next item does not
-        fit joins ``skipped`` (its items keep their order, so it is passed over until the next
-        batch)."""
-        for client in list(self._waiting):
+        fit joins ``skipped`` and keeps its place, so it goes first in the next batch (which
+        takes its first item whatever it costs): a large item waits one batch, not forever."""
+        for client, entries in list(self._waiting.items()):
             if client in skipped:
                 continue
-            entries = self._waiting.pop(client)
             while entries and entries[0].future.done():  # its caller went away
                 entries.popleft()
             if not entries:
+                del self._waiting[client]
                 continue
             if entries[0].cost > room:
                 skipped.add(client)
-                self._waiting[client] = entries
                 continue
             entry = entries.popleft()
+            del self._waiting[client]
             if entries:
                 self._waiting[client] = entries  # to the back: the other clients go first
             return entry

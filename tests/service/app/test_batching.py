@@ -310,3 +310,27 @@ def test_a_cancelled_submission_leaves_the_queue_unprocessed():
     assert again == ["<n>"]
     assert stats.dropped == 3
     assert not any(item.startswith("g") for call in recorder.calls for item in call)
+
+
+def test_a_client_whose_next_item_does_not_fit_goes_first_in_the_next_batch():
+    recorder = Recorder(delay=0.1)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=32, max_wait_ms=5, max_batch_cost=10)
+        await batcher.start()
+        try:
+            blocker = asyncio.create_task(batcher.submit(["z"], client="z", costs=[1]))
+            await asyncio.sleep(0.02)  # "z" runs; the others queue behind it
+            tasks = [asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(3)], client=name,
+                                                        costs=[3] * 3)) for name in ("s", "t")]
+            await asyncio.sleep(0)
+            big = asyncio.create_task(batcher.submit(["big"], client="b", costs=[8]))
+            more = asyncio.create_task(batcher.submit(["u0", "u1"], client="u", costs=[3, 3]))
+            await asyncio.gather(blocker, big, more, *tasks)
+        finally:
+            await batcher.stop()
+
+    run(main())
+    # "big" does not fit beside s0 (3 + 8 > 10) and is passed over once, then leads the next
+    # batch, although small items of other clients are still waiting.
+    assert recorder.calls[:3] == [["z"], ["s0", "t0", "u0"], ["big"]]
