@@ -4,7 +4,8 @@
   (the backend sorts them all by length and batches them), in this process, with the
   backend's default batch settings (32 texts, 4096 padded tokens: the fastest offline);
 * service: ``howsure serve`` in a subprocess with the same model and thread count, on a
-  fresh SQLite file; ``--clients`` concurrent clients (asyncio + httpx) send
+  fresh SQLite file; ``--clients`` concurrent clients (asyncio; raw HTTP/1.1 on keep-alive
+  connections, or httpx with ``--http httpx``, which costs the shared cores more CPU) send
   the same texts to ``POST /v1/classify``, ``--items-per-request`` texts per request, until
   every text is done, and each request's latency is recorded. The service does everything it
   does in production: micro-batching, calibration and routing, the audit draw, one SQLite
@@ -75,7 +76,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def run_clients(url: str, token: str, texts: list[str], clients: int, per_request: int) -> tuple[float, list[float]]:
+class RawClient:
+    """One keep-alive HTTP/1.1 connection that sends JSON POSTs and reads the answers with a
+    few lines of asyncio (no HTTP library): the load generator shares the machine's cores with
+    the server, and httpx spends several ms of CPU per request, which then goes missing from
+    the service's side of the comparison."""
+
+    def __init__(self, url: str, token: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.head = (f"Host: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\n").encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        body = json.dumps(payload).encode()
+        self.writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\n" + self.head
+                          + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        length = int(next(v for k, v in headers.items() if k.lower() == "content-length"))
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def run_clients(url: str, token: str, texts: list[str], clients: int, per_request: int,
+                      http: str = "raw") -> tuple[float, list[float]]:
     import httpx
 
     requests = [texts[i:i + per_request] for i in range(0, len(texts), per_request)]
@@ -86,18 +123,30 @@ async def run_clients(url: str, token: str, texts: list[str], clients: int, per_
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120,
-                                 limits=limits) as http:
+                                 limits=limits) as shared:
+        async def post(raw: RawClient | None, payload: dict) -> tuple[int, str]:
+            if raw is not None:
+                status, body = await asyncio.wait_for(raw.post("/v1/classify", payload), 120)
+                return status, body[:300].decode("utf-8", "replace")
+            response = await shared.post("/v1/classify", json=payload)
+            return response.status_code, response.text[:300]
+
         async def client() -> None:
-            while True:
-                try:
-                    chunk = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                started = time.perf_counter()
-                response = await http.post("/v1/classify", json={"items": [{"text": t} for t in chunk]})
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise RuntimeError(f"classify answered {response.status_code}: {response.text[:300]}")
+            raw = RawClient(url, token) if http == "raw" else None
+            try:
+                while True:
+                    try:
+                        chunk = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    started = time.perf_counter()
+                    status, text = await post(raw, {"items": [{"text": t} for t in chunk]})
+                    latencies.append(time.perf_counter() - started)
+                    if status != 200:
+                        raise RuntimeError(f"classify answered {status}: {text}")
+            finally:
+                if raw is not None:
+                    await raw.close()
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
@@ -110,6 +159,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="Service phases (each between two offline passes).")
     parser.add_argument("--clients", type=int, default=32, help="Concurrent clients.")
     parser.add_argument("--items-per-request", type=int, default=1)
+    parser.add_argument("--http", choices=("raw", "httpx"), default="raw",
+                        help="The clients' HTTP: raw asyncio streams (little CPU beside the server) or httpx.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the service.")
     parser.add_argument("--max-batch", type=int, default=32, help="The service's --max-batch.")
     parser.add_argument("--offline-batch-size", type=int, default=32,
@@ -138,7 +189,7 @@ def main() -> None:
     backend = load_backend(model, threads=args.threads, batch_size=args.offline_batch_size,
                            batch_tokens=args.offline_batch_tokens)
     backend.label_scores(task, texts[:8])  # warm-up: prefix cache, allocator
-    print(f"model {model}, {len(texts)} texts, {args.clients} clients x {args.items_per_request} text(s) per "
+    print(f"model {model}, {len(texts)} texts, {args.clients} clients ({args.http}) x {args.items_per_request} text(s) per "
           f"request, {args.threads} torch threads, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms}, "
           f"batch_tokens {args.batch_tokens} (offline {args.offline_batch_tokens}), {os.cpu_count()} CPUs", flush=True)
 
@@ -182,7 +233,7 @@ def main() -> None:
             for round_number in range(1, args.rounds + 1):
                 client_cpu, server_cpu = process_cpu_s(), process_cpu_s(server.pid)
                 wall, round_latencies = asyncio.run(
-                    run_clients(url, token, texts, args.clients, args.items_per_request))
+                    run_clients(url, token, texts, args.clients, args.items_per_request, args.http))
                 cpu["clients"] += process_cpu_s() - client_cpu
                 cpu["server"] += process_cpu_s(server.pid) - server_cpu
                 service.append(wall)
@@ -205,6 +256,7 @@ def main() -> None:
     busy = batching["busy_s"] - before["busy_s"]  # seconds inside backend.label_scores
     figures = {
         "model": model, "texts": n, "clients": args.clients, "items_per_request": args.items_per_request,
+        "http": args.http,
         "threads": args.threads, "max_batch": args.max_batch, "offline_batch_size": args.offline_batch_size, "max_wait_ms": args.max_wait_ms,
         "batch_tokens": args.batch_tokens, "offline_batch_tokens": args.offline_batch_tokens, "rounds": args.rounds,
         "offline_texts_per_s": [round(n / t, 2) for t in offline],

@@ -131,8 +131,12 @@ def serve(
                                batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret)
-    err_console.print(escape(f"review page: http://{host}:{port}/review   API docs: http://{host}:{port}/docs"),
+    err_console.print(escape(f"review page: http://{host}:{port}/review   API schema: http://{host}:{port}/openapi.json"),
                       highlight=False, soft_wrap=True)
+    from howsure.service.hardening import exposure_warning
+
+    if warning := exposure_warning(host, secure_cookies):
+        err_console.print(warning, markup=False, highlight=False, soft_wrap=True)
     try:
         uvicorn.run(service_app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
     finally:

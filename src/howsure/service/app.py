@@ -14,9 +14,11 @@ together (one transaction per client, each request whole or not at all).
 
 Errors are JSON everywhere: ``{"error": {"code": ..., "message": ...}}`` with 401/403 for
 authentication and roles, 404 for unknown items and routes, 409 for queue conflicts, 413 for a
-body over the limit, 422 for invalid input, 503 while no policy is active, and
-503 with ``Retry-After`` when the database fails or stays locked (a request waits for a locked
-database at most 3 s).
+body (or a request's tokens) over the limit, 422 for invalid input (a text over the token
+limit among it, `howsure.service.admission`), 429 with Retry-After when the model's queue is
+full or an address failed to authenticate too often (`howsure.service.throttle`), 503 while no
+policy is active, and 503 with ``Retry-After`` when the database fails or stays locked (a
+request waits for a locked database at most 3 s).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the request models built inside
@@ -46,7 +48,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from howsure import __version__
 from howsure.errors import ClaimError, DataError, DatabaseUnavailable, HowsureError, PolicyError, StoreError, TaskError
 from howsure.service import auth, health
+from howsure.service.admission import ClientGone, RequestLimits, RequestTooLarge, unless_disconnected
 from howsure.service.batching import BatcherClosed, MicroBatcher
+from howsure.service.hardening import DOCS_PATHS, PAGE_CSP, SecurityHeaders
+from howsure.service.throttle import FailureThrottle, RetryLater, Throttled, address_key
 
 log = logging.getLogger("howsure.service")
 
@@ -56,8 +61,7 @@ MAX_KEY_CHARS = 200  # external ids, request ids, labels (the store's column wid
 
 PAGE_HEADERS = {
     # No inline script or style anywhere: the pages' JS and CSS are files under /static.
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": PAGE_CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -79,6 +83,12 @@ def error_status(exc: HowsureError) -> tuple[int, str]:
         return exc.status_code, exc.code
     if isinstance(exc, NotFound):
         return 404, "not_found"
+    if isinstance(exc, RequestTooLarge):
+        return 413, "too_large"
+    if isinstance(exc, ClientGone):
+        return 499, "client_gone"  # nginx's "client closed request": nobody reads it, the log does
+    if isinstance(exc, RetryLater):
+        return 429, "too_many_requests"
     if isinstance(exc, ClaimError):
         return 409, "conflict"
     if isinstance(exc, ServiceUnavailable):
@@ -103,17 +113,18 @@ def found_or_404(lookup: Callable[..., Any], *args: Any, message: str | None = N
         raise NotFound(message or str(exc)) from None
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(status: int, code: str, message: str, *, retry_after: str | None = None,
+                   **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
     body = {"error": {"code": code, "message": message, **extra}}
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers or None)
 
 
 def database_unavailable(message: str) -> JSONResponse:
     """503 for a database that failed or stays locked, with the wait before a retry."""
-    response = error_response(503, "database_unavailable", message)
-    response.headers["Retry-After"] = str(health.RETRY_AFTER_S)
-    return response
+    return error_response(503, "database_unavailable", message, retry_after=str(health.RETRY_AFTER_S))
 
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -384,14 +395,22 @@ class Service:
 
     def __init__(self, store: Any, backend: Any, *, audit_rate: float, max_batch: int, max_wait_ms: float,
                  lease_seconds: float, seed: int | None, session_secret: str | bytes | None,
-                 secure_cookies: bool) -> None:
+                 secure_cookies: bool, limits: RequestLimits, throttle: FailureThrottle,
+                 max_batch_tokens: int, max_queue_tokens: int, max_client_tokens: int) -> None:
         self.store = store
         self.backend = backend
         self.audit_rate = audit_rate
         self.lease_seconds = lease_seconds
         self.secure_cookies = secure_cookies
         self.sessions = auth.SessionSigner(session_secret)
-        self.batcher: MicroBatcher = MicroBatcher(self._score, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.limits = limits
+        self.throttle = throttle
+        # Texts cost their tokens: a batch holds at most max_batch_tokens of them (so one batch
+        # runs a bounded time), batches take turns across clients, and the tokens waiting are
+        # bounded in all and per client (429 beyond).
+        self.batcher: MicroBatcher = MicroBatcher(
+            self._score, max_batch=max_batch, max_wait_ms=max_wait_ms, max_batch_cost=max_batch_tokens,
+            max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens)
         # Requests answered by one forward pass are stored together; no waiting beyond what queued.
         self.writer: MicroBatcher = MicroBatcher(self._write, max_batch=256, max_wait_ms=0)
         self._rng = random.Random(seed)
@@ -427,6 +446,11 @@ class Service:
         if record is None:
             raise ServiceUnavailable("no policy is active; start the service with `howsure serve --policy FILE`")
         return self.loaded(record)
+
+    def admit(self, texts: Sequence[str], *, batch: bool) -> tuple[LoadedPolicy, list[int]]:
+        """The active policy and each text's tokens, once the texts are within the limits."""
+        tokens = self.limits.check(texts, batch=batch)
+        return self.active(), tokens
 
     # ------------------------------------------------------------------ classification
     def _score(self, pairs: list[tuple[LoadedPolicy, str]]) -> list[tuple[np.ndarray, Any]]:
@@ -497,12 +521,22 @@ class Service:
                                  "use a new key for a new text")
 
     # ------------------------------------------------------------------ reviewers
-    def user_of(self, credentials: HTTPAuthorizationCredentials | None) -> Any:
-        """The user of an API request's bearer token; `auth.Unauthorized` without a valid one."""
+    def user_of(self, credentials: HTTPAuthorizationCredentials | None, address: str | None = None) -> Any:
+        """The user of an API request's bearer token; `auth.Unauthorized` without a valid one,
+        `Throttled` while ``address`` has failed too often (checked before the token)."""
         token = auth.bearer_token(None if credentials is None else f"Bearer {credentials.credentials}")
-        user = self.store.authenticate(token)
+        user = self.authenticate(token, address)
         if user is None:
             raise auth.Unauthorized("unknown or revoked token (or its user is disabled)")
+        return user
+
+    def authenticate(self, token: str, address: str | None) -> Any:
+        """``store.authenticate(token)`` under the failure throttle of the client address."""
+        keys = [address_key(address)]
+        self.throttle.check(keys)
+        user = self.store.authenticate(token)
+        if user is None:
+            self.throttle.failed(keys)
         return user
 
     def session_user(self, request: Request) -> tuple[Any, auth.Session] | None:
@@ -643,6 +677,14 @@ def create_app(
     seed: int | None = None,
     session_secret: str | bytes | None = None,
     secure_cookies: bool = False,
+    max_text_tokens: int = 1024,
+    max_request_tokens: int = 8192,
+    max_batch_tokens: int = 1536,
+    max_client_tokens: int = 16384,
+    max_queue_tokens: int = 65536,
+    auth_failures: int = 20,
+    auth_window_s: float = 60.0,
+    api_docs: bool = False,
 ) -> FastAPI:
     """Build the review service.
 
@@ -667,6 +709,21 @@ def create_app(
         Key of the review pages' session cookies (else ``HOWSURE_SESSION_SECRET`` or random).
     secure_cookies : bool
         Mark the session cookie Secure (behind HTTPS).
+    max_text_tokens, max_request_tokens : int
+        Most tokens (the model's tokenizer, the text alone) in one text (422 beyond: texts are
+        refused, never truncated) and in one request's texts together (413 beyond).
+    max_batch_tokens : int
+        Most text tokens in one micro-batch, so one forward pass runs a bounded time while
+        batches take turns across clients (a lone longer text still runs alone).
+    max_client_tokens, max_queue_tokens : int
+        Most tokens waiting for or in the model from one client and from all clients; a request
+        over either is answered 429 with Retry-After.
+    auth_failures, auth_window_s : int, float
+        An address that presented ``auth_failures`` unknown tokens (API or sign-in form) within
+        ``auth_window_s`` seconds is answered 429 with Retry-After until the window frees up.
+    api_docs : bool
+        Serve the interactive API docs at /docs and /redoc. They load script from a CDN, so
+        they are off unless asked for; /openapi.json is always served.
     """
     if isinstance(audit_rate, bool) or not isinstance(audit_rate, int | float) or not 0 <= audit_rate <= 1:
         raise DataError(f"audit_rate must be a number in [0, 1], got {audit_rate!r}")
@@ -676,10 +733,20 @@ def create_app(
             raise DataError(f"{name} must be an integer >= 1, got {value!r}")
     if not lease_seconds > 0:
         raise DataError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+    token_bounds = (("max_text_tokens", max_text_tokens), ("max_request_tokens", max_request_tokens),
+                    ("max_client_tokens", max_client_tokens), ("max_queue_tokens", max_queue_tokens))
+    for (name, value), (next_name, next_value) in zip(token_bounds, token_bounds[1:]):
+        # A request the per-request limit admits must fit the queue bounds, or its 429 would never end.
+        if isinstance(value, int) and isinstance(next_value, int) and value > next_value:
+            raise DataError(f"{name} ({value}) must not be over {next_name} ({next_value})")
+    limits = RequestLimits(backend, max_text_tokens=max_text_tokens, max_request_tokens=max_request_tokens)
+    throttle = FailureThrottle(auth_failures, auth_window_s)
     record = store.active_policy()
     service = Service(store, backend, audit_rate=float(audit_rate), max_batch=max_batch, max_wait_ms=max_wait_ms,
                       lease_seconds=lease_seconds, seed=seed, session_secret=session_secret,
-                      secure_cookies=secure_cookies)
+                      secure_cookies=secure_cookies, limits=limits, throttle=throttle,
+                      max_batch_tokens=max_batch_tokens, max_queue_tokens=max_queue_tokens,
+                      max_client_tokens=max_client_tokens)
     service.known_policy_version = None if record is None else record.version
     if record is not None:
         try:
@@ -707,6 +774,8 @@ def create_app(
             "Errors are `{\"error\": {\"code\": ..., \"message\": ...}}`."
         ),
         lifespan=lifespan,
+        docs_url=DOCS_PATHS[0] if api_docs else None,
+        redoc_url=DOCS_PATHS[1] if api_docs else None,
         openapi_tags=[
             {"name": "classify", "description": "Classify texts (role client)."},
             {"name": "review", "description": "The review queue (role reviewer)."},
@@ -716,14 +785,15 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: its headers go on the 413s of BodyLimit too
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     ClassifyItem, ClassifyBatch = _request_models(max_text_chars, max_items_per_request)
     bearer = HTTPBearer(auto_error=False, description="A token made by `howsure tokens create`.")
     errors = {code: {"model": ErrorResponse} for code in (401, 403, 413, 422)}
 
     def role(allowed: tuple[str, ...], what: str):
-        def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Any:
-            user = service.user_of(credentials)
+        def dependency(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Any:
+            user = service.user_of(credentials, request.client.host if request.client else None)
             auth.check_role(user, allowed, what)
             return user
         return dependency
@@ -740,6 +810,8 @@ def create_app(
         if code == "database_unavailable":  # the driver's message names the database: log it only
             log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
             return database_unavailable("the database failed on this request; try again (it was logged)")
+        if isinstance(exc, RetryLater):
+            return error_response(status, code, str(exc), retry_after=exc.retry_after_header)
         return error_response(status, code, str(exc))
 
     @app.exception_handler(BatcherClosed)
@@ -758,7 +830,7 @@ def create_app(
         code = HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
-            message = f"no such path {request.url.path!r}; the API is described at /docs"
+            message = f"no such path {request.url.path!r}; the API is described at /openapi.json"
         response = error_response(exc.status_code, code, message)
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
@@ -771,17 +843,24 @@ def create_app(
 
     # ------------------------------------------------------------------ API
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"],
-              responses={**errors, 409: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
-    async def classify(body: ClassifyBatch | ClassifyItem, user: Any = Depends(classifier)) -> ClassifyResponse:  # type: ignore[valid-type]
+              responses={**errors, 409: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
+                         503: {"model": ErrorResponse}})
+    async def classify(request: Request, body: ClassifyBatch | ClassifyItem,  # type: ignore[valid-type]
+                       user: Any = Depends(classifier)) -> ClassifyResponse:
         """Classify one text (`{"text": ...}`) or several (`{"items": [...]}`).
 
         Every item gets the predicted label, its calibrated confidence, the probabilities, the
         decision (`auto` or `review`) and the policy version that decided. Items are stored
         before the answer is sent; a retry with the same `request_id` returns the stored item.
+        Long input: a text over the per-text token limit is 422, a request over the per-request
+        total 413; while the model's queue is full (in all or for this client) 429 with
+        Retry-After. Texts of a client that disconnects before they are scored are dropped.
         """
         items = body.items if isinstance(body, ClassifyBatch) else [body]
-        loaded = await run_in_threadpool(service.active)
-        outcomes = await service.batcher.submit([(loaded, item.text) for item in items])
+        loaded, tokens = await run_in_threadpool(service.admit, [item.text for item in items],
+                                                 batch=isinstance(body, ClassifyBatch))
+        outcomes = await unless_disconnected(request, service.batcher.submit(
+            [(loaded, item.text) for item in items], client=user.name, costs=tokens))
         new_items = service.new_items(loaded, items, outcomes)  # no await: the batch's requests queue together
         [records] = await service.writer.submit([(user.name, new_items)])
         service.check_request_ids(items, records, user.name)
@@ -946,7 +1025,12 @@ def add_pages(app: FastAPI, service: Service) -> None:
         if not auth.login_nonce_matches(request.cookies.get(auth.LOGIN_COOKIE), form.get("csrf")):
             return login_page(403, "The sign-in form expired or came from another page. Sign in again here.")
         token = str(form.get("token") or "").strip()
-        user = await run_in_threadpool(store.authenticate, token) if token else None
+        try:
+            user = await run_in_threadpool(service.authenticate, token, request.client and request.client.host)
+        except Throttled as exc:
+            response = login_page(429, f"{exc}.")
+            response.headers["Retry-After"] = exc.retry_after_header
+            return response
         if user is None:
             return login_page(401, "That token is unknown or revoked. Ask an admin for one (howsure tokens create).")
         if user.role not in ("admin", "reviewer"):

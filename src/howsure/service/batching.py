@@ -14,6 +14,16 @@ batch at once, so under load the batches are full and the model never waits for 
 
 One bad item does not fail its neighbours: when a batch raises, its items are run again one by
 one and only the failing ones get the exception.
+
+Fairness and bounds: each submission names its ``client`` and each item may carry a ``cost`` (the
+service passes the text's token count). Batches are formed round-robin across the clients with
+items waiting, one item from each in turn, so a client that queued hundreds of texts delays
+another client's text by one batch, not by all of its own; ``max_batch_cost`` bounds a batch's
+summed cost (so how long one batch runs); ``max_queue_cost`` and ``max_client_cost`` bound the
+cost waiting or running, in all and per client, and a submission over either fails at once
+with `QueueFull` (the service answers 429 with its ``retry_after_s``). A submission whose caller
+is cancelled (its HTTP client went away) takes its waiting items out of the queue: they are
+never processed.
 """
 
 from __future__ import annotations
@@ -21,13 +31,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from howsure.errors import DataError
+from howsure.service.throttle import RetryLater
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,21 +52,31 @@ class BatcherClosed(RuntimeError):
     """`MicroBatcher.submit` was called before `start` or after `stop`."""
 
 
+class QueueFull(RetryLater):
+    """A submission would take the batcher's queue, or its client's share, over its bound."""
+
+
 @dataclass
 class BatcherStats:
     """Counters since start; read them for monitoring and tests (``batches``, ``items``,
-    ``largest``: most items in one batch; ``busy_s``: seconds spent in the processing function)."""
+    ``largest``: most items in one batch; ``busy_s``: seconds spent in the processing function;
+    ``cost``: summed cost of the items processed; ``refused``: submissions refused as `QueueFull`;
+    ``dropped``: queued items taken out unprocessed because their caller went away)."""
 
     batches: int = 0
     items: int = 0
     largest: int = 0
     busy_s: float = 0.0
+    cost: float = 0.0
+    refused: int = 0
+    dropped: int = 0
     sizes: list[int] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         mean = self.items / self.batches if self.batches else 0.0
         return {"batches": self.batches, "items": self.items, "largest": self.largest,
-                "mean_batch": round(mean, 3), "busy_s": round(self.busy_s, 3)}
+                "mean_batch": round(mean, 3), "busy_s": round(self.busy_s, 3), "cost": round(self.cost, 3),
+                "refused": self.refused, "dropped": self.dropped}
 
 
 @dataclass
@@ -61,6 +84,8 @@ class _Entry:
     item: Any
     future: asyncio.Future
     enqueued: float
+    client: Hashable = None
+    cost: float = 0.0
 
 
 class MicroBatcher(Generic[T, R]):
@@ -82,6 +107,12 @@ class MicroBatcher(Generic[T, R]):
         this share of the last batch's processing time (0 turns this off).
     keep_sizes : int
         How many recent batch sizes `stats` keeps (for tests and the bench).
+    max_batch_cost : float, optional
+        Most summed item cost in one call of ``process`` (a batch always takes its first item,
+        whatever it costs). None: only ``max_batch`` bounds a batch.
+    max_queue_cost, max_client_cost : float, optional
+        Most summed cost of the items submitted and not yet answered, over all clients and per
+        client; a submission that would go over fails with `QueueFull`. None: unbounded.
     """
 
     def __init__(
@@ -92,6 +123,9 @@ class MicroBatcher(Generic[T, R]):
         max_wait_ms: float = 10.0,
         refill_share: float = 0.25,
         keep_sizes: int = 10_000,
+        max_batch_cost: float | None = None,
+        max_queue_cost: float | None = None,
+        max_client_cost: float | None = None,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise DataError(f"max_batch must be an integer >= 1, got {max_batch!r}")
@@ -99,15 +133,27 @@ class MicroBatcher(Generic[T, R]):
             raise DataError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
         if not 0 <= refill_share <= 1:
             raise DataError(f"refill_share must be in [0, 1], got {refill_share!r}")
+        for name, bound in (("max_batch_cost", max_batch_cost), ("max_queue_cost", max_queue_cost),
+                            ("max_client_cost", max_client_cost)):
+            if bound is not None and not bound > 0:
+                raise DataError(f"{name} must be > 0 or None, got {bound!r}")
         self.process = process
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.refill_share = refill_share
+        self.max_batch_cost = math.inf if max_batch_cost is None else float(max_batch_cost)
+        self.max_queue_cost = math.inf if max_queue_cost is None else float(max_queue_cost)
+        self.max_client_cost = math.inf if max_client_cost is None else float(max_client_cost)
         self._last_size = 0
         self._last_duration = 0.0
         self.keep_sizes = keep_sizes
         self.stats = BatcherStats()
-        self._queue: asyncio.Queue[_Entry] | None = None
+        # Waiting items per client, in the order the clients take turns (the next is first).
+        self._waiting: dict[Hashable, deque[_Entry]] = {}
+        self._arrived: asyncio.Event | None = None
+        # Cost submitted and not yet answered, in all and per client (the queue bounds).
+        self._open_cost = 0.0
+        self._client_open_cost: dict[Hashable, float] = {}
         self._worker: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -116,11 +162,16 @@ class MicroBatcher(Generic[T, R]):
     def running(self) -> bool:
         return self._worker is not None and not self._worker.done()
 
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet in a batch."""
+        return sum(len(entries) for entries in self._waiting.values())
+
     async def start(self) -> None:
         """Start the worker on the running event loop (idempotent)."""
         if self.running:
             return
-        self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="howsure-batch")
         self._worker = asyncio.get_running_loop().create_task(self._run_forever(), name="howsure-batcher")
 
@@ -134,43 +185,123 @@ class MicroBatcher(Generic[T, R]):
                 await worker
             except asyncio.CancelledError:
                 pass
-        if self._queue is not None:
-            while not self._queue.empty():
-                entry = self._queue.get_nowait()
+        waiting, self._waiting = self._waiting, {}
+        for entries in waiting.values():
+            for entry in entries:
                 if not entry.future.done():
                     entry.future.set_exception(BatcherClosed("the service is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def submit(self, items: Sequence[T]) -> list[R]:
-        """Queue ``items`` and wait for their results (in order).
+    async def submit(self, items: Sequence[T], *, client: Hashable = None,
+                     costs: Sequence[float] | None = None) -> list[R]:
+        """Queue ``items`` for ``client`` and wait for their results (in order).
 
         Items of one call may be processed in different batches (a request larger than
-        ``max_batch`` is split); the first exception among them is raised.
+        ``max_batch`` is split); the first exception among them is raised. ``costs`` (one per
+        item, default 0) count against ``max_batch_cost`` and the queue bounds; `QueueFull`
+        when the queue, or this client's share of it, has no room for them.
         """
-        if not self.running or self._queue is None:
+        if not self.running or self._arrived is None:
             raise BatcherClosed("the batcher is not running; start() it on the server's event loop")
+        costs = [0.0] * len(items) if costs is None else [float(cost) for cost in costs]
+        if len(costs) != len(items):
+            raise DataError(f"submit got {len(costs)} costs for {len(items)} items")
+        self._admit(client, sum(costs))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        futures = []
-        for item in items:
-            future = loop.create_future()
-            self._queue.put_nowait(_Entry(item, future, now))
-            futures.append(future)
+        entries = [_Entry(item, loop.create_future(), now, client, cost) for item, cost in zip(items, costs)]
+        for entry in entries:
+            self._open(entry)
+        self._waiting.setdefault(client, deque()).extend(entries)
+        self._arrived.set()
         try:
-            return list(await asyncio.gather(*futures))
+            return list(await asyncio.gather(*(entry.future for entry in entries)))
         except BaseException:
-            # The caller went away (or one item failed): the others need no result.
-            for future in futures:
-                future.cancel()
+            # The caller went away (or one item failed): the others need no result, and those
+            # still waiting leave the queue now instead of taking a place in a batch.
+            for entry in entries:
+                entry.future.cancel()
+            self._drop_waiting(client)
             raise
 
+    # ------------------------------------------------------------------ bounds
+    def _admit(self, client: Hashable, cost: float) -> None:
+        client_open = self._client_open_cost.get(client, 0.0)
+        if self._open_cost + cost <= self.max_queue_cost and client_open + cost <= self.max_client_cost:
+            return
+        self.stats.refused += 1
+        if client_open + cost > self.max_client_cost:
+            excess, what = client_open + cost - self.max_client_cost, f"this client's share ({self.max_client_cost:g})"
+        else:
+            excess, what = self._open_cost + cost - self.max_queue_cost, f"the queue's bound ({self.max_queue_cost:g})"
+        raise QueueFull(f"the model is busy: this request's {cost:g} tokens would take {what} over; "
+                        "retry after the time in Retry-After", retry_after_s=self._drain_seconds(excess))
+
+    def _drain_seconds(self, cost: float) -> float:
+        """About how long the worker takes to work off ``cost`` at its rate so far (>= 1 s)."""
+        with self._lock:
+            rate = self.stats.cost / self.stats.busy_s if self.stats.busy_s > 0 else 0.0
+        return max(1.0, min(300.0, cost / rate)) if rate > 0 else 1.0
+
+    def _open(self, entry: _Entry) -> None:
+        self._open_cost += entry.cost
+        self._client_open_cost[entry.client] = self._client_open_cost.get(entry.client, 0.0) + entry.cost
+        entry.future.add_done_callback(lambda _: self._close(entry))
+
+    def _close(self, entry: _Entry) -> None:
+        self._open_cost -= entry.cost
+        left = self._client_open_cost.get(entry.client, 0.0) - entry.cost
+        if left <= 1e-9:
+            self._client_open_cost.pop(entry.client, None)
+        else:
+            self._client_open_cost[entry.client] = left
+
+    def _drop_waiting(self, client: Hashable) -> None:
+        entries = self._waiting.get(client)
+        if not entries:
+            return
+        kept = deque(entry for entry in entries if not entry.future.done())
+        self.stats.dropped += len(entries) - len(kept)
+        if kept:
+            self._waiting[client] = kept
+        else:
+            del self._waiting[client]
+
     # ------------------------------------------------------------------ worker
+    def _take(self, room: float, skipped: set) -> _Entry | None:
+        """The next waiting item in the clients' turn order whose cost fits in ``room``; the
+        client it came from goes to the back of the order. A client whose next item does not
+        fit joins ``skipped`` and keeps its place, so it goes first in the next batch (which
+        takes its first item whatever it costs): a large item waits one batch, not forever."""
+        for client, entries in list(self._waiting.items()):
+            if client in skipped:
+                continue
+            while entries and entries[0].future.done():  # its caller went away
+                entries.popleft()
+            if not entries:
+                del self._waiting[client]
+                continue
+            if entries[0].cost > room:
+                skipped.add(client)
+                continue
+            entry = entries.popleft()
+            del self._waiting[client]
+            if entries:
+                self._waiting[client] = entries  # to the back: the other clients go first
+            return entry
+        return None
+
     async def _collect(self) -> list[_Entry]:
-        assert self._queue is not None
+        assert self._arrived is not None
         ready = time.monotonic()
-        batch = [await self._queue.get()]
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch: list[_Entry] = []
+        cost = 0.0
+        skipped: set = set()
         # The clients the last batch answered come back over some tens to hundreds of
         # milliseconds (their responses, the database write, their next requests). Starting
         # the next pass with the first of them would split every round into a small, slow pass
@@ -180,16 +311,20 @@ class MicroBatcher(Generic[T, R]):
         # after max_wait without a new text. A client that left costs one round one wait.
         expected = min(self._last_size, self.max_batch)
         refill_until = ready + self.refill_share * self._last_duration
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
+        while True:
+            while len(batch) < self.max_batch:
+                entry = self._take(self.max_batch_cost - cost if batch else math.inf, skipped)
+                if entry is None:
+                    break
+                batch.append(entry)
+                cost += entry.cost
+            if len(batch) >= self.max_batch or skipped or not batch and not self._waiting:
+                break  # full (in items or in cost), or every waiting caller went away
             refilling = len(batch) < expected and time.monotonic() < refill_until
             timeout = refill_until - time.monotonic() if refilling else self.max_wait_s
+            self._arrived.clear()
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), max(0.0, timeout)))
+                await asyncio.wait_for(self._arrived.wait(), max(0.0, timeout))
             except (asyncio.TimeoutError, TimeoutError):
                 if not refilling:
                     break  # the refill window is over: from now on a gap of max_wait closes it
@@ -201,7 +336,8 @@ class MicroBatcher(Generic[T, R]):
             batch = [entry for entry in await self._collect() if not entry.future.done()]
             if not batch:
                 continue
-            running = loop.run_in_executor(self._executor, self._process_batch, [e.item for e in batch])
+            running = loop.run_in_executor(self._executor, self._process_batch, [e.item for e in batch],
+                                           sum(e.cost for e in batch))
             try:
                 outcomes = await asyncio.shield(running)
             except asyncio.CancelledError:
@@ -226,7 +362,7 @@ class MicroBatcher(Generic[T, R]):
             raise RuntimeError(f"the batch function returned {len(results)} results for {len(items)} items")
         return results
 
-    def _process_batch(self, items: list[T]) -> list[tuple[bool, Any]]:
+    def _process_batch(self, items: list[T], cost: float = 0.0) -> list[tuple[bool, Any]]:
         started = time.perf_counter()
         try:
             try:
@@ -251,6 +387,7 @@ class MicroBatcher(Generic[T, R]):
                 stats.items += len(items)
                 stats.largest = max(stats.largest, len(items))
                 stats.busy_s += time.perf_counter() - started
+                stats.cost += cost
                 stats.sizes.append(len(items))
                 if len(stats.sizes) > self.keep_sizes:
                     del stats.sizes[: len(stats.sizes) - self.keep_sizes]

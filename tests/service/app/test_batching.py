@@ -10,7 +10,7 @@ import time
 import pytest
 
 from howsure.errors import DataError
-from howsure.service.batching import BatcherClosed, MicroBatcher
+from howsure.service.batching import BatcherClosed, MicroBatcher, QueueFull
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -218,3 +218,119 @@ def test_under_load_the_next_batch_waits_for_the_clients_just_answered():
     run(main())
     # Without the refill wait the 10 ms gap rule would split each later round apart.
     assert [len(call) for call in recorder.calls] == [4, 4, 4]
+
+
+# ---------------------------------------------------------------------------- fairness and bounds
+def test_batches_take_turns_across_clients_so_a_flood_delays_others_by_one_batch():
+    recorder = Recorder(delay=0.05)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=4, max_wait_ms=5)
+        await batcher.start()
+        try:
+            flood = asyncio.create_task(batcher.submit([f"f{i}" for i in range(40)], client="flood"))
+            await asyncio.sleep(0.01)  # the flood's first batch is running, 36 texts wait
+            light = await batcher.submit(["x"], client="light")
+            calls_before_light = next(i for i, call in enumerate(recorder.calls) if "x" in call)
+            await flood
+            return light, calls_before_light
+        finally:
+            await batcher.stop()
+
+    light, calls_before_light = run(main())
+    assert light == ["<x>"]
+    assert calls_before_light == 1  # the batch after the one running, not the tenth
+    assert [item for call in recorder.calls for item in call if item != "x"] == [f"f{i}" for i in range(40)]
+
+
+def test_a_batch_holds_at_most_max_batch_cost_but_always_its_first_item():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=32, max_wait_ms=5, max_batch_cost=10)
+        await batcher.start()
+        try:
+            return await batcher.submit(["a", "b", "c", "big", "d"], costs=[4, 4, 4, 25, 1])
+        finally:
+            await batcher.stop()
+
+    assert run(main()) == ["<a>", "<b>", "<c>", "<big>", "<d>"]
+    assert recorder.calls == [["a", "b"], ["c"], ["big"], ["d"]]
+
+
+def test_over_the_queue_bound_or_the_clients_share_is_queue_full_with_a_retry_time():
+    recorder = Recorder(delay=0.3)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=1, max_queue_cost=100, max_client_cost=60)
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(["a"], client="ann", costs=[50]))
+            await asyncio.sleep(0.01)
+            with pytest.raises(QueueFull, match="this client's share") as own:
+                await batcher.submit(["b"], client="ann", costs=[20])  # 70 > 60 for ann
+            other = asyncio.create_task(batcher.submit(["c"], client="bob", costs=[45]))
+            await asyncio.sleep(0.01)
+            with pytest.raises(QueueFull, match="the queue's bound") as full:
+                await batcher.submit(["d"], client="cid", costs=[10])  # 105 > 100 in all
+            results = await asyncio.gather(first, other)
+            after = await batcher.submit(["e"], client="cid", costs=[10])  # answered ones free their room
+            return own.value, full.value, results, after, batcher.stats
+        finally:
+            await batcher.stop()
+
+    own, full, results, after, stats = run(main())
+    assert own.retry_after_s >= 1 and full.retry_after_s >= 1
+    assert results == [["<a>"], ["<c>"]] and after == ["<e>"]
+    assert stats.refused == 2
+
+
+def test_a_cancelled_submission_leaves_the_queue_unprocessed():
+    recorder = Recorder(delay=0.2)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=2, max_wait_ms=1, max_client_cost=10)
+        await batcher.start()
+        try:
+            running = asyncio.create_task(batcher.submit(["r1", "r2"], client="a", costs=[1, 1]))
+            await asyncio.sleep(0.02)  # r1, r2 are being processed
+            gone = asyncio.create_task(batcher.submit(["g1", "g2", "g3"], client="b", costs=[3, 3, 3]))
+            await asyncio.sleep(0.02)
+            assert batcher.waiting == 3
+            gone.cancel()  # its HTTP client disconnected
+            await asyncio.sleep(0.01)  # while r1, r2 still run
+            assert batcher.waiting == 0
+            again = await batcher.submit(["n"], client="b", costs=[9])  # its room is free again
+            await running
+            return again, batcher.stats
+        finally:
+            await batcher.stop()
+
+    again, stats = run(main())
+    assert again == ["<n>"]
+    assert stats.dropped == 3
+    assert not any(item.startswith("g") for call in recorder.calls for item in call)
+
+
+def test_a_client_whose_next_item_does_not_fit_goes_first_in_the_next_batch():
+    recorder = Recorder(delay=0.1)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=32, max_wait_ms=5, max_batch_cost=10)
+        await batcher.start()
+        try:
+            blocker = asyncio.create_task(batcher.submit(["z"], client="z", costs=[1]))
+            await asyncio.sleep(0.02)  # "z" runs; the others queue behind it
+            tasks = [asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(3)], client=name,
+                                                        costs=[3] * 3)) for name in ("s", "t")]
+            await asyncio.sleep(0)
+            big = asyncio.create_task(batcher.submit(["big"], client="b", costs=[8]))
+            more = asyncio.create_task(batcher.submit(["u0", "u1"], client="u", costs=[3, 3]))
+            await asyncio.gather(blocker, big, more, *tasks)
+        finally:
+            await batcher.stop()
+
+    run(main())
+    # "big" does not fit beside s0 (3 + 8 > 10) and is passed over once, then leads the next
+    # batch, although small items of other clients are still waiting.
+    assert recorder.calls[:3] == [["z"], ["s0", "t0", "u0"], ["big"]]
