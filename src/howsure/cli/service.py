@@ -97,6 +97,17 @@ def serve(
         None, "--session-secret-file",
         help="File holding the review pages' session key, made on first use (default: session-secret in "
              "the user config dir). HOWSURE_SESSION_SECRET, when set, is used instead."),
+    max_text_tokens: int = typer.Option(
+        1024, "--max-text-tokens", help="Most tokens of one text (the model's tokenizer, the text alone); a longer "
+                                        "one is refused with 422, never truncated."),
+    max_request_tokens: int = typer.Option(8192, "--max-request-tokens",
+                                           help="Most tokens of one request's texts together (413 above)."),
+    max_client_tokens: int = typer.Option(16384, "--max-client-tokens",
+                                          help="Most tokens one client may have waiting or scoring (429 above)."),
+    max_queue_tokens: int = typer.Option(65536, "--max-queue-tokens",
+                                         help="Most tokens waiting or scoring for all clients (429 above)."),
+    api_docs: bool = typer.Option(False, "--api-docs",
+                                  help="Serve /docs and /redoc (they load their script from a CDN)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Run the review service: the JSON API under /v1, the review page at /review.
@@ -130,8 +141,12 @@ def serve(
         backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch, device=device,
                                batch_tokens=batch_tokens, install=False)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret)
-    err_console.print(escape(f"review page: http://{host}:{port}/review   API schema: http://{host}:{port}/openapi.json"),
+                             lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret,
+                             max_text_tokens=max_text_tokens, max_request_tokens=max_request_tokens,
+                             max_client_tokens=max_client_tokens, max_queue_tokens=max_queue_tokens,
+                             api_docs=api_docs)
+    docs = f"   API docs: http://{host}:{port}/docs" if api_docs else ""
+    err_console.print(escape(f"review page: http://{host}:{port}/review   API schema: http://{host}:{port}/openapi.json{docs}"),
                       highlight=False, soft_wrap=True)
     from howsure.service.hardening import exposure_warning
 

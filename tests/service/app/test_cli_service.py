@@ -93,3 +93,28 @@ def test_serve_refuses_without_any_policy(db):
     assert result.exit_code == 2 and "pass --policy FILE" in result.output
     missing = run("serve", "--db", db, "--policy", "nope.json")
     assert missing.exit_code == 2 and "'nope.json' does not exist" in missing.output
+
+
+def test_serve_hands_its_limits_and_the_docs_switch_to_the_app(db, tmp_path, policy_dict_factory, monkeypatch):
+    """The admission limits and /docs are set from the command line, not only from Python."""
+    import uvicorn
+
+    import howsure.backends
+    import howsure.service.app
+
+    built: list[dict] = []
+    monkeypatch.setattr(howsure.backends, "load_backend", lambda *args, **kwargs: object())
+    monkeypatch.setattr(howsure.service.app, "create_app", lambda store, backend, **kwargs: built.append(kwargs))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(policy_dict_factory(threshold=0.9)))
+    result = run("serve", "--db", db, "--policy", str(policy), "--max-text-tokens", "100",
+                 "--max-request-tokens", "400", "--max-client-tokens", "800", "--max-queue-tokens", "1600",
+                 "--api-docs")
+    assert result.exit_code == 0, result.output
+    [kwargs] = built
+    assert (kwargs["max_text_tokens"], kwargs["max_request_tokens"], kwargs["max_client_tokens"],
+            kwargs["max_queue_tokens"], kwargs["api_docs"]) == (100, 400, 800, 1600, True)
+    assert "/docs" in result.output
+    built.clear()
+    assert run("serve", "--db", db).exit_code == 0 and built[0]["api_docs"] is False
