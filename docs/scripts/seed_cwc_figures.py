@@ -45,8 +45,8 @@ def main() -> None:
 
     print(f"{n} items, accuracy {correct.mean():.3f}; target {TARGET}, delta {DELTA}\n")
     print("1. Raw confidences, all items (nothing fitted):")
-    for method, p_value in [("fixed_sequence", "binomial"), ("fixed_sequence", "hoeffding_bentkus"),
-                            ("multistart", "binomial")]:
+    for method, p_value in [("fallback", "binomial"), ("fallback", "hoeffding_bentkus"),
+                            ("multistart", "binomial"), ("fixed_sequence", "binomial")]:
         cert = certify_threshold(confidence, correct, TARGET, DELTA, method=method, p_value=p_value)
         print(f"   {method:15s} {p_value:18s} threshold {cert.threshold:.6f}: {cert.n_automated} items "
               f"({cert.automation_rate:.1%}), {cert.n_errors} errors, observed accuracy {cert.empirical_accuracy:.3f}")
@@ -58,16 +58,22 @@ def main() -> None:
     print(f"   write-up: isotonic fitted and judged on the same items, calibrated >= 0.95: "
           f"{(isotonic_same_items >= 0.95).sum()} items ({len(np.unique(isotonic_same_items))} distinct values)")
 
-    two = certify_two_sided(p_positive, truth == 1, TARGET, DELTA)
-    accepted, rejected = p_positive >= two.accept_above, p_positive <= two.reject_below
-    print(f"\n2. Two-sided (each side at delta/2): auto-positive if P(positive) >= {two.accept_above:.6f} "
-          f"({accepted.sum()} items), auto-negative if P(positive) <= {two.reject_below:.6f} ({rejected.sum()} items), "
-          f"review {n - accepted.sum() - rejected.sum()}")
+    print("\n2. Two-sided (each side at delta/2):")
+    for method in ("fallback", "fixed_sequence"):
+        two = certify_two_sided(p_positive, truth == 1, TARGET, DELTA, method=method)
+        accepted = p_positive >= two.accept_above if two.accept_above is not None else np.zeros(n, bool)
+        rejected = p_positive <= two.reject_below if two.reject_below is not None else np.zeros(n, bool)
+        sides = [f"auto-positive if P(positive) >= {two.accept_above:.6f} ({accepted.sum()} items)"
+                 if two.accept_above is not None else "never auto-positive",
+                 f"auto-negative if P(positive) <= {two.reject_below:.6f} ({rejected.sum()} items)"
+                 if two.reject_below is not None else "never auto-negative"]
+        print(f"   {method:15s} {', '.join(sides)}, review {n - accepted.sum() - rejected.sum()}")
     # The same rule is what a per-class policy on the two labels stores and routes by.
-    per_class = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=TARGET, delta=DELTA, per_class=True)
+    per_class = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=TARGET, delta=DELTA,
+                               per_class=True, method="fixed_sequence")
     routed = sum(d.decision == "auto" for d in per_class.decide(probabilities))
-    print(f"   as a per-class policy (howsure thresholds --per-class): {per_class.two_sided().text()}; "
-          f"automates {routed}")
+    print(f"   as a per-class policy (howsure thresholds --per-class --method fixed_sequence): "
+          f"{per_class.two_sided().text()}; automates {routed}")
 
     print("\n3. Calibrator fitted on one half, threshold certified on the other (split by text, seed s):")
     for seed in (0, 1):

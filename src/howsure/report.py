@@ -290,8 +290,8 @@ _TEMPLATE = """<!DOCTYPE html>
   <dt>Honest evaluation</dt><dd>{{ s.calibration.scheme.description }}. Calibrated numbers come only from items the calibrator was not fitted on; raw numbers need no fitting.</dd>
   <dt>Duplicates</dt><dd>{{ s.input.get('duplicates') or 'not checked' }}</dd>
   <dt>Metrics</dt><dd>{{ s.settings.n_bins }} bins for ECE and MCE, bins of {{ s.settings.beta }} items for RMS calibration error;
-      {{ (100 * s.settings.level) | round(0) | int }}% intervals from {{ s.settings.n_boot }} bootstrap resamples of the items (percentile method, seed {{ s.settings.seed }}).
-      Binned calibration errors (ECE, RMS, MCE) grow when items repeat in a resample, so their intervals can sit above the value itself.</dd>
+      {{ (100 * s.settings.level) | round(0) | int }}% intervals from {{ s.settings.n_boot }} bootstrap resamples of the items (seed {{ s.settings.seed }}): percentile intervals, except for the binned calibration errors (ECE, RMS, MCE).
+      Those run high on a finite sample, and higher on a resample, so their interval is the percentile interval of the resampled values minus the bootstrap bias (their mean minus the estimate): the estimate's sampling spread around itself. The bias is in <code>summary.json</code>; the estimate minus it is the bias-corrected one.</dd>
   <dt>Input</dt><dd>{{ s.input.kind }}{% if s.input.get('labels') %}; labels {{ s.input.labels | join(", ") }}{% endif %}{% if s.input.get('columns') %}; columns {% for k, v in s.input.columns.items() %}{{ k }} = <code>{{ v }}</code>{% if not loop.last %}, {% endif %}{% endfor %}{% endif %}</dd>
 </dl>
 
