@@ -148,7 +148,7 @@ def test_certified_thresholds_reach_the_target_in_1_minus_delta_of_draws(simulat
 
 
 @pytest.mark.parametrize("scenario", LLAMA, ids=lambda s: f"{s[0]}-{s[1]}-n{s[2]}")
-def test_the_default_method_automates_something_useful(simulations, scenario):
+def test_fixed_sequence_automates_something_useful(simulations, scenario):
     result = scenario_result(simulations, scenario)["fixed_sequence"]
     assert result["certified_rate"] > 0.5
     assert np.mean(result["automation_share"]) > 0.1

@@ -388,3 +388,16 @@ def test_every_calibration_error_interval_contains_its_estimate():
             entry = result[name]
             assert 0.0 <= entry["low"] <= entry["value"] <= entry["high"], (seed, name)
             assert entry["bias"] > 0, (seed, name)  # binned errors are biased upward
+
+
+def test_a_recentred_interval_stays_inside_zero_and_one():
+    # Two items wrong at confidence 1 make the MCE 1; resamples that miss both sit below it,
+    # so the bias is negative and the shifted percentile interval would reach past 1.
+    rng = np.random.default_rng(0)
+    confidence = np.r_[np.ones(2), rng.uniform(0.5, 0.9, 38)]
+    correct = np.r_[np.zeros(2), (rng.uniform(size=38) < confidence[2:]).astype(float)]
+    result = metrics.summarize(correct, confidence, n_boot=300, seed=0)
+    assert result["mce"]["value"] == 1.0 and result["mce"]["bias"] < 0  # the case of the test
+    for name in metrics.RECENTRED:
+        entry = result[name]
+        assert 0.0 <= entry["low"] <= entry["value"] <= entry["high"] <= 1.0, (name, entry)

@@ -723,8 +723,8 @@ def _interval(point: float, replicates: np.ndarray, level: float, recentre: bool
     low, high = np.percentile(replicates - bias, [tail, 100.0 - tail])
     entry = {"value": float(point), "low": float(low), "high": float(high)}
     if recentre:
-        # A calibration error is never negative.
-        entry.update(low=max(0.0, entry["low"]), bias=bias)
+        # A calibration error lies in [0, 1]: the shifted replicates may not.
+        entry.update(low=max(0.0, entry["low"]), high=min(1.0, entry["high"]), bias=bias)
     return entry
 
 

@@ -71,7 +71,7 @@ def assumption_text(method: str, target_accuracy: float, delta: float, p_value: 
 
     ``fallback`` and ``multistart`` need only `ASSUMPTION`. ``fixed_sequence`` starts its walk at a data-dependent
     threshold (the strictest one automating `min_items_to_certify` calibration items), which
-    adds one condition (docs/decisions.md, 'Where the walk starts'); the text names it with the
+    adds one condition (docs/decisions.md, the `--method fixed_sequence` entry); the text names it with the
     number of items for this target and ``delta`` (with ``per_label``, pass each label's share of
     delta: the walks then run over the items predicted as each label).
     Old files keep whatever text they were written with: it is part of their ``policy_id``.
