@@ -113,7 +113,7 @@ def recalibrate_command(
         return
     versions = ", ".join(str(v) for v in report["versions_pooled"])
     chosen = f" -> {report['calibrator_chosen']}" if report.get("calibrator_chosen") else ""
-    rate = "none (nothing was auto-handled)" if report["audit_rate"] is None else f"{report['audit_rate']:.3g}"
+    rate = "none" if report["audit_rate"] is None else f"{report['audit_rate']:.3g}"
     console.print(f"[bold]{report['n_reviewed']}[/] reviewed items of policy version(s) {versions}", highlight=False)
     console.print(f"  calibrator {report['calibrator']}{chosen} fitted on {_split_line(report['fit'])}",
                   highlight=False)
