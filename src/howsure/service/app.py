@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from howsure import __version__
+from howsure.backends.openmp import release_thread_pool
 from howsure.errors import ClaimError, DataError, DatabaseUnavailable, HowsureError, PolicyError, StoreError, TaskError
 from howsure.service import auth, health
 from howsure.service.admission import ClientGone, RequestLimits, RequestTooLarge, unless_disconnected
@@ -756,6 +757,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The model was loaded on this thread and scores on the batcher's: hand back this
+        # thread's OpenMP workers so the two pools do not share the cores (backends.openmp).
+        release_thread_pool()
         await service.batcher.start()
         await service.writer.start()
         try:
