@@ -93,6 +93,21 @@ def test_route_needs_no_gold_labels_and_writes_csv(tmp_path, scored_file):
     assert json.loads(rows[0]["probabilities"]).keys() == set(LABELS)
 
 
+def test_route_csv_quotes_texts_a_spreadsheet_would_run_and_jsonl_keeps_them(tmp_path, scored_file):
+    policy_path = tmp_path / "policy.json"
+    assert invoke("thresholds", scored_file, "--target", "0.9", "--out", policy_path).exit_code == 0
+    records = score_records(n=4, seed=9, with_gold=False)
+    texts = ["=HYPERLINK(\"http://x\")", "+1", "@SUM(A1)", "plain"]
+    for record, text in zip(records, texts):
+        record["text"] = text
+    unlabelled = write_jsonl(tmp_path / "new.jsonl", records)
+    assert invoke("route", unlabelled, "--policy", policy_path, "--output", tmp_path / "routed.csv").exit_code == 0
+    with open(tmp_path / "routed.csv", newline="") as handle:
+        assert [row["text"] for row in csv.DictReader(handle)] == ["'" + t for t in texts[:3]] + ["plain"]
+    assert invoke("route", unlabelled, "--policy", policy_path, "--output", tmp_path / "routed.jsonl").exit_code == 0
+    assert [json.loads(line)["text"] for line in (tmp_path / "routed.jsonl").read_text().splitlines()] == texts
+
+
 def test_cost_options_print_the_manager_table_and_store_the_choice(tmp_path, scored_file):
     policy_path = tmp_path / "policy.json"
     result = invoke("thresholds", scored_file, "--target", "0.9", "--out", policy_path,

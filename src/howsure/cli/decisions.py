@@ -22,6 +22,7 @@ from rich.table import Table
 
 from howsure.cli.app import command, console, err_console
 from howsure.errors import DataError, PolicyError
+from howsure.spreadsheet import formula_safe
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 LIST_KEYS = ("results", "records", "items")  # where a JSON object keeps its list of records
@@ -545,7 +546,9 @@ def _write_records(records: list[dict[str, Any]], path: Path) -> None:
             writer = csv.DictWriter(handle, columns, delimiter="\t" if suffix == ".tsv" else ",")
             writer.writeheader()
             for record in records:
-                writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()})
+                # Texts come from users: a cell a spreadsheet would run as a formula is quoted.
+                writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else formula_safe(v)
+                                 for k, v in record.items()})
     elif suffix == ".jsonl":
         with path.open("w", encoding="utf-8") as handle:
             for record in records:

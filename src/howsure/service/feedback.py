@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from howsure.errors import DataError, PolicyError
+from howsure.spreadsheet import FORMULA_PREFIXES, formula_safe  # noqa: F401 (importable here too)
 
 if TYPE_CHECKING:
     from howsure.policy import Policy
@@ -524,20 +525,6 @@ def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) ->
             "reviewed_at": reviewed_at.isoformat() if hasattr(reviewed_at, "isoformat") else reviewed_at,
         })
     return rows
-
-
-# What a spreadsheet (Excel, LibreOffice, Google Sheets) runs as a formula when a cell starts
-# with it: a text like "=HYPERLINK(...)" sent to the service must not run on the exporter's machine.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def formula_safe(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: a string starting with ``= + - @``, a tab or a
-    carriage return gets a leading apostrophe (OWASP's advice against CSV injection); other
-    values are returned as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 def export_labelled(store: "ReviewStore", path: str | Path, format: str | None = None, *,
