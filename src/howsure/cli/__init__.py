@@ -1,15 +1,30 @@
-"""The ``howsure`` command line. Each module registers its commands on `howsure.cli.app.app`.
+"""The ``howsure`` command line. Each module registers its commands on `howsure.cli.app.app`;
+importing this package imports them all, so `app` here has every command.
 
 Imports here stay light: commands import torch and the heavy libraries inside their bodies, so
-``howsure thresholds`` and ``howsure route`` start in about a second.
+``howsure thresholds`` and ``howsure route`` start quickly.
 """
 
-from howsure.cli.app import app, main
+import sys
+
+from rich.markup import escape
+
+from howsure.cli.app import EXIT_USAGE, app, err_console
 from howsure.cli import scoring  # noqa: F401  score, inspect, models, tune-task
 from howsure.cli import evaluation  # noqa: F401  evaluate, report
 from howsure.cli import decisions  # noqa: F401  thresholds, route, plan
 from howsure.cli import demo  # noqa: F401  demo
 from howsure.cli import service  # noqa: F401  serve, users, tokens
 from howsure.cli import feedback  # noqa: F401  recalibrate, policy, drift, export
+from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point (``howsure``): every command is registered by the imports above."""
+    try:
+        app(standalone_mode=True)
+    except HowsureError as exc:  # pragma: no cover - typer's standalone mode re-raises
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_USAGE)

@@ -7,11 +7,12 @@ become one red line on stderr and exit code 2; nothing prints a traceback at a u
 from __future__ import annotations
 
 import functools
-import sys
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from howsure.errors import HowsureError
 
 app = typer.Typer(
     name="howsure",
@@ -43,8 +44,6 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
     def decorate(func):
         @functools.wraps(func)
         def guarded(*args, **kw):
-            from howsure.errors import HowsureError
-
             try:
                 return func(*args, **kw)
             except HowsureError as exc:
@@ -54,17 +53,3 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
         return func
 
     return decorate
-
-
-def main() -> None:
-    """Console-script entry point."""
-    from howsure.errors import HowsureError
-
-    # Importing the package registers every command on `app`.
-    import howsure.cli  # noqa: F401
-
-    try:
-        app(standalone_mode=True)
-    except HowsureError as exc:  # pragma: no cover - typer's standalone mode re-raises
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(EXIT_USAGE)

@@ -439,7 +439,7 @@ def thresholds(
             "(--allow-overlap): the certificate does not hold", highlight=False, soft_wrap=True,
         )
     if policy.rule == "top_label":
-        certificate_text = _certificate_line(policy.guarantee)
+        certificate_text = certificate_line(policy.guarantee)
         console.print(certificate_text, highlight=False)
         # The table uses the same confidences as the certificate: the policy's calibrated ones.
         if from_distribution:
@@ -473,7 +473,7 @@ def thresholds(
             )
     else:
         for label, cert in policy.guarantee["classes"].items():
-            console.print(f"[bold]{escape(label)}[/]: " + (_certificate_line(cert) if cert else "never predicted"),
+            console.print(f"[bold]{escape(label)}[/]: " + (certificate_line(cert) if cert else "never predicted"),
                           highlight=False)
         two_sided = policy.two_sided()
         if two_sided is not None:
@@ -515,7 +515,7 @@ def _fmt_threshold(value: float | None) -> str:
     return "none (review everything)" if value is None else f"{value:.6g}"
 
 
-def _certificate_line(cert: dict[str, Any]) -> str:
+def certificate_line(cert: dict[str, Any]) -> str:
     if cert.get("certified"):
         return (
             f"[green]certified[/]: confidence >= {cert['threshold']:.6g} automates {cert['n_automated']} of "

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console
+from howsure.cli.decisions import certificate_line
 from howsure.errors import StoreError
 
 EXIT_ALARM = 1
@@ -98,7 +99,6 @@ def recalibrate_command(
     audit rate, the others at lowest / their own rate, review items at the lowest rate) and
     fits the calibrator on the other reviewed items.
     """
-    from howsure.cli.decisions import _certificate_line
     from howsure.service.feedback import recalibrate
 
     with _open(db) as store:
@@ -127,10 +127,10 @@ def recalibrate_command(
     console.print(f"  audit rate {rate} ({escape(report['audit_rate_source'])})", highlight=False)
     body = record.body
     if body["rule"] == "top_label":
-        console.print(_certificate_line(body["guarantee"]), highlight=False)
+        console.print(certificate_line(body["guarantee"]), highlight=False)
     else:
         for label, cert in body["guarantee"]["classes"].items():
-            console.print(f"[bold]{escape(label)}[/]: " + (_certificate_line(cert) if cert else "never predicted"),
+            console.print(f"[bold]{escape(label)}[/]: " + (certificate_line(cert) if cert else "never predicted"),
                           highlight=False)
     state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
     console.print(
