@@ -24,7 +24,8 @@ from howsure.calibration import (
     save_calibrator,
 )
 from howsure.errors import CalibrationError, NotFittedError
-from howsure.splits import calibration_test_split, crossfit_predict
+from howsure.calibration import crossfit_predict
+from howsure.splits import calibration_test_split
 
 SEED_CWC_RESULTS = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"

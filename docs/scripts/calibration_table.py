@@ -25,7 +25,8 @@ import numpy as np
 from sklearn.metrics import brier_score_loss, log_loss
 
 from howsure.calibration import CALIBRATOR_NAMES, make_calibrator
-from howsure.splits import calibration_test_split, crossfit_predict
+from howsure.calibration import crossfit_predict
+from howsure.splits import calibration_test_split
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2].parent

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from howsure.errors import CalibrationError
-
-if TYPE_CHECKING:
-    from howsure.calibration.base import Calibrator
 
 
 @dataclass(frozen=True)
@@ -273,64 +270,3 @@ def _stratified_folds(labels_key: tuple[str, bytes], groups_key: tuple[str, byte
         held_out_idx.setflags(write=False)
         out.append((fit_idx, held_out_idx))
     return tuple(out)
-
-
-def _calibrator_factory(make_calibrator_fn: "Callable[[], Calibrator] | Calibrator") -> "Callable[[], Calibrator]":
-    from howsure.calibration import Calibrator, calibrator_from_dict
-
-    if isinstance(make_calibrator_fn, Calibrator):
-        # A calibrator passed as a template: each fold gets an unfitted copy of it.
-        blueprint = {**make_calibrator_fn.to_dict(), "state": None}
-        return lambda: calibrator_from_dict(blueprint)
-    if not callable(make_calibrator_fn):
-        raise CalibrationError(
-            f"make_calibrator_fn must be a callable returning a fresh calibrator (or a calibrator "
-            f"to copy), got {type(make_calibrator_fn).__name__}"
-        )
-    return make_calibrator_fn
-
-
-def crossfit_predict(
-    make_calibrator_fn: "Callable[[], Calibrator] | Calibrator",
-    scores: Any,
-    y: Any,
-    *,
-    n_folds: int = 5,
-    seed: int = 0,
-    groups: Sequence[Hashable] | None = None,
-    return_scheme: bool = False,
-) -> np.ndarray | tuple[np.ndarray, SplitScheme]:
-    """Out-of-fold calibrated probabilities: each item scored by a calibrator that never saw it.
-
-    Parameters
-    ----------
-    make_calibrator_fn : callable () -> Calibrator, or an unfitted Calibrator to copy
-        Called once per fold for a fresh calibrator, e.g.
-        ``lambda: make_calibrator("isotonic", mode="confidence")``.
-    scores : array-like
-        (n, K) label probabilities or (n,) confidences, matching the calibrator's mode.
-    y : array-like of shape (n,)
-    n_folds, seed, groups
-        As in :func:`crossfit_folds`.
-    return_scheme : bool
-        Also return the :class:`SplitScheme` for the report.
-
-    Returns
-    -------
-    predictions : ndarray
-        Same shape as ``predict_proba(scores)``: (n, K) or (n,).
-    scheme : SplitScheme
-        Only when ``return_scheme`` is true.
-    """
-    from howsure.calibration.base import check_fit_inputs
-
-    factory = _calibrator_factory(make_calibrator_fn)
-    mode = factory().mode
-    probs, labels = check_fit_inputs(scores, y, mode)
-    folds, scheme = crossfit_folds(labels, n_folds=n_folds, seed=seed, groups=groups)
-    raw = probs[:, 1] if mode == "confidence" else probs
-    predictions = np.full(raw.shape, np.nan)
-    for fit_idx, held_out_idx in folds:
-        calibrator = factory().fit(raw[fit_idx], labels[fit_idx])
-        predictions[held_out_idx] = calibrator.predict_proba(raw[held_out_idx])
-    return (predictions, scheme) if return_scheme else predictions

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from howsure.calibration.base import Calibrator, check_fit_inputs, safe_log
+from howsure.calibration.crossfit import crossfit_predict
+from howsure.calibration.registry import CALIBRATOR_NAMES, calibrator_from_dict, make_calibrator
 from howsure.errors import CalibrationError
 
 
@@ -61,8 +63,6 @@ class AutoCalibrator(Calibrator):
         n_folds: int = 5,
         seed: int = 0,
     ) -> None:
-        from howsure.calibration import CALIBRATOR_NAMES
-
         super().__init__(mode)
         if candidates is not None:
             candidates = list(candidates)
@@ -77,8 +77,6 @@ class AutoCalibrator(Calibrator):
         self.seed = seed
 
     def _candidate_names(self) -> list[str]:
-        from howsure.calibration import CALIBRATOR_NAMES
-
         if self.candidates is not None:
             return list(self.candidates)
         return [name for name in CALIBRATOR_NAMES if name != self.name]
@@ -98,9 +96,6 @@ class AutoCalibrator(Calibrator):
         -------
         self
         """
-        from howsure.calibration import make_calibrator
-        from howsure.splits import crossfit_predict
-
         probs, labels = check_fit_inputs(scores, y, self.mode)
         raw = probs[:, 1] if self.mode == "confidence" else probs
         per_item: dict[str, np.ndarray] = {}
@@ -176,8 +171,6 @@ class AutoCalibrator(Calibrator):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from howsure.calibration import calibrator_from_dict
-
         self.calibrator_ = calibrator_from_dict(state["calibrator"])
         self.chosen_ = str(state["chosen"])
         if self.calibrator_.name != self.chosen_ or not self.calibrator_.is_fitted:

@@ -1,7 +1,7 @@
-"""Fit a calibrator by name, and remember which items it was fitted on.
+"""Which items a calibrator was fitted on.
 
 A certificate only holds when the calibrator was fitted on other items than the ones that
-certify the threshold. So every calibrator fitted here carries ``fit_items``: a fingerprint of
+certify the threshold. So every calibrator fitted by `registry.fit_calibrator` carries ``fit_items``: a fingerprint of
 its fitting items (short hashes of their texts, or of their ids when there are no texts), saved
 with it in ``calibrator.json`` and in a policy file. `overlap_with_fit_items` counts how many
 items of a certification set were among them.
@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable, Sequence
 from typing import Any
-
-import numpy as np
 
 from howsure.errors import CalibrationError
 
@@ -72,27 +70,3 @@ def overlap_with_fit_items(calibrator: Any, texts: Sequence[str] | None = None,
         return None
     seen = set(fingerprint["hashes"])
     return int(sum(h in seen for h in item_hashes(list(values), fingerprint["key"])))
-
-
-def fit_calibrator(name: str, scores: Any, labels: Any, *, mode: str = "distribution", seed: int = 0,
-                   groups: Sequence[Hashable] | None = None, texts: Sequence[str] | None = None,
-                   ids: Sequence[Hashable] | None = None) -> Any:
-    """A calibrator ``name`` fitted on ``scores`` / ``labels``, fingerprinted by ``texts`` or ``ids``.
-
-    ``auto`` chooses by cross-validated log loss with ``seed`` for its folds and keeps
-    ``groups`` (default: the texts) in one fold each, so duplicate texts cannot flatter a
-    memoriser. ``"none"`` returns None.
-    """
-    if name == "none":
-        return None
-    from howsure.calibration import make_calibrator
-
-    if np.asarray(labels).size == 0:
-        raise CalibrationError(f"no items are left to fit the {name!r} calibrator on")
-    groups = texts if groups is None else groups
-    if name == "auto":
-        calibrator = make_calibrator("auto", mode=mode, seed=seed).fit(scores, labels, groups=groups)
-    else:
-        calibrator = make_calibrator(name, mode=mode).fit(scores, labels)
-    calibrator.fit_items = fit_fingerprint(texts, ids)
-    return calibrator
