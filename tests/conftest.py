@@ -2,7 +2,7 @@
 by the tests marked ``model`` (end to end), never replaced by the tiny one.
 
 In CI (env ``CI`` set, as ``.ci/run`` does) a skip is a failure, except for tests marked
-``cuda``: a missing PostgreSQL, Chromium, model or ``../shared`` must not pass by being
+``cuda`` or ``cpu_isa`` (hardware that machines here may lack): a missing PostgreSQL, Chromium, model or ``../shared`` must not pass by being
 skipped. Outside CI skips stay skips (run ``pytest -rs`` to see why each one skipped)."""
 
 from __future__ import annotations
@@ -68,7 +68,13 @@ def build_tiny_model(directory: Path, *, chat_template: bool = True, seed: int =
     return directory
 
 
-CI_SKIPPABLE_MARKER = "cuda"
+CI_SKIPPABLE_MARKERS = {
+    "cuda": "needs a CUDA GPU",
+    "cpu_isa": "needs an instruction set this CPU may lack (an AVX2-only CPU has no bf16 packing); "
+               "its reason names the test that covers such a CPU instead",
+}
+"""The only markers whose tests CI may skip: CI's machines differ in GPU and CPU, never in
+software, services or data."""
 
 
 def running_in_ci() -> bool:
@@ -77,7 +83,8 @@ def running_in_ci() -> bool:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", f"{CI_SKIPPABLE_MARKER}: needs a CUDA GPU; the only tests CI may skip")
+    for marker, meaning in CI_SKIPPABLE_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {meaning}; CI may skip it")
 
 
 def _fail_skip_in_ci(report) -> None:
@@ -85,7 +92,8 @@ def _fail_skip_in_ci(report) -> None:
     if isinstance(reason, tuple) and len(reason) == 3:  # (path, line, "Skipped: why")
         reason = reason[2].removeprefix("Skipped: ")
     report.outcome = "failed"
-    report.longrepr = f"skipped in CI, where only tests marked {CI_SKIPPABLE_MARKER!r} may skip: {reason}"
+    allowed = " or ".join(repr(marker) for marker in CI_SKIPPABLE_MARKERS)
+    report.longrepr = f"skipped in CI, where only tests marked {allowed} may skip: {reason}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -94,7 +102,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if (report.skipped and not hasattr(report, "wasxfail") and running_in_ci()
-            and item.get_closest_marker(CI_SKIPPABLE_MARKER) is None):
+            and not any(item.get_closest_marker(marker) for marker in CI_SKIPPABLE_MARKERS)):
         _fail_skip_in_ci(report)
 
 

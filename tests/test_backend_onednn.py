@@ -10,9 +10,14 @@ from howsure.backends import cpu_features, load_backend, onednn
 from howsure.task import Task
 
 pytestmark = pytest.mark.skipif(not onednn.available(torch.device("cpu")), reason="torch without oneDNN")
-needs_bf16_packing = pytest.mark.skipif(not cpu_features.onednn_packs(torch.bfloat16),
-                                        reason="oneDNN cannot pack bf16 weights on this CPU (tests/test_cpu_features.py "
-                                               "covers what the backend does instead)")
+# An AVX2-only CPU cannot pack bf16: these skip there (cpu_isa: allowed in CI), and
+# tests/test_cpu_features.py checks what the backend does on such a CPU instead.
+needs_bf16_packing = [
+    pytest.mark.cpu_isa,
+    pytest.mark.skipif(not cpu_features.onednn_packs(torch.bfloat16),
+                       reason="oneDNN cannot pack bf16 weights on this CPU (tests/test_cpu_features.py "
+                              "covers what the backend does instead)"),
+]
 
 TASK = Task(instruction="Review: {text}\nPositive or negative?",
             labels={"positive": ["positive"], "negative": ["negative"]})
@@ -63,7 +68,8 @@ def test_packed_and_unpacked_backends_give_the_same_scores(tiny_model_dir, dtype
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=atol)
 
 
-@needs_bf16_packing
+@pytest.mark.cpu_isa
+@needs_bf16_packing[1]
 def test_mixed_recomputes_near_ties_exactly_with_packed_layers(tiny_model_dir, monkeypatch):
     with_native_bf16(monkeypatch)
     exact = load_backend(str(tiny_model_dir), batch_size=8).label_scores(TASK, TEXTS)
@@ -143,7 +149,8 @@ def test_memory_that_is_not_a_clean_file_mapping_is_left_alone(tmp_path):
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux only")
-@needs_bf16_packing
+@pytest.mark.cpu_isa
+@needs_bf16_packing[1]
 def test_mixed_layers_keep_their_float32_weights_off_memory_between_exact_uses(tmp_path):
     from howsure.backends.transformers import MixedPrecisionLinear
 

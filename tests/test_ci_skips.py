@@ -1,4 +1,4 @@
-"""The CI guard of tests/conftest.py: in CI every skip but a ``cuda`` one is a failure, elsewhere
+"""The CI guard of tests/conftest.py: in CI every skip but a ``cuda`` or ``cpu_isa`` one is a failure, elsewhere
 skips stay skips. Run on small test files in a fresh pytest with this suite's conftest."""
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ def test_skips_in_a_fixture(database):
 @pytest.mark.cuda
 @pytest.mark.skipif(True, reason="needs a CUDA GPU")
 def test_on_the_gpu():
+    pass
+
+@pytest.mark.cpu_isa
+@pytest.mark.skipif(True, reason="oneDNN cannot pack bf16 weights on this CPU")
+def test_on_a_newer_cpu():
     pass
 
 @pytest.mark.xfail(reason="a known bug", strict=True)
@@ -68,7 +73,7 @@ def outcomes(result) -> dict[str, str]:
     return found
 
 
-def test_in_ci_a_skip_fails_unless_the_test_is_marked_cuda(suite, monkeypatch):
+def test_in_ci_a_skip_fails_unless_the_test_is_marked_cuda_or_cpu_isa(suite, monkeypatch):
     monkeypatch.setenv("CI", "true")
     result = suite.runpytest("-v", "-p", "no:cacheprovider")
     assert outcomes(result) == {
@@ -76,6 +81,7 @@ def test_in_ci_a_skip_fails_unless_the_test_is_marked_cuda(suite, monkeypatch):
         "test_skipped_by_a_marker": "ERROR",  # skipif skips in setup: a setup failure
         "test_skips_in_a_fixture": "ERROR",
         "test_on_the_gpu": "SKIPPED",
+        "test_on_a_newer_cpu": "SKIPPED",
         "test_known_to_fail": "XFAIL",
         "test_passes": "PASSED",
     }
@@ -83,7 +89,7 @@ def test_in_ci_a_skip_fails_unless_the_test_is_marked_cuda(suite, monkeypatch):
     # Each failure says why the test skipped, so CI's log names what is missing.
     text = result.stdout.str()
     for reason in ("chromium is not installed", "../shared is absent", "no database server here"):
-        assert f"skipped in CI, where only tests marked 'cuda' may skip: {reason}" in text
+        assert f"skipped in CI, where only tests marked 'cuda' or 'cpu_isa' may skip: {reason}" in text
 
 
 @pytest.mark.parametrize("ci", [None, "", "0", "false"])
@@ -98,6 +104,7 @@ def test_outside_ci_skips_stay_skips(suite, monkeypatch, ci):
         "test_skipped_by_a_marker": "SKIPPED",
         "test_skips_in_a_fixture": "SKIPPED",
         "test_on_the_gpu": "SKIPPED",
+        "test_on_a_newer_cpu": "SKIPPED",
         "test_known_to_fail": "XFAIL",
         "test_passes": "PASSED",
     }
