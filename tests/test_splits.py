@@ -156,3 +156,16 @@ Y8 = np.array([0, 1] * 4)
 def test_bad_split_inputs_are_named(call, match):
     with pytest.raises(CalibrationError, match=match):
         call()
+
+
+def test_crossfit_folds_take_labels_of_any_dtype_and_fold_them_alike():
+    # The fold cache keys labels by their bytes: object labels (strings, a pandas Series) have
+    # none of their own, and must fold exactly as their integer codes do.
+    import pandas as pd
+
+    codes = np.array([0, 1, 1, 0, 1] * 6)
+    names = np.array(["neg", "pos"], dtype=object)[codes]
+    expected, _ = crossfit_folds(codes, n_folds=3, seed=4)
+    for labels in (names, pd.Series(names), names.astype(str)):
+        folds, _ = crossfit_folds(labels, n_folds=3, seed=4)
+        assert all(np.array_equal(a, b) and np.array_equal(c, d) for (a, c), (b, d) in zip(folds, expected))

@@ -223,7 +223,11 @@ def crossfit_folds(
     if group_labels.size < n_folds:
         raise CalibrationError(f"{group_labels.size} distinct groups are fewer than n_folds={n_folds}")
     _check_per_class(group_labels, n_folds, "groups" if grouped else "items", f"{n_folds}-fold cross-fitting")
-    folds = list(_stratified_folds(_array_key(labels), _array_key(group_ids) if grouped else None, n_folds, seed))
+    # The cache is keyed on the labels' integer codes: sklearn folds codes exactly as it folds
+    # the labels, and codes have bytes even where the labels are objects (strings, a Series).
+    label_codes = np.unique(labels, return_inverse=True)[1].reshape(-1)
+    folds = list(_stratified_folds(_array_key(label_codes), _array_key(group_ids) if grouped else None, n_folds,
+                                   seed))
     all_labels = np.unique(labels)
     for fit_idx, _ in folds:
         missing = np.setdiff1d(all_labels, labels[fit_idx])
