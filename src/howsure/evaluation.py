@@ -428,13 +428,14 @@ def _new_calibrator(config: EvaluationConfig, mode: str):
     return make_calibrator(config.calibrator, mode=mode, **params)
 
 
-def _fit(config: EvaluationConfig, mode: str, scores, y, groups, ids=None):
-    """A calibrator fitted on these items and fingerprinted by their texts (or real ids);
-    auto cross-validates inside, and the texts keep duplicates in one inner fold too."""
+def _fit(config: EvaluationConfig, mode: str, scores, y, groups, ids=None, *, fingerprint: bool = True):
+    """A calibrator fitted on these items, fingerprinted by their texts (or real ids) unless
+    ``fingerprint`` is off (a fold's calibrator is used once and never saved); auto
+    cross-validates inside, and the texts keep duplicates in one inner fold too."""
     from howsure.calibration import fit_calibrator
 
     return fit_calibrator(config.calibrator, scores, y, mode=mode, seed=config.seed, groups=groups,
-                          texts=groups, ids=ids)
+                          texts=groups if fingerprint else None, ids=ids)
 
 
 def _subset(groups: Sequence[str] | None, index: np.ndarray):
@@ -479,7 +480,7 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
     fold_of = np.zeros(evaluated.size, dtype=np.int64)
     chosen_per_fold: list[str] = []
     for number, (fit_idx, held_out) in enumerate(folds):
-        calibrator = _fit(config, mode, scores[fit_idx], y[fit_idx], _subset(groups, fit_idx))
+        calibrator = _fit(config, mode, scores[fit_idx], y[fit_idx], _subset(groups, fit_idx), fingerprint=False)
         predictions[position[held_out]] = calibrator.predict_proba(scores[held_out])
         fold_of[position[held_out]] = number
         chosen_per_fold.append(getattr(calibrator, "chosen_", calibrator.name))

@@ -19,8 +19,9 @@ from howsure.splits import SplitScheme, crossfit_folds
 
 def _calibrator_factory(make_calibrator_fn: Callable[[], Calibrator] | Calibrator) -> Callable[[], Calibrator]:
     if isinstance(make_calibrator_fn, Calibrator):
-        # A calibrator passed as a template: each fold gets an unfitted copy of it.
-        blueprint = {**make_calibrator_fn.to_dict(), "state": None}
+        # A calibrator passed as a template: each fold gets an unfitted copy of it, without the
+        # template's record of fitting items (the copy is fitted on the fold's own).
+        blueprint = {**make_calibrator_fn.to_dict(), "state": None, "fit_items": None}
         return lambda: calibrator_from_dict(blueprint)
     if not callable(make_calibrator_fn):
         raise CalibrationError(
