@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from howsure.errors import DataError, PolicyError
-from howsure.spreadsheet import FORMULA_PREFIXES, formula_safe  # noqa: F401 (importable here too)
+from howsure.spreadsheet import formula_safe
 
 if TYPE_CHECKING:
     from howsure.policy import Policy
