@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from howsure.errors import StoreError
 
@@ -388,7 +389,10 @@ def transaction_waiting(connection: sa.Connection, seconds: float) -> Iterator[N
 
 def is_lock_timeout(exc: BaseException) -> bool:
     """Whether a driver error means another transaction held a lock too long (SQLite's
-    "database is locked", PostgreSQL's lock_timeout) rather than a broken database."""
+    "database is locked", PostgreSQL's lock_timeout, or no pooled connection free within the
+    wait) rather than a broken database."""
+    if isinstance(exc, PoolTimeout):
+        return True
     orig = getattr(exc, "orig", None) or exc
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:
@@ -443,8 +447,10 @@ def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> 
                     transaction_waiting(connection, MIGRATION_WAIT_S):
                 if not sqlite:
                     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+                before = _current_revision(connection)
                 getattr(command, direction)(alembic_config(connection), revision)
-                if sqlite:
+                # Every store open runs this: scan the foreign keys only when a migration ran.
+                if sqlite and _current_revision(connection) != before:
                     _check_foreign_keys(connection)
     except DBAPIError as exc:
         raise StoreError(f"cannot migrate database {safe_url(engine)}: {error_summary(exc)}") from exc
@@ -453,6 +459,12 @@ def _run_alembic(url_or_engine: str | Engine, direction: str, revision: str) -> 
     finally:
         if engine is not url_or_engine:
             engine.dispose()
+
+
+def _current_revision(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 @contextmanager
