@@ -48,11 +48,15 @@ def one_line_warnings() -> Iterator[None]:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto"):
+def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto",
+                 **options):
+    """Load a backend as every command does: its notices as one line each, a spinner meanwhile;
+    ``options`` go to `load_backend` as they are (``batch_tokens``, say)."""
     from howsure.backends import load_backend
 
     with one_line_warnings(), err_console.status(f"loading {model} …"):
-        return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device)
+        return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device,
+                            **options)
 
 
 @command("score")

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.markup import escape
 
 from howsure.cli.app import app, command, console, err_console, fail
-from howsure.cli.scoring import DeviceOption, one_line_warnings
+from howsure.cli.scoring import DeviceOption, open_backend
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)
@@ -135,11 +135,7 @@ def serve(
         err_console.print(f"review-page sessions are signed with the key in {escape(str(secret_path))}", highlight=False,
                           soft_wrap=True)
     model_name = model or record.body.get("model_id") or DEFAULT_MODEL
-    from howsure.backends import load_backend
-
-    with one_line_warnings(), err_console.status(f"loading {model_name} …"):
-        backend = load_backend(model_name, dtype=dtype, threads=threads, batch_size=max_batch, device=device,
-                               batch_tokens=batch_tokens, install=False)
+    backend = open_backend(model_name, dtype, threads, batch_size=max_batch, device=device, batch_tokens=batch_tokens)
     service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret,
                              max_text_tokens=max_text_tokens, max_request_tokens=max_request_tokens,
