@@ -63,10 +63,8 @@ MAX_KEY_CHARS = 200  # external ids, request ids, labels (the store's column wid
 PAGE_HEADERS = {
     # No inline script or style anywhere: the pages' JS and CSS are files under /static.
     "Content-Security-Policy": PAGE_CSP,
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+}  # nosniff and no-store come from `SecurityHeaders`, on every response
 
 
 # ---------------------------------------------------------------------------- errors
