@@ -5,11 +5,7 @@ Imports here stay light: commands import torch and the heavy libraries inside th
 ``howsure thresholds`` and ``howsure route`` start quickly.
 """
 
-import sys
-
-from rich.markup import escape
-
-from howsure.cli.app import EXIT_USAGE, app, err_console
+from howsure.cli.app import app, fail
 from howsure.cli import scoring  # noqa: F401  score, inspect, models, tune-task
 from howsure.cli import evaluation  # noqa: F401  evaluate, report
 from howsure.cli import decisions  # noqa: F401  thresholds, route, plan
@@ -26,5 +22,4 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except HowsureError as exc:  # pragma: no cover - typer's standalone mode re-raises
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(EXIT_USAGE)
+        raise SystemExit(fail(str(exc)).exit_code) from None
