@@ -726,17 +726,20 @@ def create_app(
     """
     if isinstance(audit_rate, bool) or not isinstance(audit_rate, int | float) or not 0 <= audit_rate <= 1:
         raise DataError(f"audit_rate must be a number in [0, 1], got {audit_rate!r}")
-    for name, value in (("max_items_per_request", max_items_per_request), ("max_text_chars", max_text_chars),
-                        ("max_body_bytes", max_body_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"{name} must be an integer >= 1, got {value!r}")
-    if not lease_seconds > 0:
-        raise DataError(f"lease_seconds must be > 0, got {lease_seconds!r}")
     token_bounds = (("max_text_tokens", max_text_tokens), ("max_request_tokens", max_request_tokens),
                     ("max_client_tokens", max_client_tokens), ("max_queue_tokens", max_queue_tokens))
+    # Each option is checked here under its own name (the batcher and throttle name theirs otherwise).
+    for name, value in (("max_items_per_request", max_items_per_request), ("max_text_chars", max_text_chars),
+                        ("max_body_bytes", max_body_bytes), ("max_batch_tokens", max_batch_tokens),
+                        ("auth_failures", auth_failures), *token_bounds):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{name} must be an integer >= 1, got {value!r}")
+    for name, value in (("lease_seconds", lease_seconds), ("auth_window_s", auth_window_s)):
+        if not value > 0:
+            raise DataError(f"{name} must be > 0, got {value!r}")
     for (name, value), (next_name, next_value) in zip(token_bounds, token_bounds[1:]):
         # A request the per-request limit admits must fit the queue bounds, or its 429 would never end.
-        if isinstance(value, int) and isinstance(next_value, int) and value > next_value:
+        if value > next_value:
             raise DataError(f"{name} ({value}) must not be over {next_name} ({next_value})")
     limits = RequestLimits(backend, max_text_tokens=max_text_tokens, max_request_tokens=max_request_tokens)
     throttle = FailureThrottle(auth_failures, auth_window_s)

@@ -184,3 +184,19 @@ def test_a_disconnected_clients_queued_texts_are_not_scored(slow_service, store)
     blocker.join(timeout=60)
     assert not any(text.startswith("never scored") for text in backend.seen)
     assert store.stats()["items"] == 1  # carl's text only
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("max_batch_tokens", 0, "max_batch_tokens must be an integer >= 1, got 0"),
+    ("max_batch_tokens", "many", "max_batch_tokens must be an integer >= 1, got 'many'"),
+    ("max_client_tokens", 0, "max_client_tokens must be an integer >= 1, got 0"),
+    ("max_request_tokens", 20000, r"max_request_tokens \(20000\) must not be over max_client_tokens \(16384\)"),
+    ("auth_failures", 0, "auth_failures must be an integer >= 1, got 0"),
+    ("auth_window_s", 0, "auth_window_s must be > 0, got 0"),
+])
+def test_bad_limits_are_refused_under_their_own_names(store, tiny_backend, option, value, match):
+    from howsure.errors import DataError
+    from howsure.service.app import create_app
+
+    with pytest.raises(DataError, match=match):
+        create_app(store, tiny_backend, **{option: value})
