@@ -1,7 +1,7 @@
 import pytest
 
 from howsure.errors import TaskError
-from howsure.task import Example, Task, load_task
+from howsure.core.task import Example, Task, load_task
 
 INSTRUCTION = "Is this positive or negative?\n\n{text}"
 
