@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from howsure import metrics
 from howsure.errors import DataError
+from howsure.stats import metrics
 
 PUBLIC_RUN = Path(__file__).resolve().parents[2] / "shared/data/sentiment/seed_cwc/results/llama31_8b_base_results.json"
 

@@ -32,6 +32,13 @@ class PolicyError(HowsureError, ValueError):
     """A decision policy could not be certified, loaded or applied."""
 
 
+class ScoresError(DataError, PolicyError, CalibrationError):
+    """An array of scores, confidences, correctness or labels is malformed (wrong shape, NaN,
+    outside [0, 1], mismatched lengths). One type for every validator in `howsure.core.validation`;
+    it is a DataError, a PolicyError and a CalibrationError at once, so a caller that catches
+    any of the three for its own inputs still catches it."""
+
+
 class ResumeError(HowsureError):
     """An existing output file does not belong to the run being resumed."""
 

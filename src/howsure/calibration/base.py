@@ -25,13 +25,15 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.linalg import LinAlgWarning
 
+from howsure.core.validation import (  # noqa: F401  (the calibrators' checks, re-exported)
+    MODES,
+    ROW_SUM_TOLERANCE,
+    check_fit_inputs,
+    check_labels,
+    check_mode,
+    check_scores,
+)
 from howsure.errors import CalibrationError, NotFittedError
-
-MODES = ("distribution", "confidence")
-
-# A row of label probabilities is accepted when it sums to 1 within this tolerance: scores
-# come from float32 softmaxes and from CSV files with a few printed digits.
-ROW_SUM_TOLERANCE = 1e-4
 
 # Probabilities are clipped this far from 0 and 1 before taking logs, so that a label the
 # model gave exactly zero mass costs a large but finite loss instead of an infinite one.
@@ -39,153 +41,6 @@ LOG_CLIP = 1e-12
 
 FORMAT_NAME = "howsure.calibrator"
 FORMAT_VERSION = 1
-
-
-def check_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of :data:`MODES`, else raise :class:`CalibrationError`."""
-    if mode not in MODES:
-        raise CalibrationError(f"unknown calibration mode {mode!r}; expected one of {list(MODES)}")
-    return mode
-
-
-def _as_float_array(values: Any, what: str) -> np.ndarray:
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise CalibrationError(f"{what} must be numeric, got {type(values).__name__}: {exc}") from exc
-    return array
-
-
-def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(mask)[0])
-
-
-def check_scores(scores: Any, mode: str, n_classes: int | None = None) -> np.ndarray:
-    """Validate scores for ``mode`` and return them as an (n, K) probability array.
-
-    Parameters
-    ----------
-    scores : array-like
-        (n, K) label probabilities for ``mode="distribution"``, (n,) confidences for
-        ``mode="confidence"``.
-    mode : {"distribution", "confidence"}
-    n_classes : int, optional
-        K the calibrator was fitted with; a different K is an error.
-
-    Returns
-    -------
-    probs : ndarray of shape (n, K)
-        For confidence mode K = 2 and ``probs[:, 1]`` is the confidence.
-
-    Raises
-    ------
-    CalibrationError
-        Empty input, wrong shape, NaN or infinity, values outside [0, 1], rows not summing to 1,
-        K different from the fitted one.
-    """
-    check_mode(mode)
-    array = _as_float_array(scores, "scores")
-    if mode == "confidence":
-        if array.ndim != 1:
-            raise CalibrationError(
-                f"mode='confidence' expects scores of shape (n,) (the predicted label's confidence), "
-                f"got shape {array.shape}; use mode='distribution' for (n, K) label probabilities"
-            )
-    elif array.ndim != 2 or array.shape[1] < 2:
-        raise CalibrationError(
-            f"mode='distribution' expects scores of shape (n, K) with K >= 2 label probabilities, "
-            f"got shape {array.shape}; use mode='confidence' for (n,) confidences"
-        )
-    if array.shape[0] == 0:
-        raise CalibrationError("scores is empty; expected at least one item")
-    if np.isnan(array).any():
-        raise CalibrationError(f"scores contain NaN (first at index {_first_bad(np.isnan(array))})")
-    outside = (array < 0.0) | (array > 1.0)
-    if outside.any():
-        where = _first_bad(outside)
-        raise CalibrationError(
-            f"scores must be probabilities in [0, 1]; got {float(array[where])!r} at index {where}"
-        )
-    if mode == "confidence":
-        return np.column_stack([1.0 - array, array])
-    row_sums = array.sum(axis=1)
-    off = np.abs(row_sums - 1.0) > ROW_SUM_TOLERANCE
-    if off.any():
-        row = int(np.argmax(off))
-        raise CalibrationError(
-            f"each row of scores must sum to 1 (tolerance {ROW_SUM_TOLERANCE}); "
-            f"row {row} sums to {float(row_sums[row])!r}"
-        )
-    if n_classes is not None and array.shape[1] != n_classes:
-        raise CalibrationError(
-            f"calibrator was fitted on {n_classes} labels but scores have {array.shape[1]} columns"
-        )
-    # Renormalise away the tolerated rounding so downstream code sees exact distributions.
-    return array / row_sums[:, None]
-
-
-def check_labels(y: Any, n_items: int, n_classes: int, mode: str) -> np.ndarray:
-    """Validate targets and return them as an (n,) int array of class indices.
-
-    Parameters
-    ----------
-    y : array-like of shape (n,)
-        Class indices in ``[0, n_classes)`` (distribution mode) or 0/1 correctness
-        (confidence mode; booleans accepted).
-    n_items : int
-        n, the number of score rows, which ``y`` must match.
-    n_classes : int
-        K.
-    mode : {"distribution", "confidence"}
-    """
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise CalibrationError(f"y must have shape (n,), got shape {array.shape}")
-    if array.shape[0] != n_items:
-        raise CalibrationError(
-            f"mismatched lengths: scores has {n_items} items but y has {array.shape[0]}"
-        )
-    if array.dtype == bool:
-        array = array.astype(np.int64)
-    if array.dtype.kind == "f":
-        if np.isnan(array).any():
-            raise CalibrationError(f"y contains NaN (first at index {int(np.argmax(np.isnan(array)))})")
-        if not np.all(array == np.round(array)):
-            bad = float(array[array != np.round(array)][0])
-            raise CalibrationError(f"y must hold integer class indices, got {bad!r}")
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise CalibrationError(f"y must hold integer class indices, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    out_of_range = (array < 0) | (array >= n_classes)
-    if out_of_range.any():
-        bad = int(array[out_of_range][0])
-        expected = "0/1 correctness" if mode == "confidence" else f"class indices in [0, {n_classes})"
-        raise CalibrationError(f"y value {bad} is out of range; expected {expected}")
-    return array
-
-
-def check_fit_inputs(scores: Any, y: Any, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a fitting set: scores as in :func:`check_scores`, ``y`` as in :func:`check_labels`.
-
-    Also rejects a set in which only one class occurs, since no calibrator can learn how
-    often a score is right from items that are all right (or all of one label).
-
-    Returns
-    -------
-    probs : ndarray of shape (n, K)
-    labels : ndarray of shape (n,), int
-    """
-    probs = check_scores(scores, mode)
-    labels = check_labels(y, probs.shape[0], probs.shape[1], mode)
-    present = np.unique(labels)
-    if present.size < 2:
-        what = "correctness" if mode == "confidence" else "class"
-        raise CalibrationError(
-            f"y holds one class only ({what} {int(present[0])} for all {labels.size} items); "
-            f"calibration needs at least two"
-        )
-    return probs, labels
 
 
 def safe_log(probs: np.ndarray) -> np.ndarray:
