@@ -25,7 +25,7 @@ from howsure.calibration import (
 )
 from howsure.errors import CalibrationError, NotFittedError
 from howsure.calibration import crossfit_predict
-from howsure.splits import calibration_test_split
+from howsure.stats.splits import calibration_test_split
 
 SEED_CWC_RESULTS = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"

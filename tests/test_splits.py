@@ -11,7 +11,7 @@ import pytest
 from howsure.calibration import make_calibrator
 from howsure.errors import CalibrationError
 from howsure.calibration import crossfit_predict
-from howsure.splits import calibration_test_split, crossfit_folds
+from howsure.stats.splits import calibration_test_split, crossfit_folds
 
 SEED_CWC_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc"
 

@@ -1,6 +1,6 @@
 """Cross-fitting: every item calibrated by a calibrator fitted on the other folds.
 
-The folds come from `howsure.splits` (statistics below the calibrators); fitting a calibrator
+The folds come from `howsure.stats.splits` (statistics below the calibrators); fitting a calibrator
 per fold is the calibrators' own business, so it lives here.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from howsure.calibration.base import Calibrator, check_fit_inputs
 from howsure.calibration.registry import calibrator_from_dict
 from howsure.errors import CalibrationError
-from howsure.splits import SplitScheme, crossfit_folds
+from howsure.stats.splits import SplitScheme, crossfit_folds
 
 
 def _calibrator_factory(make_calibrator_fn: Callable[[], Calibrator] | Calibrator) -> Callable[[], Calibrator]:

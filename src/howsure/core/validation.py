@@ -37,6 +37,7 @@ __all__ = [
     "check_probability_map",
     "check_row_sums",
     "check_scores",
+    "check_split_labels",
     "check_top_label",
     "check_unit_interval",
     "first_bad",
@@ -351,6 +352,25 @@ def check_fit_inputs(scores: Any, y: Any, mode: str) -> tuple[np.ndarray, np.nda
             f"calibration needs at least two"
         )
     return probs, labels
+
+
+def check_split_labels(y: Any) -> np.ndarray:
+    """Validate the labels a stratified split is drawn by: non-empty (n,), no NaN, two classes
+    at least; any hashable label values (strings too)."""
+    array = np.asarray(y)
+    if array.ndim != 1:
+        raise ScoresError(f"y must have shape (n,), got shape {array.shape}")
+    if array.size == 0:
+        raise ScoresError("y is empty; expected at least one item")
+    nan = first_bad(np.isnan(array)) if array.dtype.kind == "f" else None
+    if nan is not None:
+        raise ScoresError(f"y contains NaN (first at index {nan[0]})")
+    if np.unique(array).size < 2:
+        raise ScoresError(
+            f"y holds one class only ({array.tolist()[0]!r} for all {array.size} items); "
+            f"a stratified split needs at least two"
+        )
+    return array
 
 
 # --------------------------------------------------------------------------- decisions' inputs
