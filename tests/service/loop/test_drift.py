@@ -10,7 +10,7 @@ from scipy.special import kolmogorov
 
 from howsure.errors import DataError
 from howsure.policy import reference_quantiles
-from howsure.service.drift import check_drift, ks_test, population_stability_index, quantile_bins
+from howsure.stats.drift import check_drift, ks_test, population_stability_index, quantile_bins
 
 
 def confidences(n: int, a: float = 5.0, b: float = 2.0, seed: int = 0) -> np.ndarray:
