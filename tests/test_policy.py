@@ -1,4 +1,4 @@
-"""The policy file: certify from arrays, save/load as JSON, decide (howsure.policy)."""
+"""The policy file: certify from arrays, save/load as JSON, decide (howsure.decisions.policy)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from howsure.calibration import make_calibrator, save_calibrator
 from howsure.decisions import CostModel, certify_threshold, certify_two_sided, min_items_to_certify
 from howsure.errors import PolicyError
-from howsure.policy import (
+from howsure.decisions.policy import (
     ASSUMPTION,
     SCHEMA_VERSION,
     Decision,
