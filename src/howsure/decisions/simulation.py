@@ -10,7 +10,8 @@ baselines kept for these comparisons.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -219,3 +220,88 @@ def sample_size_curve(
         "certified_fraction": np.array(certified),
     }
 
+
+
+def certified_threshold(correct: np.ndarray, confidence: np.ndarray, target: float, delta: float = 0.05) -> float | None:
+    """The loosest threshold `certify_threshold` certifies (None if none), in the
+    ``choose_threshold(correct, confidence, target)`` order `sample_size_draws` calls.
+
+    Parameters
+    ----------
+    correct : ndarray of shape (n,), 0/1
+    confidence : ndarray of shape (n,)
+    target : float
+        Accuracy the automated items must reach with probability at least 1 - ``delta``.
+    delta : float
+    """
+    return certify_threshold(confidence, correct, target, delta, plan_if_uncertified=False).threshold
+
+
+def sample_size_draws(
+    correct: Any,
+    confidence: Any,
+    *,
+    target: float,
+    sizes: Sequence[int],
+    n_repeats: int = 50,
+    seed: int = 0,
+    choose_threshold: Callable[[np.ndarray, np.ndarray, float], float | None] = certified_threshold,
+) -> dict[str, np.ndarray]:
+    """Simulate choosing a threshold on n labelled items and applying it to the rest.
+
+    For each n in ``sizes``, ``n_repeats`` times: draw n items without replacement, choose a
+    threshold on them with ``choose_threshold(correct, confidence, target)`` (None automates
+    nothing), then measure on the other items the share at or above it and their accuracy.
+
+    Parameters
+    ----------
+    correct : array-like of shape (N,), 0/1
+    confidence : array-like of shape (N,), in [0, 1]
+    target : float in (0, 1)
+    sizes : sequence of int
+        Each in [1, N // 2], so at least half the items are left to measure on.
+    n_repeats, seed : int
+
+    Returns
+    -------
+    dict of ndarray, each of shape (S,)
+        ``sizes``; ``automated`` (median share automated over the draws) with
+        ``automated_low`` / ``automated_high`` (10th / 90th percentiles); ``accuracy`` (mean
+        accuracy of the automated items, NaN at a size where no draw automated anything) with
+        ``accuracy_low`` / ``accuracy_high``.
+    """
+    confidence, ok = check_confidences(confidence, correct)
+    correct = ok.astype(np.float64)
+    target = check_target(target)
+    usable = [int(size) for size in sizes]
+    if not usable or any(not 0 < size <= correct.size // 2 for size in usable):
+        raise PolicyError(f"sample sizes must lie in [1, {correct.size // 2}] (half of {correct.size} items), "
+                          f"got {list(sizes)!r}")
+    if n_repeats < 1:
+        raise PolicyError(f"n_repeats must be at least 1, got {n_repeats!r}")
+    rng = np.random.default_rng(seed)
+    shares = np.empty((len(usable), n_repeats))
+    accuracies = np.full((len(usable), n_repeats), np.nan)
+    for row, size in enumerate(usable):
+        for draw in range(n_repeats):
+            chosen = np.zeros(correct.size, bool)
+            chosen[rng.choice(correct.size, size=size, replace=False)] = True
+            threshold = choose_threshold(correct[chosen], confidence[chosen], target)
+            kept = ~chosen & (confidence >= (np.inf if threshold is None else threshold))
+            shares[row, draw] = kept.sum() / (~chosen).sum()
+            if kept.any():
+                accuracies[row, draw] = correct[kept].mean()
+    with warnings.catch_warnings():
+        # A size at which no draw automated anything has no accuracy: NaN is the answer.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        accuracy = np.nanmean(accuracies, axis=1)
+        accuracy_low, accuracy_high = np.nanpercentile(accuracies, [10, 90], axis=1)
+    return {
+        "sizes": np.asarray(usable, float),
+        "automated": np.median(shares, axis=1),
+        "automated_low": np.percentile(shares, 10, axis=1),
+        "automated_high": np.percentile(shares, 90, axis=1),
+        "accuracy": accuracy,
+        "accuracy_low": accuracy_low,
+        "accuracy_high": accuracy_high,
+    }
