@@ -1,7 +1,6 @@
 """Moved to `howsure.decisions.policy`; this name stays importable."""
 
 from howsure.decisions.policy import (  # noqa: F401
-    ASSUMPTION,
     DECISIONS,
     FORMAT_NAME,
     MAX_REFERENCE,
@@ -12,10 +11,13 @@ from howsure.decisions.policy import (  # noqa: F401
     Decision,
     Policy,
     TwoSidedRule,
+    positive_label,
+)
+from howsure.decisions.policy_certification import (  # noqa: F401
+    ASSUMPTION,
     assumption_text,
     certify_policy,
     data_fingerprint,
-    positive_label,
     reference_quantiles,
 )
 

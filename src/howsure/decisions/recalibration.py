@@ -57,7 +57,8 @@ from typing import Any
 import numpy as np
 
 from howsure.calibration import fit_calibrator, overlap_with_fit_items
-from howsure.decisions.policy import Policy, certify_policy
+from howsure.decisions.policy import Policy
+from howsure.decisions.policy_certification import certify_policy
 from howsure.errors import DataError, PolicyError
 from howsure.metrics import expected_calibration_error
 from howsure.splits import calibration_test_split

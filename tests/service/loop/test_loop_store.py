@@ -104,7 +104,7 @@ def test_a_second_recalibration_pools_the_reviews_of_both_versions_of_the_same_m
 
 
 def test_a_per_class_policy_is_recalibrated_per_class(store):
-    from howsure.decisions.policy import certify_policy
+    from howsure.decisions.policy_certification import certify_policy
     from loop_sim import LABELS, population
 
     probabilities, truth = population(2000, 0)
