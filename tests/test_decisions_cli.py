@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from howsure.cli import app
-from howsure.policy import Policy
+from howsure.decisions.policy import Policy
 
 SEED_CWC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results" / "llama31_8b_base_results.json"
 LABELS = ["billing", "delivery", "refund"]

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import howsure.policy
+import howsure.decisions.recalibration
 from howsure.calibration import calibrator_from_dict, overlap_with_fit_items
 from howsure.calibration.auto import AutoCalibrator
 from howsure.calibration.base import Calibrator
 from howsure.cli import app
 from howsure.demo import STAGES
-from howsure.policy import Policy
+from howsure.decisions.policy import Policy
 
 
 def record_fits_and_certifications(monkeypatch) -> tuple[dict[int, np.ndarray], list[dict]]:
@@ -26,13 +26,13 @@ def record_fits_and_certifications(monkeypatch) -> tuple[dict[int, np.ndarray], 
             fitted[id(self)] = np.asarray(scores)  # after the call: an outer fit outlasts inner ones
             return result
         monkeypatch.setattr(cls, "fit", recording_fit)
-    certify_policy = howsure.policy.certify_policy
+    certify_policy = howsure.decisions.recalibration.certify_policy
 
     def recording_certify(scores, *args, **kwargs):
         certified.append({"scores": np.asarray(scores), **kwargs})
         return certify_policy(scores, *args, **kwargs)
 
-    monkeypatch.setattr(howsure.policy, "certify_policy", recording_certify)
+    monkeypatch.setattr(howsure.decisions.recalibration, "certify_policy", recording_certify)
     return fitted, certified
 
 

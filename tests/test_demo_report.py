@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from howsure.cli import app
-from howsure.policy import Policy
+from howsure.decisions.policy import Policy
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.model, pytest.mark.browser]

@@ -1,5 +1,5 @@
 """Fit a calibrator on one part and certify on the other, and refuse to certify on fitting items
-(howsure.fit_certify, howsure.calibration.fitting, howsure thresholds --fit-calibrator)."""
+(howsure.decisions.recalibration, howsure.calibration.fitting, howsure thresholds --fit-calibrator)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from howsure.calibration import calibrator_from_dict, fit_calibrator, load_calib
 from howsure.calibration.fitting import item_hashes
 from howsure.cli import app
 from howsure.errors import CalibrationError, PolicyError
-from howsure.fit_certify import RAW_ECE_WARNING, certify_on_parts, certify_with_split, raw_calibration_note
-from howsure.policy import Policy
+from howsure.decisions.recalibration import RAW_ECE_WARNING, certify_on_parts, certify_with_split, raw_calibration_note
+from howsure.decisions.policy import Policy
 from test_decisions_cli import LABELS, score_records
 
 runner = CliRunner()

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from howsure import metrics, plots
+from howsure import metrics
 from howsure.errors import DataError
+from howsure.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -205,13 +206,13 @@ def test_bad_plot_input_is_named(call, match):
 
 def test_plots_need_no_display_and_no_pyplot(tmp_path):
     script = (
-        "import sys, numpy as np; from howsure import plots\n"
+        "import sys, numpy as np; from howsure.report import plots\n"
         "d = plots.reliability_diagram([1, 0, 1], [0.9, 0.6, 0.7]).plot()\n"
         "open(sys.argv[1], 'wb').write(plots.figure_png(d.figure_))\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     out = tmp_path / "plot.png"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(plots.__file__).parents[1]), "MPLCONFIGDIR": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(plots.__file__).parents[2]), "MPLCONFIGDIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=60)
     assert out.read_bytes().startswith(PNG_SIGNATURE)
 

@@ -1,4 +1,4 @@
-"""The policy file: certify from arrays, save/load as JSON, decide (howsure.policy)."""
+"""The policy file: certify from arrays, save/load as JSON, decide (howsure.decisions.policy and policy_certification)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import pytest
 from howsure.calibration import make_calibrator, save_calibrator
 from howsure.decisions import CostModel, certify_threshold, certify_two_sided, min_items_to_certify
 from howsure.errors import PolicyError
-from howsure.policy import (
-    ASSUMPTION,
-    SCHEMA_VERSION,
-    Decision,
-    Policy,
-    TwoSidedRule,
-    assumption_text,
-    certify_policy,
-    positive_label,
-)
+from howsure.decisions.policy import SCHEMA_VERSION, Decision, Policy, TwoSidedRule, positive_label
+from howsure.decisions.policy_certification import ASSUMPTION, assumption_text, certify_policy
 from howsure.task import Task
 
 LABELS = ["negative", "positive"]

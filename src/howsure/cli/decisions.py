@@ -448,7 +448,7 @@ def thresholds(
             correct = np.array(predicted_names) == np.array(scored.gold)[used]
         else:
             confidence = scored.confidence
-            calib = policy._calibrator()
+            calib = policy.loaded_calibrator()
             if calib is not None:
                 confidence = np.asarray(calib.predict_proba(confidence), dtype=np.float64)
             correct, predicted_names = scored.correct, scored.predicted

@@ -4,280 +4,58 @@
     record, report = recalibrate(store, actor="ops")     # new active policy version
     export_labelled(store, "reviewed.jsonl")             # labelled data for fine-tuning
 
-Which reviewed items may certify
---------------------------------
-The certificate (`howsure.policy.certify_policy`) needs an iid sample of the population the
-policy will decide on. The labelled items in the store are not one: every item routed to
-review is queued (all low-confidence items), but an auto-handled item is queued only when the
-service drew it for audit, with probability ``audit_rate``. Certifying on all reviewed items
-would over-represent the low-confidence ones.
-
-So the certification set keeps each item of the population with the same probability
-``certify_share`` (at most the lowest audit rate any auto item was decided at, by default
-equal to it):
-
-* an audited item with probability ``certify_share / audit_rate`` of that item: weighting by
-  the inverse of the chance it was drawn, done by thinning so that the certificate still sees
-  an unweighted iid sample (every item drawn at the lowest rate certifies by default);
-* a reviewed review-routed item with probability ``certify_share``.
-
-The service stores with each auto item the audit rate it ran with (``items.audit_rate``), so
-these chances are exact, also when the service ran with different rates over time. For items
-stored before that column existed the rate is estimated, as audited / auto-handled items
-among them (or given with ``audit_rate=``); the report says which.
-
-Both draws are made by a hash of the item's id (`hash_share`): independent of text, label and
-confidence, the same on every run with the same seed. Every other reviewed item fits the
-calibrator, so the two sets are disjoint, as the certificate's assumption requires. The report
-says how many items of each source went where, how many queued items are still unreviewed (the
-certificate treats the reviewed ones as representative of them), and how the audit rate was
-known.
-
-The fit set is mostly review-routed (low-confidence) items; calibrators that extrapolate
-smoothly (temperature, Platt) carry that to high confidences better than step functions. Pass
-a ``certify_share`` below the audit rate to move some audited items into the fit set, at the
-cost of a smaller certification set.
+This is the review store's side: which items and audit rates the store holds, the new policy
+version, the export. Which reviewed items may certify and the fit/certify split itself are
+numbers in, numbers out, in `howsure.decisions.recalibration` (re-exported here).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import math
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from howsure.decisions.costs import CostModel
+from howsure.decisions.policy import Policy
+from howsure.decisions.recalibration import (
+    MIN_FIT_ITEMS,
+    NO_AUDIT_CERTIFY_SHARE,
+    SOURCES,
+    CertificationSplit,
+    check_certify_share,
+    check_rate,
+    hash_share,
+    recalibrate_arrays,
+    split_for_recalibration,
+)
 from howsure.errors import DataError, PolicyError
 from howsure.spreadsheet import formula_safe
 
 if TYPE_CHECKING:
-    from howsure.policy import Policy
     from howsure.service.store import PolicyRecord, ReviewStore
 
-SOURCES = ("review", "audit")
 EXPORT_FORMATS = ("jsonl", "csv")
 EXPORT_COLUMNS = ("item_id", "text", "label", "source", "reviewer", "policy_version", "prediction", "reviewed_at")
-MIN_FIT_ITEMS = 50  # fewer: warn that the calibrator is rough (it is still honest)
-NO_AUDIT_CERTIFY_SHARE = 0.5  # nothing was automated: every item was reviewed, split them in half
 
-
-def hash_share(item_id: Hashable, seed: int = 0) -> float:
-    """A number in [0, 1) fixed by ``item_id`` and ``seed``, uniform over ids: the coin that
-    decides whether a reviewed item certifies or fits.
-
-    A hash rather than a random generator so an item lands on the same side every time the
-    store is recalibrated with the same seed, whatever else was reviewed in between.
-    """
-    digest = hashlib.sha256(f"howsure.recalibrate:{seed}:{item_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def _check_rate(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1 or math.isnan(value):
-        raise PolicyError(f"{name} must be a number in (0, 1], got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class CertificationSplit:
-    """Indices of the reviewed items that fit the calibrator and of those that certify.
-
-    ``certify_share`` is each population item's chance of certifying; ``audit_keep`` the chance
-    an audited item certifies given it was audited (``certify_share / audit_rate``; None when
-    the audited items were drawn at different rates, or there are none).
-    """
-
-    fit: np.ndarray
-    certify: np.ndarray
-    certify_share: float
-    audit_keep: float | None
-
-    def counts(self, sources: Sequence[str]) -> dict[str, dict[str, int]]:
-        """{"fit": {"n", "review", "audit"}, "certify": {...}}."""
-        source_array = np.asarray(sources, dtype=object)
-        out = {}
-        for name, index in (("fit", self.fit), ("certify", self.certify)):
-            chosen = source_array[index]
-            out[name] = {"n": int(index.size), **{s: int(np.sum(chosen == s)) for s in SOURCES}}
-        return out
-
-
-def split_for_recalibration(
-    item_ids: Sequence[Hashable],
-    sources: Sequence[str],
-    *,
-    audit_rate: float | None,
-    certify_share: float | None = None,
-    seed: int = 0,
-) -> CertificationSplit:
-    """Choose which reviewed items certify (an iid share of the population) and which fit.
-
-    Parameters
-    ----------
-    item_ids : sequence of shape (n,)
-        Store ids of the reviewed items (the hash's input).
-    sources : sequence of str, shape (n,)
-        ``"review"`` (routed to review: every such item was queued) or ``"audit"`` (auto-handled
-        and drawn for audit with probability ``audit_rate``).
-    audit_rate : float in (0, 1], sequence of shape (n,), or None
-        Chance an auto-handled item was audited: one rate for every item, or each item's own
-        (the entries of review items are not used and may be None). None when nothing was
-        auto-handled; then no item may be an audit item.
-    certify_share : float in (0, 1], optional
-        Chance any population item certifies; at most the (lowest) audit rate. Default: that
-        rate (every audited item drawn at it certifies), or 0.5 when nothing was auto-handled.
-    seed : int
-        Salt of `hash_share`.
-
-    Returns
-    -------
-    CertificationSplit
-    """
-    sources = [str(s) for s in sources]
-    if len(sources) != len(item_ids):
-        raise DataError(f"got {len(item_ids)} item ids but {len(sources)} sources")
-    unknown = next((s for s in sources if s not in SOURCES), None)
-    if unknown is not None:
-        raise DataError(f"reviewed item source {unknown!r} is not one of {list(SOURCES)}")
-    rates, lowest = _audit_rates(audit_rate, sources)
-    if certify_share is None:
-        certify_share = lowest if lowest is not None else NO_AUDIT_CERTIFY_SHARE
-    certify_share = _check_rate(certify_share, "certify_share")
-    if lowest is not None:
-        check_certify_share(certify_share, lowest)
-    audited = np.array([s == "audit" for s in sources], dtype=bool)
-    distinct = set(rates[audited].tolist()) if audited.any() else ({lowest} if lowest is not None else set())
-    audit_keep = certify_share / distinct.pop() if len(distinct) == 1 else None
-    shares = np.array([hash_share(i, seed) for i in item_ids], dtype=np.float64)
-    limits = np.where(audited, certify_share / np.where(audited, rates, 1.0), certify_share)
-    certify = shares < limits
-    return CertificationSplit(np.flatnonzero(~certify), np.flatnonzero(certify), certify_share, audit_keep)
-
-
-def check_certify_share(certify_share: float, lowest_audit_rate: float) -> None:
-    """`PolicyError` when ``certify_share`` exceeds the lowest audit rate of the population."""
-    if certify_share > lowest_audit_rate:
-        raise PolicyError(
-            f"certify_share {certify_share:g} exceeds the audit rate {lowest_audit_rate:g}: auto-handled "
-            "items were labelled only at the audit rate, so no larger share of the population can "
-            "be certified on without over-weighting the reviewed low-confidence items"
-        )
-
-
-def _audit_rates(audit_rate: Any, sources: Sequence[str]) -> tuple[np.ndarray, float | None]:
-    """(each item's audit rate, NaN for review items; the lowest rate, None without one)."""
-    n = len(sources)
-    if audit_rate is None:
-        if "audit" in sources:
-            raise PolicyError("audited items need the audit rate they were drawn at; got audit_rate=None")
-        return np.full(n, np.nan), None
-    if isinstance(audit_rate, (int, float)) and not isinstance(audit_rate, bool):
-        rate = _check_rate(audit_rate, "audit_rate")
-        return np.where(np.array([s == "audit" for s in sources], dtype=bool), rate, np.nan), rate
-    if isinstance(audit_rate, (str, bytes)) or not isinstance(audit_rate, Sequence | np.ndarray) \
-            or len(audit_rate) != n:
-        raise PolicyError(f"audit_rate must be a number in (0, 1], None, or one rate per item ({n}), "
-                          f"got {audit_rate!r:.80}")
-    rates = np.full(n, np.nan)
-    for position, (source, rate) in enumerate(zip(sources, audit_rate)):
-        if source == "audit":
-            rates[position] = _check_rate(rate, f"audit_rate of audited item {position}")
-    audited = rates[~np.isnan(rates)]
-    return rates, (float(audited.min()) if audited.size else None)
-
-
-def recalibrate_arrays(
-    raw_probabilities: Any,
-    labels: Any,
-    item_ids: Sequence[Hashable],
-    sources: Sequence[str],
-    *,
-    label_names: Sequence[str],
-    audit_rate: float | None,
-    certify_share: float | None = None,
-    calibrator: str = "auto",
-    target_accuracy: float = 0.95,
-    delta: float = 0.05,
-    seed: int = 0,
-    texts: Sequence[str] | None = None,
-    **certify_kwargs: Any,
-) -> tuple["Policy", dict[str, Any]]:
-    """Refit a calibrator and certify a policy from reviewed items (no store needed).
-
-    Parameters
-    ----------
-    raw_probabilities : array-like of shape (n, K)
-        The model's raw label probabilities, columns in ``label_names`` order.
-    labels : array-like of shape (n,), int
-        The reviewers' labels as column indices.
-    item_ids, sources, audit_rate, certify_share, seed
-        See `split_for_recalibration`.
-    calibrator : str
-        A name of `howsure.calibration.CALIBRATOR_NAMES` or ``"none"``.
-    texts : sequence of str, optional
-        Groups for ``auto``'s folds.
-    **certify_kwargs
-        Passed to `howsure.policy.certify_policy` (task, model_id, method, p_value, per_class,
-        cost, version).
-
-    Returns
-    -------
-    policy : Policy
-        Certified on the certification split with the calibrator fitted on the fit split.
-    report : dict
-        Counts per split and source, the shares used, the calibrator and the certificate.
-    """
-    from howsure.fit_certify import certify_on_parts
-
-    scores = np.asarray(raw_probabilities, dtype=np.float64)
-    truth = np.asarray(labels, dtype=np.int64)
-    if scores.ndim != 2 or scores.shape[0] != truth.shape[0] or scores.shape[1] != len(label_names):
-        raise DataError(
-            f"expected (n, {len(label_names)}) probabilities and n labels, got shapes {scores.shape} and {truth.shape}"
-        )
-    split = split_for_recalibration(item_ids, sources, audit_rate=audit_rate, certify_share=certify_share, seed=seed)
-    if split.certify.size == 0:
-        raise PolicyError(
-            f"none of the {len(item_ids)} reviewed items fell into the certification share "
-            f"({split.certify_share:g}); review more items (audited ones certify first)"
-        )
-    if split.fit.size == 0 and calibrator != "none":
-        raise DataError(f"no reviewed items are left to fit the {calibrator!r} calibrator; review more "
-                        "items, lower certify_share, or use calibrator='none'")
-    certified = certify_on_parts(
-        scores, truth, split.fit, split.certify, calibrator=calibrator, seed=seed, texts=texts,
-        ids=list(item_ids), how=f"calibrator fitted on reviewed items outside the certification share "
-        f"{split.certify_share:g} (seed {seed})",
-        target_accuracy=target_accuracy, delta=delta, labels=list(label_names), **certify_kwargs,
-    )
-    policy, fitted = certified.policy, certified.calibrator
-    guarantee = policy.guarantee
-    report: dict[str, Any] = {
-        "n_reviewed": len(item_ids),
-        "audit_rate": _audit_rates(audit_rate, sources)[1],
-        "certify_share": split.certify_share,
-        "audit_keep": split.audit_keep,
-        "seed": seed,
-        **split.counts(sources),
-        "calibrator": calibrator if fitted is None else fitted.name,
-        "calibrator_chosen": getattr(fitted, "chosen_", None),
-        "calibrator_explanation": getattr(fitted, "explanation_", None),
-        "rule": policy.rule,
-        "threshold": policy.threshold,
-        "class_thresholds": policy.class_thresholds,
-        "certified": bool(guarantee.get("certified")),
-        "target_accuracy": guarantee["target_accuracy"],
-        "delta": guarantee["delta"],
-        "automation_rate": guarantee.get("automation_rate"),
-        "labels_needed": guarantee.get("labels_needed"),
-        "policy_id": policy.policy_id,
-    }
-    return policy, report
+__all__ = [
+    "EXPORT_COLUMNS",
+    "EXPORT_FORMATS",
+    "MIN_FIT_ITEMS",
+    "NO_AUDIT_CERTIFY_SHARE",
+    "SOURCES",
+    "CertificationSplit",
+    "export_labelled",
+    "hash_share",
+    "labelled_rows",
+    "population_audit_rates",
+    "recalibrate",
+    "recalibrate_arrays",
+    "split_for_recalibration",
+]
 
 
 # ------------------------------------------------------------------------------ with a store
@@ -312,7 +90,7 @@ def population_audit_rates(
     legacy, legacy_source = None, ""
     if rates.unrecorded:
         if given is not None:
-            legacy, legacy_source = _check_rate(given, "audit_rate"), "given"
+            legacy, legacy_source = check_rate(given, "audit_rate"), "given"
         else:
             mixed = " stored without their audit rate" if rates.unrecorded < rates.auto else ""
             legacy, legacy_source = _estimate_audit_rate(rates.unrecorded, rates.unrecorded_sampled, mixed)
@@ -392,8 +170,6 @@ def recalibrate(
     Items of every policy version with the same labels and model as the active one are pooled:
     the calibrator works on the model's raw probabilities, which do not depend on the policy.
     """
-    from howsure.policy import Policy
-
     active = store.active_policy()
     if active is None:
         raise PolicyError("the store has no active policy to recalibrate; add one first (howsure serve --policy)")
@@ -433,12 +209,10 @@ def recalibrate(
     if certify_share is None:
         certify_share = lowest_rate
     elif lowest_rate is not None:
-        check_certify_share(_check_rate(certify_share, "certify_share"), lowest_rate)
+        check_certify_share(check_rate(certify_share, "certify_share"), lowest_rate)
     guarantee = current.guarantee
     cost = None
     if current.cost is not None:
-        from howsure.decisions import CostModel
-
         cost = CostModel(current.cost["cost_review"], current.cost["cost_error"], current.cost["volume_per_day"])
     next_version = max(r.version for r in history) + 1
     policy, report = recalibrate_arrays(

@@ -34,7 +34,7 @@ def population(n: int, seed: int, *, mean_margin: float = 2.5) -> tuple[np.ndarr
 def loop_policy_dict(*, model_id: str = "test-model", n: int = 2000, seed: int = 0,
                      target_accuracy: float = 0.95) -> dict[str, Any]:
     """A policy certified (no calibrator) on ``n`` items of `population`, with a task."""
-    from howsure.policy import certify_policy
+    from howsure.decisions.policy_certification import certify_policy
 
     probabilities, truth = population(n, seed)
     task = {"name": "test-sentiment", "instruction": "Is this positive or negative?\n\n{text}",

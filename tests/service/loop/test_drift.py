@@ -9,7 +9,7 @@ import pytest
 from scipy.special import kolmogorov
 
 from howsure.errors import DataError
-from howsure.policy import reference_quantiles
+from howsure.decisions.policy_certification import reference_quantiles
 from howsure.stats.drift import check_drift, ks_test, population_stability_index, quantile_bins
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from howsure.errors import DataError, PolicyError
-from howsure.policy import Policy
+from howsure.decisions.policy import Policy
 from howsure.service.drift import drift_report
 from howsure.service.feedback import export_labelled, recalibrate
 from loop_sim import loop_policy_dict, review, serve
@@ -59,7 +59,7 @@ def test_recalibration_uses_each_items_recorded_audit_rate(store, loop_policy):
     lies between the two and would certify on too large a share, over-representing the items
     of the 0.5 period. With the rates stored per item, the share is the lowest rate, 0.1: an
     item audited at 0.1 always certifies, one audited at 0.5 with chance 0.1 / 0.5."""
-    from howsure.service.feedback import hash_share
+    from howsure.decisions.recalibration import hash_share
     from loop_sim import Served
 
     first = store.add_policy(loop_policy, actor="admin")
@@ -104,7 +104,7 @@ def test_a_second_recalibration_pools_the_reviews_of_both_versions_of_the_same_m
 
 
 def test_a_per_class_policy_is_recalibrated_per_class(store):
-    from howsure.policy import certify_policy
+    from howsure.decisions.policy_certification import certify_policy
     from loop_sim import LABELS, population
 
     probabilities, truth = population(2000, 0)

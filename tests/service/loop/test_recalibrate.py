@@ -1,4 +1,4 @@
-"""Recalibration as a pure function over arrays (howsure.service.feedback): which reviewed
+"""Recalibration as a pure function over arrays (howsure.decisions.recalibration): which reviewed
 items fit the calibrator, which certify, and whether the new policy keeps its promise."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from scipy.stats import kstest
 
 from howsure.errors import DataError, PolicyError
 from howsure.service.drift import ks_test
-from howsure.service.feedback import hash_share, recalibrate_arrays, split_for_recalibration
+from howsure.decisions.recalibration import hash_share, recalibrate_arrays, split_for_recalibration
 from loop_sim import LABELS, population
 
 

@@ -1,7 +1,7 @@
 """One self-contained HTML report and its JSON summary.
 
 The JSON summary holds every number the report shows, including each plot's numbers (as
-`howsure.plots` displays' ``to_dict``), so ``howsure report summary.json`` redraws the same
+`howsure.report.plots` displays' ``to_dict``), so ``howsure report summary.json`` redraws the same
 report without the data. The HTML embeds its images as base64 PNG data URIs and its CSS
 inline; it refers to no URL at all and opens offline.
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from howsure.errors import DataError
 from howsure.metrics import METRICS
+from howsure.report.plots import display_from_dict, figure_png
 
 SUMMARY_FORMAT = "howsure.evaluation"
 SUMMARY_VERSION = 1
@@ -128,8 +129,6 @@ def png_data_uri(png: bytes) -> str:
 
 
 def _draw(display_data: dict) -> str:
-    from howsure.plots import display_from_dict, figure_png
-
     display = display_from_dict(display_data).plot()
     return png_data_uri(figure_png(display.figure_, dpi=110))
 
