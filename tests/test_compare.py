@@ -220,3 +220,31 @@ def test_a_real_run_generate_score_with_two_models_compare(tmp_path, tiny_model_
     assert {row["group"] for row in summary["groups"][0]["rows"]} == {
         "strong_positive", "medium_positive", "weak_positive", "neutral_positive",
         "strong_negative", "medium_negative", "weak_negative", "neutral_negative"}
+
+
+def test_a_confidence_table_with_its_own_category_column(scored, tmp_path):
+    """Tables of confidence and correctness (no label distribution) compare too; the category
+    column of the scored file itself gives the per-category view; no certificate is claimed."""
+    import csv
+
+    paths = []
+    for key in ("base", "tuned"):
+        records = [json.loads(line) for line in scored[key].read_text("utf-8").splitlines()]
+        category = {item["text"]: item["category"] for item in scored["items"]}
+        path = tmp_path / f"{key}.csv"
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "confidence", "correct", "category"])
+            for r in records:
+                writer.writerow([r["text"], r["confidence"], int(r["prediction"] == r["label"]), category[r["text"]]])
+        paths.append(path)
+    summary = compare(load_scored_file(paths[0]), load_scored_file(paths[1]),
+                      CompareConfig(EvaluationConfig(calibrator="platt", n_boot=10, n_folds=3)))
+    assert summary["sides"]["base"]["certificate"] is None and summary["sides"]["base"]["confusion"] is None
+    assert [block["by"] for block in summary["groups"]] == ["category"]
+    assert any("confidence only" in note for note in summary["notes"])
+    alone = json_ready(evaluate(load_scored_items(paths[1]),
+                                EvaluationConfig(calibrator="platt", n_boot=10, n_folds=3)).summary)
+    assert summary["sides"]["tuned"]["metrics"] == alone["metrics"]
+    html_path, _ = write_comparison(summary, tmp_path / "out")
+    assert "Needs per-label probabilities" in html_path.read_text("utf-8")

@@ -243,3 +243,14 @@ def test_seed_cwc_command_writes_disjoint_splits_and_a_manifest(tmp_path):
     result = runner.invoke(app, ["datasets", "seed-cwc", "--source", str(source), "--output-dir", str(out),
                                  "--split", "train=0.7,test=0.2"])
     assert result.exit_code == 2 and "sum to 0.9; expected 1" in result.output
+
+
+def test_the_datasets_room_imports_numpy_and_the_standard_library_only():
+    import subprocess
+    import sys
+
+    code = ("import sys; import howsure.datasets.seed_sentiment, howsure.datasets.seed_cwc, "
+            "howsure.datasets.hash_split, howsure.datasets.output; "
+            "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'torch', 'matplotlib') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -170,5 +170,7 @@ def load_seed_cwc(source: str | Path = DEFAULT_SOURCE, *, fractions: dict[str, f
         "rows": len(rows),
         "per_split": {name: per_split.get(name, 0) for name in fractions},
         "per_category": dict(sorted(Counter(row["category"] for row in rows).items())),
+        "per_label_domain": {label: {domain: sum(row["label"] == label and row["domain"] == domain for row in rows)
+                                     for domain in ("sports", "work", "other")} for label in ("positive", "negative")},
     }
     return SeedCwc(rows, counts, conflicts, dict(fractions), salt)
