@@ -217,6 +217,14 @@ def test_a_real_run_generate_score_with_two_models_compare(tmp_path, tiny_model_
     for key, path in zip(("base", "tuned"), outputs):
         alone = json_ready(evaluate(load_scored_items(path), config).summary)
         assert summary["sides"][key]["metrics"] == alone["metrics"]
+    assert summary["sides"]["base"]["scoring"]["model"] == str(tiny_model_dir)
+    assert summary["sides"]["tuned"]["scoring"]["model"] == str(tiny_plain_model_dir)
+    assert not any("with itself" in note for note in summary["notes"])
+    page = (tmp_path / "cmp" / "comparison.html").read_text("utf-8")
+    assert str(tiny_plain_model_dir) in page
+    itself = compare(load_scored_file(outputs[0]), load_scored_file(outputs[0]),
+                     CompareConfig(EvaluationConfig(calibrator="temperature", n_boot=10, n_folds=3)))
+    assert any("this compares a model with itself" in note for note in itself["notes"])
     assert {row["group"] for row in summary["groups"][0]["rows"]} == {
         "strong_positive", "medium_positive", "weak_positive", "neutral_positive",
         "strong_negative", "medium_negative", "weak_negative", "neutral_negative"}

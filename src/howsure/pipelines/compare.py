@@ -21,6 +21,7 @@ Summary layout (``format = "howsure.comparison"``)::
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +61,7 @@ class ScoredFile:
     items: ScoredItems
     groups: dict[str, list[str]] = field(default_factory=dict)
     path: str = ""
+    scoring: dict | None = None  # the run's meta file (model, dtype, task, ...) when `howsure score` wrote one
 
 
 def load_scored_file(path: str | Path, *, records_key: str | None = None, **columns: Any) -> ScoredFile:
@@ -68,7 +70,37 @@ def load_scored_file(path: str | Path, *, records_key: str | None = None, **colu
     frame = read_scores_table(path, records_key)
     items = scored_items_from_frame(frame, source=str(path), **columns)
     groups = {name: [str(v) for v in frame[name].tolist()] for name in GROUP_COLUMNS if name in frame.columns}
-    return ScoredFile(items, groups, str(path))
+    return ScoredFile(items, groups, str(path), _scoring_meta(Path(path)))
+
+
+def _scoring_meta(path: Path) -> dict | None:
+    """What ``howsure score`` recorded about the run (model, dtype, task fingerprint, adapter...)
+    beside its output, without the input path and columns; None when there is no meta file."""
+    from howsure.scoring_job import meta_path
+
+    meta = meta_path(path)
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # the meta file only informs the report; the scores themselves were checked
+    return {key: value for key, value in data.items() if key not in ("input", "columns")} if isinstance(data, dict) else None
+
+
+def _scoring_notes(base: ScoredFile, tuned: ScoredFile) -> list[str]:
+    """Sentences about how the two files were scored: same model, or another task prompt."""
+    if base.scoring is None or tuned.scoring is None:
+        return []
+    notes = []
+    if base.scoring == tuned.scoring:
+        notes.append(f"Both files were scored by the same run settings (model {base.scoring.get('model')!r}): "
+                     "this compares a model with itself.")
+    if base.scoring.get("task_fingerprint") != tuned.scoring.get("task_fingerprint"):
+        notes.append(f"The files were scored with different task prompts (fingerprints "
+                     f"{base.scoring.get('task_fingerprint')} and {tuned.scoring.get('task_fingerprint')}): "
+                     "the change measures the prompt as well as the model.")
+    return notes
 
 
 def groups_from_table(path: str | Path, texts: Sequence[str], *, text_column: str = "text") -> dict[str, list[str]]:
@@ -225,7 +257,7 @@ def _evaluate_side(key: str, side: ScoredFile, config: CompareConfig, command: s
     summary = result.summary
     names = items.label_names
     entry = {
-        "name": SIDE_NAMES[key], "path": side.path,
+        "name": SIDE_NAMES[key], "path": side.path, "scoring": side.scoring,
         "calibration": summary["calibration"], "input": summary["input"],
         "metrics": summary["metrics"], "headline": _headline(summary["metrics"]),
         "certificate": None, "targets": [], "confusion": None, "notes": summary["notes"],
@@ -316,7 +348,7 @@ def compare(base: ScoredFile, tuned: ScoredFile, config: CompareConfig | None = 
     sides, results = {}, {}
     for key, side in (("base", base), ("tuned", tuned)):
         sides[key], results[key] = _evaluate_side(key, side, config, command)
-    notes = []
+    notes = _scoring_notes(base, tuned)
     group_rows = {key: _group_rows(side, results[key], side.items.label_names) for key, side in
                   (("base", base), ("tuned", tuned)) if side.groups}
     groups = []

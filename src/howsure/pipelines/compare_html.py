@@ -120,7 +120,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <header>
   <h1>{{ s.title }}</h1>
   <p class="muted">{{ s["items"].n_items }} held-out items scored by both models, matched by text hash ·
-    base <code>{{ sides.base.path }}</code> · fine-tuned <code>{{ sides.tuned.path }}</code> ·
+    {% for key in side_keys %}{{ sides[key].name }} <code>{{ sides[key].path }}</code>{% if sides[key].scoring %} (model <code>{{ sides[key].scoring.model }}</code>){% endif %} · {% endfor %}
     generated {{ s.created }} by howsure {{ s.howsure_version }}</p>
 </header>
 
