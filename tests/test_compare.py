@@ -256,3 +256,27 @@ def test_a_confidence_table_with_its_own_category_column(scored, tmp_path):
     assert summary["sides"]["tuned"]["metrics"] == alone["metrics"]
     html_path, _ = write_comparison(summary, tmp_path / "out")
     assert "Needs per-label probabilities" in html_path.read_text("utf-8")
+
+
+def test_the_published_llama_runs_compare_on_the_same_items(shared_data, tmp_path):
+    """The public write-up's cached Llama-3.1-8B results, before and after its LoRA fine-tune, on
+    the same 1,000 items (935 distinct texts): the binary distribution is rebuilt from the gold
+    and predicted labels, and the file's own category column gives the per-category view."""
+    results = shared_data / "sentiment" / "seed_cwc" / "results"
+    base, tuned = results / "llama31_8b_base_results.json", results / "llama31_8b_finetuned_results.json"
+    columns = ["--label-column", "expected", "--prediction-column", "prediction", "--prob-column", "confidence"]
+    out = tmp_path / "llama"
+    result = runner.invoke(app, ["compare", str(base), str(tuned), "--out", str(out), *columns, *FAST])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "comparison.json").read_text("utf-8"))
+    assert summary["items"]["n_items"] == 1000 and summary["items"]["n_unique_texts"] == 935
+    config = EvaluationConfig(calibrator="temperature", n_boot=50, n_folds=3)
+    for key, path in (("base", base), ("tuned", tuned)):
+        alone = evaluate(load_scored_items(path, label_column="expected", prediction_column="prediction",
+                                           prob_column="confidence"), config)
+        assert summary["sides"][key]["metrics"] == json_ready(alone.summary)["metrics"]
+    sides = summary["sides"]
+    assert sides["tuned"]["headline"]["raw"]["accuracy"]["value"] > sides["base"]["headline"]["raw"]["accuracy"]["value"]
+    assert sides["tuned"]["certificate"]["automation_rate"] > sides["base"]["certificate"]["automation_rate"]
+    weak = next(row for row in summary["groups"][0]["rows"] if row["group"] == "weak_positive")
+    assert weak["n"] == 251 and weak["tuned"]["raw_accuracy"] > weak["base"]["raw_accuracy"]
