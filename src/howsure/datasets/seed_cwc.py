@@ -2,7 +2,8 @@
 
 The set is one text a line in ``<category>.txt`` files (``strong_positive.txt``, ...; the label is
 the category's polarity). As published it has 1,199 duplicate lines (10,000 lines, 8,801
-distinct texts) and a train/test split that puts 270 test texts in training. This loader:
+distinct texts) and a train/test split made by line, not by text, so copies straddle it: 270
+lines of its 2,000-line test set (120 distinct texts) have a copy in training. This loader:
 
 * keeps the first copy of each text (files in sorted name order, lines in file order) and
   counts the dropped copies;
