@@ -1,0 +1,1 @@
+"""Pipelines: whole jobs built from the layers below (evaluate, compare, demo)."""
