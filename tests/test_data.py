@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from howsure.data import extract_texts, read_table, read_texts
+from howsure.io.tables import read_table
+from howsure.io.texts import extract_texts, read_texts
 from howsure.errors import DataError
 
 ROWS = [{"text": "good film", "label": "positive", "id": "a"}, {"text": "NA", "label": "negative", "id": "b"}]

@@ -1,0 +1,2 @@
+"""Library entry points the command line and the service call: each runs one whole job
+(evaluate, demo, tune a task, certify thresholds, route) and returns what it made."""
