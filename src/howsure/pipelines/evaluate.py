@@ -19,10 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from howsure import __version__
+from howsure import __version__, plots
+from howsure.calibration import MODES, fit_calibrator, make_calibrator, save_calibrator
 from howsure.core.scored import ScoredItems
 from howsure.errors import CalibrationError
 from howsure.metrics import summarize, top_label
+from howsure.report import write_report
+from howsure.splits import calibration_test_split, crossfit_folds
 
 MODE_DESCRIPTIONS = {
     "distribution": "the whole label distribution was calibrated against the gold labels, so the "
@@ -82,9 +85,6 @@ class Evaluation:
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write report.html, summary.json, calibrator.json and predictions.jsonl to ``out_dir``."""
-        from howsure.calibration import save_calibrator
-        from howsure.report import write_report
-
         out_dir = Path(out_dir)
         html_path, json_path = write_report(self.summary, out_dir)
         calibrator_path = save_calibrator(self.calibrator, out_dir / "calibrator.json")
@@ -115,8 +115,6 @@ class Evaluation:
 
 def resolve_mode(mode: str | None, items: ScoredItems) -> str:
     """The calibration mode to use: the given one, or distribution when the input allows it."""
-    from howsure.calibration import MODES
-
     if mode is None:
         return "distribution" if items.has_distribution else "confidence"
     if mode not in MODES:
@@ -131,8 +129,6 @@ def resolve_mode(mode: str | None, items: ScoredItems) -> str:
 
 
 def _new_calibrator(config: EvaluationConfig, mode: str):
-    from howsure.calibration import make_calibrator
-
     params = {"seed": config.seed} if config.calibrator == "auto" else {}
     return make_calibrator(config.calibrator, mode=mode, **params)
 
@@ -141,8 +137,6 @@ def _fit(config: EvaluationConfig, mode: str, scores, y, groups, ids=None, *, fi
     """A calibrator fitted on these items, fingerprinted by their texts (or real ids) unless
     ``fingerprint`` is off (a fold's calibrator is used once and never saved); auto
     cross-validates inside, and the texts keep duplicates in one inner fold too."""
-    from howsure.calibration import fit_calibrator
-
     return fit_calibrator(config.calibrator, scores, y, mode=mode, seed=config.seed, groups=groups,
                           texts=groups if fingerprint else None, ids=ids)
 
@@ -165,8 +159,6 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
     -------
     Evaluation
     """
-    from howsure.splits import calibration_test_split, crossfit_folds
-
     config = config or EvaluationConfig()
     mode = resolve_mode(config.mode, items)
     _new_calibrator(config, mode)  # an unknown name or parameter fails before any splitting
@@ -222,8 +214,6 @@ def _metrics(items: ScoredItems, index: np.ndarray, config: EvaluationConfig, co
 
 def _summary(items, config, mode, scheme, evaluated, calibrated_correct, calibrated_confidence,
              calibrated_probabilities, chosen_per_fold, final, command) -> dict:
-    from howsure import plots
-
     everything = np.arange(items.n_items)
     raw_probabilities = items.probabilities if items.has_distribution else None
     split = config.test_size is not None
