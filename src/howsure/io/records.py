@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from howsure.errors import DataError
-from howsure.spreadsheet import formula_safe
+from howsure.io.spreadsheet import formula_safe
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 LIST_KEYS = ("results", "records", "items")  # where a JSON object keeps its list of records, by convention

@@ -5,6 +5,7 @@ calibration set of each size can expect (with the chart of it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ class LabelPlan:
     curve: dict[str, np.ndarray]
 
 
-def plan_labels(path: Path, *, target: float = 0.95, delta: float = 0.05, rates: list[float] = (0.1, 0.2, 0.3, 0.5),
+def plan_labels(path: Path, *, target: float = 0.95, delta: float = 0.05, rates: Sequence[float] = (0.1, 0.2, 0.3, 0.5),
                 draws: int = 100, seed: int = 0, prob_column: str | None = None, label_column: str | None = None,
                 correct_column: str | None = None, prediction_column: str = "prediction") -> LabelPlan:
     """Plan the labelling from the scored, labelled pilot items of ``path``."""
