@@ -1,10 +1,15 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from howsure.data import extract_texts, read_table, read_texts
+from howsure.core.scored import ScoredItems
 from howsure.errors import DataError
+from howsure.io.records import read_records
+from howsure.io.scored import parse_correctness, read_scored
+from howsure.io.tables import read_table
+from howsure.io.texts import extract_texts, read_texts
 
 ROWS = [{"text": "good film", "label": "positive", "id": "a"}, {"text": "NA", "label": "negative", "id": "b"}]
 
@@ -90,3 +95,52 @@ def test_bad_inputs(tmp_path, content, name, kwargs, match):
 def test_missing_file():
     with pytest.raises(DataError, match="does not exist"):
         read_table("/no/such/file.csv")
+
+
+# ------------------------------------------------------------------ one parser of JSON records
+@pytest.mark.parametrize(
+    "document, expected",
+    [
+        # The only list-valued key, whatever its name.
+        ({"data": [{"text": "a"}], "model": "m"}, ["a"]),
+        # Several lists: the conventional name wins.
+        ({"results": [{"text": "b"}], "labels": ["x", "y"]}, ["b"]),
+    ],
+)
+def test_both_readers_unwrap_a_json_object_by_the_same_rule(tmp_path, document, expected):
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(document))
+    assert read_table(path)["text"].tolist() == expected
+    assert [r["text"] for r in read_records(path)] == expected
+
+
+def test_both_readers_refuse_a_jsonl_line_that_is_no_object(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "a"}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"in.jsonl: line 2 is a JSON list, expected an object"):
+        read_table(path)
+    with pytest.raises(DataError, match=r"in.jsonl:2 is a JSON list, expected an object"):
+        read_records(path)
+
+
+def test_read_scored_returns_scored_items_with_the_records(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,prediction,confidence,correct\na,x,0.9,yes\nb,y,0.6,0\nc,x,0.7,1.0\n")
+    items = read_scored(path)
+    assert isinstance(items, ScoredItems)
+    assert items.correct.tolist() == [1.0, 0.0, 1.0] and items.confidence.tolist() == [0.9, 0.6, 0.7]
+    assert items.predicted == ["x", "y", "x"] and items.label_names == ["x", "y"]
+    assert items.real_ids == ["a", "b", "c"] and items.records[1]["prediction"] == "y"
+    # Two labels: the predicted label's confidence gives the whole distribution.
+    assert items.probabilities.tolist() == [[0.9, pytest.approx(0.1)], [pytest.approx(0.4), 0.6], [0.7, pytest.approx(0.3)]]
+    routed = read_scored(path, read_truth=False)
+    assert routed.correct is None and routed.labels is None
+
+
+def test_correctness_is_parsed_alike_for_evaluation_and_thresholds():
+    values = [True, False, 1, 0, 1.0, "yes", "No", " t ", "1.00", np.True_]
+    assert [parse_correctness(v, i, "correct") for i, v in enumerate(values)] == [1, 0, 1, 0, 1, 1, 0, 1, 1, 1]
+    with pytest.raises(DataError, match=r"column 'correct' row 3: 'maybe' is not a correctness; expected true/false or 1/0"):
+        parse_correctness("maybe", 3, "correct")
+    with pytest.raises(DataError, match="is not a correctness"):
+        parse_correctness(2, 0, "correct")

@@ -341,3 +341,17 @@ def test_fixed_sequence_warns_when_the_most_confident_items_miss_the_target(tmp_
         in " ".join(fixed.output.split())
     default = invoke("thresholds", path, "--target", 0.9, "--out", tmp_path / "d.json")
     assert default.exit_code == 0 and "fixed_sequence assumes" not in default.output
+
+
+def test_run_thresholds_is_the_whole_command_and_writes_nothing(tmp_path, scored_file):
+    from howsure.pipelines.thresholds import run_thresholds
+
+    before = sorted(tmp_path.iterdir())
+    result = run_thresholds(scored_file, target=0.9, fit_calibrator="temperature", certify_share=0.5)
+    assert sorted(tmp_path.iterdir()) == before  # saving is the caller's
+    assert result.split is not None and result.raw_note is None
+    # The certificate and the table stand on the certifying half only, as the policy's certificate.
+    assert result.used.tolist() == result.split.certify_idx.tolist() and 0 < result.used.size < 1200
+    assert result.certificate.n_calibration == result.used.size == result.policy.guarantee["n_calibration"]
+    assert result.certificate.threshold == pytest.approx(result.policy.threshold)
+    assert result.rows and not any("cheapest" in row.note for row in result.rows)  # no costs given

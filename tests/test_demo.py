@@ -12,7 +12,7 @@ from howsure.calibration import calibrator_from_dict, overlap_with_fit_items
 from howsure.calibration.auto import AutoCalibrator
 from howsure.calibration.base import Calibrator
 from howsure.cli import app
-from howsure.demo import STAGES
+from howsure.pipelines.demo import STAGES
 from howsure.decisions.policy import Policy
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
-from howsure.demo import StageClock
+from howsure.pipelines.demo import StageClock
 from howsure.splits import _stratified_folds, crossfit_folds
 
 
 def test_stage_clock_times_consecutive_stages_and_the_total(monkeypatch):
     now = iter([100.0, 101.25, 104.0, 104.04])
-    monkeypatch.setattr("howsure.demo.time.perf_counter", lambda: next(now))
+    monkeypatch.setattr("howsure.pipelines.demo.time.perf_counter", lambda: next(now))
     clock = StageClock()
     for stage in ("load", "scoring", "report"):
         clock.lap(stage)

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from howsure.calibration import make_calibrator
 from howsure.cli import app
-from howsure.evaluation import EvaluationConfig, evaluate, load_scored_items
+from howsure.io.scored_tables import load_scored_items
+from howsure.pipelines.evaluate import EvaluationConfig, evaluate
 from howsure.metrics import expected_calibration_error
 from howsure.splits import crossfit_folds
 

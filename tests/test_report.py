@@ -15,7 +15,8 @@ import pytest
 
 from howsure import report
 from howsure.errors import DataError
-from howsure.evaluation import EvaluationConfig, evaluate, scored_items_from_frame
+from howsure.io.scored_tables import scored_items_from_frame
+from howsure.pipelines.evaluate import EvaluationConfig, evaluate
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"

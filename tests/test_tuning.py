@@ -6,7 +6,7 @@ from howsure.backends import load_backend
 from howsure.cli import app
 from howsure.errors import DataError, TaskError
 from howsure.task import load_task
-from howsure.tuning import load_candidates, rank_candidates
+from howsure.pipelines.tune_task import load_candidates, rank_candidates
 
 CANDIDATES = """
 variant_rules = ["variants", "exact"]
@@ -29,7 +29,7 @@ def test_candidates_expand_over_variant_rules(tmp_path):
 
 
 def test_auroc_ties_within_one_standard_error_are_broken_by_log_loss():
-    from howsure.tuning import CandidateResult, auroc_standard_error
+    from howsure.pipelines.tune_task import CandidateResult, auroc_standard_error
 
     y = np.array([0, 1] * 400)
     se = auroc_standard_error(0.85, y, 2)

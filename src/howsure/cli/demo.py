@@ -29,7 +29,7 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from howsure.cli.evaluation import print_summary
-    from howsure.demo import DemoConfig, run_demo
+    from howsure.pipelines.demo import DemoConfig, run_demo
 
     started = time.perf_counter()
     config = DemoConfig(model=model, dtype=dtype, device=device, threads=threads, limit=limit, target_accuracy=target, delta=delta)

@@ -46,7 +46,8 @@ def evaluate(
 
     Calibrated numbers come only from items the calibrator was not fitted on.
     """
-    from howsure.evaluation import EvaluationConfig, evaluate as run_evaluation, load_scored_items
+    from howsure.io.scored_tables import load_scored_items
+    from howsure.pipelines.evaluate import EvaluationConfig, evaluate as run_evaluation
 
     if folds is not None and test_size is not None:
         raise DataError(f"--folds {folds} and --test-size {test_size} exclude each other; choose one scheme")

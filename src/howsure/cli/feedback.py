@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console
-from howsure.cli.decisions import certificate_line
+from howsure.cli.format import certificate_line
 from howsure.errors import StoreError
 
 EXIT_ALARM = 1
