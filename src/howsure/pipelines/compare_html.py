@@ -10,8 +10,8 @@ from typing import Any
 
 from howsure.errors import DataError
 from howsure.metrics import METRICS
-# _change: the evaluation report's own arrow and better/worse rule, so both reports read alike.
-from howsure.report import _change, format_interval, png_data_uri
+# metric_change: the evaluation report's own arrow and better/worse rule, so both reports read alike.
+from howsure.report.html import format_interval, metric_change, png_data_uri
 
 SIDES = ("base", "tuned")
 
@@ -33,7 +33,7 @@ def _metric_rows(sides: dict) -> list[dict]:
         for view in ("raw", "calibrated"):
             before, after = columns["base"][view].get(name), columns["tuned"][view].get(name)
             cells.append({"base": format_interval(before), "tuned": format_interval(after),
-                          "change": _change(name, before, after)})
+                          "change": metric_change(name, before, after)})
         rows.append({"title": info.title, "cells": cells,
                      "hint": {True: "lower is better", False: "higher is better", None: ""}[info.lower_is_better]})
     return rows
@@ -89,7 +89,7 @@ def render_comparison_html(summary: dict) -> str:
         share=_share, number=_number, fmt=format_interval, groups=_group_tables(summary),
         labels=summary["items"].get("labels") or [],
         headline=[(name, METRICS[name].title) for name in ("accuracy", "ece", "brier", "auroc")],
-        change=_change,
+        change=metric_change,
     )
 
 

@@ -143,7 +143,7 @@ def format_interval(entry: dict | None, digits: int = 3) -> tuple[str, str]:
     return value, f"[{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
 
 
-def _change(name: str, before: dict | None, after: dict | None) -> tuple[str, str]:
+def metric_change(name: str, before: dict | None, after: dict | None) -> tuple[str, str]:
     """Text and CSS class of the change from one column to the next."""
     if not before or not after or before.get("value") is None or after.get("value") is None:
         return "", ""
@@ -162,7 +162,7 @@ def _metric_rows(columns: list[dict]) -> list[dict]:
     rows = []
     for name in names:
         cells = [format_interval(column["values"].get(name)) for column in columns]
-        change = _change(name, columns[-2]["values"].get(name), columns[-1]["values"].get(name)) if len(columns) > 1 else ("", "")
+        change = metric_change(name, columns[-2]["values"].get(name), columns[-1]["values"].get(name)) if len(columns) > 1 else ("", "")
         info = METRICS[name]
         rows.append({
             "title": info.title,
@@ -182,7 +182,7 @@ def _headline(columns: list[dict]) -> list[dict]:
         if not any(entries):
             continue
         values = [format_interval(e)[0] for e in entries]
-        change = _change(name, entries[0], entries[-1]) if len(entries) > 1 else ("", "")
+        change = metric_change(name, entries[0], entries[-1]) if len(entries) > 1 else ("", "")
         cards.append({"title": METRICS[name].title, "values": values, "change": change})
     return cards
 
