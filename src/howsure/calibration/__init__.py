@@ -11,7 +11,8 @@ See ``docs/calibration.md`` for what each calibrator is for and the two modes.
 from __future__ import annotations
 
 from howsure.calibration.auto import AutoCalibrator
-from howsure.calibration.base import MODES, Calibrator
+from howsure.calibration.base import Calibrator
+from howsure.core.validation import MODES
 from howsure.calibration.beta import BetaCalibrator
 from howsure.calibration.crossfit import crossfit_predict
 from howsure.calibration.fitting import overlap_with_fit_items

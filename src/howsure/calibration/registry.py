@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from howsure.calibration.base import FORMAT_NAME, FORMAT_VERSION, MODES, Calibrator
+from howsure.calibration.base import Calibrator, FORMAT_NAME, FORMAT_VERSION
+from howsure.core.validation import MODES
 from howsure.calibration.fitting import check_fit_fingerprint, fit_fingerprint
 from howsure.errors import CalibrationError
 

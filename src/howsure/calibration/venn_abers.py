@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import isotonic_regression
 
-from howsure.calibration.base import OneVsRestCalibrator, check_scores
+from howsure.calibration.base import OneVsRestCalibrator
+from howsure.core.validation import check_scores
 
 
 def _isotonic_value_at(values: np.ndarray, weights: np.ndarray, index: int) -> float:

@@ -55,7 +55,7 @@ def compare(
 ) -> None:
     """Base against fine-tuned on the same held-out items: metrics with intervals, certified
     automation, confusion matrices, reliability and confidence plots, per-category view."""
-    from howsure.evaluation import EvaluationConfig
+    from howsure.pipelines.evaluate import EvaluationConfig
     from howsure.pipelines.compare import (CompareConfig, compare as run_compare, groups_from_table,
                                            load_scored_file, write_comparison)
 
@@ -84,7 +84,7 @@ def compare(
 
 def print_comparison(summary: dict) -> None:
     """Headline metrics and the certified share, base against fine-tuned, intervals in grey."""
-    from howsure.metrics import METRICS
+    from howsure.stats.metrics import METRICS
     from howsure.report import format_interval
 
     sides = summary["sides"]

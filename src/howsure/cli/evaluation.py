@@ -99,7 +99,7 @@ def parse_label_map(text: str | None) -> dict[str, str] | None:
 
 def print_summary(summary: dict) -> None:
     """The metric table of a summary, one column per measured set, intervals in grey."""
-    from howsure.metrics import METRICS
+    from howsure.stats.metrics import METRICS
     from howsure.report import format_interval
 
     columns = summary["metrics"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from howsure.core.validation import check_distribution
+
 
 @dataclass
 class ScoredItems:
@@ -60,3 +62,26 @@ class ScoredItems:
         """The ids when they come from an id column (they may fingerprint a calibrator), else
         None: row numbers identify nothing outside this file."""
         return self.ids if self.source.get("columns", {}).get("id") else None
+
+
+def top_label(probabilities, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reduce a label distribution to the top-label view.
+
+    Parameters
+    ----------
+    probabilities : array-like of shape (n, K)
+    labels : array-like of shape (n,)
+        Gold label indices.
+
+    Returns
+    -------
+    correct : ndarray of shape (n,), 0.0/1.0
+    confidence : ndarray of shape (n,)
+        Largest probability of each row.
+    prediction : ndarray of shape (n,), int64
+        Index of that probability (the first one on ties, as ``argmax``).
+    """
+    probabilities, labels = check_distribution(probabilities, labels)
+    prediction = probabilities.argmax(axis=1)
+    confidence = probabilities[np.arange(len(prediction)), prediction]
+    return (prediction == labels).astype(float), confidence, prediction

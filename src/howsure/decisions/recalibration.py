@@ -60,8 +60,8 @@ from howsure.calibration import fit_calibrator, overlap_with_fit_items
 from howsure.decisions.policy import Policy
 from howsure.decisions.policy_certification import certify_policy
 from howsure.errors import DataError, PolicyError
-from howsure.metrics import expected_calibration_error
-from howsure.splits import calibration_test_split
+from howsure.stats.metrics import expected_calibration_error
+from howsure.stats.splits import calibration_test_split
 
 # Raw top-label confidences whose expected calibration error (15 equal-width bins) is above
 # this are called badly calibrated: a 90 % threshold on them means something else entirely.

@@ -27,7 +27,7 @@ from howsure.core.scored import ScoredItems
 from howsure.errors import DataError
 from howsure.io.scored import FALSE_WORDS, TRUE_WORDS, parse_correctness
 from howsure.io.tables import read_table
-from howsure.metrics import top_label
+from howsure.core.scored import top_label
 
 
 def read_scores_table(path: str | Path, records_key: str | None = None):

@@ -32,7 +32,9 @@ import numpy as np
 from howsure import __version__
 from howsure.calibration.fitting import item_hashes
 from howsure.errors import DataError
-from howsure.evaluation import EvaluationConfig, ScoredItems, evaluate, read_scores_table, scored_items_from_frame
+from howsure.core.scored import ScoredItems
+from howsure.io.scored_tables import read_scores_table, scored_items_from_frame
+from howsure.pipelines.evaluate import evaluate, EvaluationConfig
 
 SUMMARY_FORMAT = "howsure.comparison"
 SUMMARY_VERSION = 1
@@ -113,7 +115,7 @@ def groups_from_table(path: str | Path, texts: Sequence[str], *, text_column: st
         No text or category column, a text given two different categories, or a scored text
         the table does not hold.
     """
-    from howsure.data import read_table
+    from howsure.io.tables import read_table
 
     frame = read_table(path)
     for column in (text_column, "category"):
@@ -190,8 +192,8 @@ def _confusion(gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> list[l
 
 def _certificates(items: ScoredItems, config: CompareConfig) -> tuple[dict | None, list[dict]]:
     """The certificate at the main target and the automation table over ``config.targets``."""
-    from howsure.fit_certify import certify_with_split
-    from howsure.policy import certify_policy
+    from howsure.decisions.recalibration import certify_with_split
+    from howsure.decisions.policy_certification import certify_policy
 
     evaluation = config.evaluation
     split = certify_with_split(
@@ -290,7 +292,7 @@ def _changes(sides: dict[str, dict]) -> dict[str, dict[str, float | None]]:
 
 
 def _plots(results: dict[str, Any], config: EvaluationConfig) -> list[dict]:
-    from howsure import plots
+    from howsure.report import plots
 
     def pair(kind: str, calibrated: bool):
         panels = []
@@ -336,7 +338,7 @@ def compare(base: ScoredFile, tuned: ScoredFile, config: CompareConfig | None = 
     DataError
         The files do not hold the same items (`check_same_items`).
     """
-    from howsure.decisions import check_delta, check_target
+    from howsure.decisions.checks import check_delta, check_target
 
     config = config or CompareConfig()
     check_delta(config.delta)

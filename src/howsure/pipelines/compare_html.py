@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from howsure.errors import DataError
-from howsure.metrics import METRICS
+from howsure.stats.metrics import METRICS
 # metric_change: the evaluation report's own arrow and better/worse rule, so both reports read alike.
 from howsure.report.html import format_interval, metric_change, png_data_uri
 
@@ -17,7 +17,7 @@ SIDES = ("base", "tuned")
 
 
 def _picture(display_data: dict) -> str:
-    from howsure.plots import display_from_dict, figure_png
+    from howsure.report.plots import display_from_dict, figure_png
 
     display = display_from_dict(display_data).plot()
     return png_data_uri(figure_png(display.figure_, dpi=100))

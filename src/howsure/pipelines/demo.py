@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from howsure.backends import load_backend
-from howsure.decisions import check_delta, check_target
-from howsure.fit_certify import certify_with_split
+from howsure.decisions.checks import check_delta, check_target
+from howsure.decisions.recalibration import certify_with_split
 from howsure.io.scored_tables import load_scored_items
 from howsure.io.tables import read_table
 from howsure.io.texts import extract_texts, sample_path
@@ -25,7 +25,7 @@ from howsure.models import DEFAULT_MODEL
 from howsure.pipelines.evaluate import EvaluationConfig, evaluate
 from howsure.report import write_summary
 from howsure.scoring_job import score_rows
-from howsure.task import load_task
+from howsure.core.task import load_task
 
 SAMPLE = "rt_polarity_2000.csv"
 STAGES = ("load", "scoring", "calibration", "report", "certification")

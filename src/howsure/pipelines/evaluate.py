@@ -23,9 +23,10 @@ from howsure import __version__, plots
 from howsure.calibration import MODES, fit_calibrator, make_calibrator, save_calibrator
 from howsure.core.scored import ScoredItems
 from howsure.errors import CalibrationError
-from howsure.metrics import summarize, top_label
+from howsure.core.scored import top_label
+from howsure.stats.metrics import summarize
 from howsure.report import write_report
-from howsure.splits import calibration_test_split, crossfit_folds
+from howsure.stats.splits import calibration_test_split, crossfit_folds
 
 MODE_DESCRIPTIONS = {
     "distribution": "the whole label distribution was calibrated against the gold labels, so the "

@@ -11,7 +11,7 @@ import numpy as np
 
 from howsure.errors import DataError
 from howsure.io.scored import read_scored
-from howsure.policy import Policy
+from howsure.decisions.policy import Policy
 
 
 @dataclass

@@ -10,16 +10,19 @@ from typing import Any
 import numpy as np
 
 from howsure.core.scored import ScoredItems
-from howsure.decisions import (
-    DEFAULT_STARTS, CostModel, PolicyRow, ThresholdCertificate, certify_threshold, check_delta, check_target,
-    manager_table, min_items_to_certify, selective_counts,
-)
+from howsure.decisions.certification import certify_threshold, ThresholdCertificate
+from howsure.decisions.checks import check_delta, check_target
+from howsure.decisions.costs import CostModel, manager_table, PolicyRow
+from howsure.decisions.pvalues import min_items_to_certify
+from howsure.decisions.selective import selective_counts
+from howsure.decisions.walks import DEFAULT_STARTS
 from howsure.errors import DataError, PolicyError
-from howsure.fit_certify import SplitCertification, certify_with_split, check_calibrator_overlap, raw_calibration_note
+from howsure.decisions.recalibration import certify_with_split, check_calibrator_overlap, raw_calibration_note, SplitCertification
 from howsure.io.scored import read_scored
-from howsure.policy import Policy, certify_policy
-from howsure.task import load_task
-from howsure.walks import top_slice_below_target
+from howsure.decisions.policy import Policy
+from howsure.decisions.policy_certification import certify_policy
+from howsure.core.task import load_task
+from howsure.decisions.walks import top_slice_below_target
 
 DEFAULT_VOLUME = 1000  # per-day figures are "per 1,000 items" when no volume is given
 

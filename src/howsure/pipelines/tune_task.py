@@ -30,7 +30,7 @@ import numpy as np
 
 from howsure.backends.base import Backend
 from howsure.errors import DataError, TaskError
-from howsure.task import Task, load_task
+from howsure.core.task import load_task, Task
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from howsure.errors import DataError
-from howsure.metrics import METRICS
+from howsure.stats.metrics import METRICS
 from howsure.report.plots import display_from_dict, figure_png
 
 SUMMARY_FORMAT = "howsure.evaluation"

@@ -22,7 +22,9 @@ from scipy.stats import beta as beta_distribution
 
 from howsure.decisions.simulation import certified_threshold, sample_size_draws
 from howsure.errors import DataError
-from howsure.metrics import STRATEGY_NAMES, ReliabilityCurve, check_top_label, reliability_curve
+from howsure.core.validation import check_top_label
+from howsure.stats.binning import STRATEGY_NAMES
+from howsure.stats.reliability import reliability_curve, ReliabilityCurve
 
 # Colours chosen to stay apart for the common colour-vision deficiencies.
 RIGHT_COLOUR = "#1b9e77"

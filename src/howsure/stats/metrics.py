@@ -27,6 +27,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 # Names re-exported for code that read them here before the split (validators, binning, curve).
+from howsure.core.scored import top_label  # noqa: F401  (re-exported: the top-label view is a core record)
 from howsure.core.validation import ROW_SUM_TOLERANCE, check_length, check_top_label  # noqa: F401
 from howsure.core.validation import as_vector, check_distribution
 from howsure.errors import DataError
@@ -84,29 +85,6 @@ METRICS: dict[str, MetricInfo] = {
         "NLL (all labels)", True, "log loss of the gold label under the full label distribution"
     ),
 }
-
-
-def top_label(probabilities, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reduce a label distribution to the top-label view.
-
-    Parameters
-    ----------
-    probabilities : array-like of shape (n, K)
-    labels : array-like of shape (n,)
-        Gold label indices.
-
-    Returns
-    -------
-    correct : ndarray of shape (n,), 0.0/1.0
-    confidence : ndarray of shape (n,)
-        Largest probability of each row.
-    prediction : ndarray of shape (n,), int64
-        Index of that probability (the first one on ties, as ``argmax``).
-    """
-    probabilities, labels = check_distribution(probabilities, labels)
-    prediction = probabilities.argmax(axis=1)
-    confidence = probabilities[np.arange(len(prediction)), prediction]
-    return (prediction == labels).astype(float), confidence, prediction
 
 
 # --------------------------------------------------------------------------- row-wise statistics
