@@ -11,6 +11,7 @@ Nothing here imports torch: the store, the calibrators and scipy are all it need
 
 from __future__ import annotations
 
+import getpass
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +39,6 @@ def _actor(given: str | None) -> str:
     """Who runs the command, for the audit log: --actor, else the login name."""
     if given:
         return given
-    import getpass
-
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name in a bare container
@@ -48,6 +47,7 @@ def _actor(given: str | None) -> str:
 
 @contextmanager
 def _open(db: str) -> Iterator[Any]:
+    # Local for weight: the store loads sqlalchemy, which the CLI's other commands need not.
     from howsure.service.store import ReviewStore
 
     store = ReviewStore(db)

@@ -18,6 +18,9 @@ from rich.markup import escape
 
 from howsure.cli.app import app, command, console, err_console, fail
 from howsure.cli.scoring import DeviceOption, open_backend
+from howsure.models import DEFAULT_MODEL
+from howsure.service import auth
+from howsure.service.hardening import exposure_warning
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)
@@ -36,6 +39,7 @@ def cli_actor() -> str:
 
 
 def open_store(db: str):
+    # Local for weight: the store loads sqlalchemy, which commands other than these need not.
     from howsure.service.store import ReviewStore
 
     return ReviewStore(db)
@@ -48,7 +52,7 @@ def install_policy(store, policy_path: Optional[Path], actor: str) -> tuple[obje
     that is stored already changes nothing: after a recalibration or a rollback the store's
     active version wins, so restarting the service never undoes them.
     """
-    from howsure.policy import Policy
+    from howsure.policy import Policy  # local for weight: howsure.policy loads scipy
 
     active = store.active_policy()
     if policy_path is None:
@@ -114,9 +118,10 @@ def serve(
 
     Review-page sessions are signed with HOWSURE_SESSION_SECRET when it is set (give every machine serving one database the same), else with a key kept in --session-secret-file, so a restart keeps reviewers signed in.
     """
+    # Local for weight: uvicorn and the app (fastapi) load only when the service runs; the
+    # app is read off its module so a test can patch howsure.service.app.create_app.
     import uvicorn
 
-    from howsure.models import DEFAULT_MODEL
     from howsure.service.app import create_app
 
     store = open_store(db)
@@ -125,8 +130,6 @@ def serve(
     if not any(user.role == "admin" and not user.disabled for user in store.list_users()):
         err_console.print("[yellow]note:[/] no admin user yet: `howsure users add NAME --role admin --db ...` "
                           "and `howsure tokens create NAME --db ...`", highlight=False, soft_wrap=True)
-    from howsure.service import auth
-
     if os.environ.get(auth.SECRET_ENV):
         secret = None  # the signer reads it
     else:
@@ -144,8 +147,6 @@ def serve(
     docs = f"   API docs: http://{host}:{port}/docs" if api_docs else ""
     err_console.print(escape(f"review page: http://{host}:{port}/review   API schema: http://{host}:{port}/openapi.json{docs}"),
                       highlight=False, soft_wrap=True)
-    from howsure.service.hardening import exposure_warning
-
     if warning := exposure_warning(host, secure_cookies):
         err_console.print(warning, markup=False, highlight=False, soft_wrap=True)
     try:

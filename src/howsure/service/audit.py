@@ -1,9 +1,10 @@
-"""What the stored audit rates say: the chance each auto item had to be audited, and the
-audited accuracy weighted by it.
+"""What the stored audit rates say: the chance each auto item had to be audited, the audited
+accuracy weighted by it, and that accuracy's Clopper-Pearson interval against the policy's target.
 
     from howsure.service.audit import audit_rates, weighted_audit
     rates = audit_rates(store, [1, 2])           # recorded / unrecorded, lowest rate
     audit = weighted_audit(store, 2)             # inverse-probability-weighted accuracy
+    audit_accuracy(store.stats(policy_version=2), 0.9, weighted=audit).verdict   # "meets_target", ...
 
 The service stores with every auto item the audit rate it ran with (``items.audit_rate``,
 revision 0004). An audited item drawn at rate r stands for 1/r auto items, so when the rate
@@ -17,17 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from howsure.errors import DataError
 from howsure.service.db import items as items_t
 from howsure.service.db import reviews as reviews_t
+from howsure.service.schemas import AuditAccuracy, Interval
 
 if TYPE_CHECKING:
     from howsure.service.store import ReviewStore
 
-__all__ = ["AuditRates", "WeightedAudit", "audit_rates", "weighted_audit"]
+__all__ = ["AuditRates", "WeightedAudit", "audit_rates", "weighted_audit", "clopper_pearson", "audit_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,53 @@ def weighted_audit(store: "ReviewStore", policy_version: int) -> WeightedAudit:
     total = sum(weights)
     accuracy = sum(w for w, row in zip(weights, rows) if row.agreed_with_model) / total
     return WeightedAudit(len(rows), correct, accuracy, total**2 / sum(w * w for w in weights), weighted=True)
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval for a proportion.
+
+    Parameters
+    ----------
+    successes, n : int
+        ``0 <= successes <= n``, ``n >= 1``.
+    level : float
+        Coverage, e.g. 0.95.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    from scipy.stats import beta  # local for weight: scipy.stats costs the service's start-up
+
+    if n < 1 or not 0 <= successes <= n:
+        raise DataError(f"need 0 <= successes <= n and n >= 1, got successes={successes}, n={n}")
+    alpha = 1 - level
+    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return low, high
+
+
+def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95,
+                   weighted: WeightedAudit | None = None) -> AuditAccuracy:
+    """Audited accuracy with its interval, and how it stands against the policy's target.
+
+    With ``weighted`` (`howsure.service.audit.WeightedAudit`) the accuracy is weighted by the
+    inverse of each item's audit rate and the interval uses the effective sample size."""
+    reviewed = int((stats or {}).get("audit_reviewed") or 0)
+    correct = int((stats or {}).get("audit_correct") or 0)
+    if reviewed == 0:
+        return AuditAccuracy(reviewed=0, correct=0, accuracy=None, interval=None, target=target, verdict="no_data")
+    accuracy, n = correct / reviewed, float(reviewed)
+    if weighted is not None and weighted.weighted and weighted.reviewed == reviewed:
+        accuracy, n = weighted.accuracy, weighted.effective_n
+    low, high = clopper_pearson(min(accuracy * n, n), n, level)
+    if target is None:
+        verdict = "no_target"
+    elif high < target:
+        verdict = "below_target"
+    elif low >= target:
+        verdict = "meets_target"
+    else:
+        verdict = "consistent_with_target"
+    return AuditAccuracy(reviewed=reviewed, correct=correct, accuracy=accuracy,
+                         interval=Interval(low=low, high=high, level=level), target=target, verdict=verdict)

@@ -8,7 +8,9 @@
 Two back ends are supported: a SQLite file (the embedded default, one machine) and PostgreSQL
 through psycopg 3 (several workers and reviewers). The schema is created only by the Alembic
 revisions in ``migrations/versions``; `metadata` below mirrors it for queries and is checked
-against the migrated database by the tests, so the two cannot drift apart silently.
+against the migrated database by the tests (what ``alembic check`` does), so the two cannot
+drift apart silently. A schema change is a new revision plus the same change here; a revision,
+once released, is never edited (it must create the same tables forever).
 
 All timestamps are stored in UTC. SQLite has no time zone type, so `UTCDateTime` stores naive
 UTC there and hands back aware datetimes on both back ends.

@@ -24,16 +24,15 @@ from howsure.errors import StoreError
 from howsure.service.db import sessions as sessions_t
 from howsure.service.db import tokens as tokens_t
 from howsure.service.db import users as users_t
+from howsure.service.store.records import UserRecord, hash_token
 
 if TYPE_CHECKING:
-    from howsure.service.store import ReviewStore, UserRecord
+    from howsure.service.store import ReviewStore
 
 __all__ = ["open_session", "session_user", "end_session"]
 
 
 def _digest(session_id: str) -> str:
-    from howsure.service.store import hash_token
-
     return hash_token(session_id)
 
 
@@ -43,8 +42,6 @@ def open_session(store: "ReviewStore", token: str, *, max_age_s: float) -> str:
     Sessions that have expired are deleted on the way. `StoreError` when the token is unknown
     or revoked or its user disabled.
     """
-    from howsure.service.store import hash_token
-
     session_id = secrets.token_urlsafe(32)
     with store._write() as connection:
         now = store.now()
@@ -64,11 +61,9 @@ def open_session(store: "ReviewStore", token: str, *, max_age_s: float) -> str:
     return session_id
 
 
-def session_user(store: "ReviewStore", session_id: str) -> "UserRecord | None":
+def session_user(store: "ReviewStore", session_id: str) -> UserRecord | None:
     """The user of a live session, or None (unknown, ended or expired session, revoked
     token, disabled user)."""
-    from howsure.service.store import UserRecord
-
     if not session_id:
         return None
     row = store._first(
