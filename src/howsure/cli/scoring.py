@@ -31,8 +31,8 @@ def one_line_warnings() -> Iterator[None]:
     Python's ``file:line: Warning`` form: `LowLabelMassWarning` (one per scoring run) and
     `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
     through."""
-    from howsure.backends.cpu_features import Bf16FallbackWarning
-    from howsure.scoring import LowLabelMassWarning
+    from howsure.backends.labels import LowLabelMassWarning
+    from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 
     categories = (LowLabelMassWarning, Bf16FallbackWarning)
     with warnings.catch_warnings(record=True) as caught:
@@ -127,7 +127,7 @@ def inspect(
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
-    from howsure.scoring import INSPECT_LOW_LABEL_MASS
+    from howsure.backends.labels import INSPECT_LOW_LABEL_MASS
     from howsure.task import load_task
 
     the_task = load_task(task)
