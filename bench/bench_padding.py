@@ -1,7 +1,7 @@
 """What padding costs the transformers backend, with and without skipping the pads.
 
 Two measurements on the bundled model, side by side in one process, skipping on and off
-alternated (`howsure.backends.unpadding`; "off" is the same backend with the hooks removed):
+alternated (`howsure.backends.transformers.unpadding`; "off" is the same backend with the hooks removed):
 
 1. The cost model of one pass with the pads skipped, fitted by least squares over passes of
    8-32 rows x 20-80 tokens after the shared prefix, a quarter to all of them real: ms per
@@ -59,7 +59,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from howsure.backends import load_backend
-    from howsure.backends.unpadding import skip_padding
+    from howsure.backends.transformers.unpadding import skip_padding
     from howsure.task import load_task
 
     with open(SAMPLE, newline="", encoding="utf-8") as handle:

@@ -166,7 +166,7 @@ class Experiment:
                 module.weight.copy_(self.original[name])
 
     def change(self, names: list[str], how: str) -> None:
-        from howsure.backends.transformers import MixedPrecisionLinear
+        from howsure.backends.transformers.precision import MixedPrecisionLinear
 
         model = self.backend.model
         for name in names:
@@ -214,7 +214,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import pandas as pd
 
-    from howsure.backends import cpu_features
+    from howsure.backends.transformers import cpu_features
 
     if args.kernels:
         print(f"{args.threads} threads, torch {torch.__version__}; {cpu_features.describe()}")

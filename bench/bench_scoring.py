@@ -20,7 +20,7 @@ It first prints the CPU flags that decide which kernels run fast (avx2, avx512*,
 amx*, avx_vnni, avx_ne_convert), torch's CPU capability, whether bf16 is native here, and at
 the end which kernels each method's linear layers ran, so runs on different machines can be
 compared. Where bf16 is emulated (no AMX-BF16, AVX512-BF16 or AVX-NE-CONVERT), the bf16 modes
-compute in float32 (`howsure.backends.cpu_features`) and their bound is the float32 one.
+compute in float32 (`howsure.backends.transformers.cpu_features`) and their bound is the float32 one.
 
 It also measures this machine's matmul GFLOP/s for float32 and bfloat16 at the model's shapes
 (the faster of torch's ``a @ b`` and oneDNN's linear on a pre-packed weight, which the backend
@@ -171,8 +171,8 @@ def kernels_used(model) -> str:
     or torch's own ``F.linear``, each with its dtype."""
     from collections import Counter
 
-    from howsure.backends.onednn import PackedLinear
-    from howsure.backends.transformers import MixedPrecisionLinear
+    from howsure.backends.transformers.onednn import PackedLinear
+    from howsure.backends.transformers.precision import MixedPrecisionLinear
 
     kinds = Counter()
     for module in model.modules():
@@ -224,7 +224,7 @@ def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0, kernel: s
     the kernel does not exist here (oneDNN packs no bf16 weight on a CPU with AVX2 alone)."""
     import torch
 
-    from howsure.backends import cpu_features
+    from howsure.backends.transformers import cpu_features
 
     if kernel == "best":
         rates = [matmul_gflops(dtype_name, threads, seconds / 2, k) for k in ("matmul", "packed")]
@@ -234,7 +234,7 @@ def matmul_gflops(dtype_name: str, threads: int, seconds: float = 2.0, kernel: s
     a = torch.randn(1024, 576, dtype=dtype)
     b = torch.randn(576, 1536, dtype=dtype)
     if kernel == "packed":
-        from howsure.backends.onednn import pack_weight, packed_linear
+        from howsure.backends.transformers.onednn import pack_weight, packed_linear
 
         if not cpu_features.onednn_packs(dtype):
             return None
@@ -298,7 +298,7 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     texts = load_texts(args.limit)
     print(f"{len(texts)} SST-2 dev texts, {args.threads} threads, model smollm2-135m, bundled sentiment task")
-    from howsure.backends import cpu_features
+    from howsure.backends.transformers import cpu_features
 
     support = cpu_features.bf16_support()
     print(cpu_features.describe())

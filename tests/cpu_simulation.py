@@ -1,12 +1,12 @@
 """Make this CPU look like another kind to howsure's capability checks
-(`howsure.backends.cpu_features`), so the bf16 and fallback paths are tested on every machine.
+(`howsure.backends.transformers.cpu_features`), so the bf16 and fallback paths are tested on every machine.
 
 Only howsure's decisions change: the kernels are this machine's, so a simulation may claim no
 more than this machine can run (unpacked bf16 runs everywhere, emulated where it must)."""
 
 import torch
 
-from howsure.backends import cpu_features
+from howsure.backends.transformers import cpu_features
 
 
 def without_native_bf16(monkeypatch, *, packs_bf16: bool = False) -> None:

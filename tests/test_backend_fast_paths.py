@@ -1,6 +1,6 @@
 """Work the backend skips without changing a result: the pads in the per-token layers
-(howsure.backends.unpadding) and the copies of shared key/value heads in attention
-(howsure.backends.attention)."""
+(howsure.backends.transformers.unpadding) and the copies of shared key/value heads in attention
+(howsure.backends.transformers.attention)."""
 
 import threading
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from howsure.backends import load_backend
-from howsure.backends.unpadding import TokenRows, skip_padding
+from howsure.backends.transformers.unpadding import TokenRows, skip_padding
 from howsure.task import Task
 
 MASK = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])  # left padding, 7 real of 12
@@ -138,7 +138,7 @@ def test_skip_padding_leaves_a_model_without_such_blocks_alone():
 
 
 def test_grouped_query_attention_reads_shared_heads_in_place_with_the_same_results(tiny_model_dir, monkeypatch):
-    from howsure.backends import attention
+    from howsure.backends.transformers import attention
 
     backend = load_backend(str(tiny_model_dir), batch_size=8)
     assert backend.model.config._attn_implementation == attention.NAME
@@ -174,7 +174,7 @@ def test_grouped_query_attention_reads_shared_heads_in_place_with_the_same_resul
 
 
 def test_grouped_attention_equals_the_kernel_with_a_padding_mask_or_causally():
-    from howsure.backends.attention import grouped_attention
+    from howsure.backends.transformers.attention import grouped_attention
 
     torch.manual_seed(0)
     batch, heads, kv_heads, queries, prefix, dim = 3, 6, 2, 5, 4, 8
@@ -196,7 +196,7 @@ def test_grouped_attention_equals_the_kernel_with_a_padding_mask_or_causally():
 def test_other_attention_implementations_are_left_alone(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from howsure.backends.attention import use_gqa_attention
+    from howsure.backends.transformers.attention import use_gqa_attention
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="eager")
     assert not use_gqa_attention(model)

@@ -1,4 +1,4 @@
-"""Linear layers packed for oneDNN and the fused gated MLP (howsure.backends.onednn): the same
+"""Linear layers packed for oneDNN and the fused gated MLP (howsure.backends.transformers.onednn): the same
 function as transformers' own layers, and the original weights' memory handed back."""
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cpu_simulation import with_native_bf16
-from howsure.backends import cpu_features, load_backend, onednn
+from howsure.backends import load_backend
+from howsure.backends.transformers import cpu_features, onednn
 from howsure.task import Task
 
 pytestmark = pytest.mark.skipif(not onednn.available(torch.device("cpu")), reason="torch without oneDNN")
@@ -152,7 +153,7 @@ def test_memory_that_is_not_a_clean_file_mapping_is_left_alone(tmp_path):
 @pytest.mark.cpu_isa
 @needs_bf16_packing[1]
 def test_mixed_layers_keep_their_float32_weights_off_memory_between_exact_uses(tmp_path):
-    from howsure.backends.transformers import MixedPrecisionLinear
+    from howsure.backends.transformers.precision import MixedPrecisionLinear
 
     path = tmp_path / "weights.bin"
     np.random.default_rng(0).standard_normal(1024 * 1024, dtype=np.float32).tofile(path)  # 4 MB

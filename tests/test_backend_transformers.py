@@ -9,8 +9,8 @@ import torch
 
 from cpu_simulation import with_native_bf16
 from howsure.backends import load_backend
+from howsure.backends.labels import build_label_vocabulary
 from howsure.errors import ModelError, TaskError
-from howsure.scoring import build_label_vocabulary
 from howsure.task import Example, Task
 
 TEXTS = [
@@ -92,7 +92,7 @@ def test_prefix_sharing_and_batching_do_not_change_results(tiny_model_dir):
 
 
 def test_read_only_prefix_cache_hands_attention_the_whole_context_but_does_not_grow(chat_backend):
-    from howsure.backends.transformers import batch_prefix_cache
+    from howsure.backends.transformers.cache import batch_prefix_cache
 
     prepared = chat_backend.prepare(sentiment_task())
     prefix_len = len(prepared.prefix_ids)
@@ -122,7 +122,7 @@ def _brute_force_cost(lengths, max_rows, max_tokens, overhead):
 
 
 def test_split_sorted_is_the_cheapest_split_within_the_limits():
-    from howsure.backends.transformers import split_sorted
+    from howsure.backends.transformers.planning import split_sorted
 
     rng = np.random.default_rng(3)
     for _ in range(60):
@@ -185,7 +185,7 @@ def test_mixed_precision_runs_mlp_input_projections_in_bf16_and_stays_close(tiny
 
 
 def test_mixed_precision_linear_computes_in_bf16_or_exactly():
-    from howsure.backends.transformers import MixedPrecisionLinear
+    from howsure.backends.transformers.precision import MixedPrecisionLinear
 
     generator = torch.Generator().manual_seed(0)
     linear = torch.nn.Linear(64, 48, bias=True)
@@ -211,7 +211,7 @@ def test_mixed_precision_linear_computes_in_bf16_or_exactly():
 
 def test_mixed_rescores_near_ties_exactly_and_only_them(tiny_model_dir, monkeypatch):
     with_native_bf16(monkeypatch)  # bf16 runs, unpacked where oneDNN cannot pack it
-    from howsure.backends.transformers import top_two_gap
+    from howsure.backends.transformers.backend import top_two_gap
 
     task = sentiment_task(labels={"positive": ["positive"], "negative": ["negative"]}, examples=[])
     texts = TEXTS * 3
@@ -271,7 +271,7 @@ def test_bad_backend_arguments(tiny_model_dir, model, options, match):
 
 
 def test_concurrent_passes_keep_order_use_a_share_of_the_threads_and_restore_them():
-    from howsure.backends.transformers import map_concurrently
+    from howsure.backends.transformers.planning import map_concurrently
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

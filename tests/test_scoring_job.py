@@ -11,12 +11,12 @@ import pytest
 from howsure.backends import load_backend
 from howsure.data import TextRows
 from howsure.errors import DataError, ResumeError
-from howsure.scoring import LowLabelMassWarning
+from howsure.backends.labels import LowLabelMassWarning
 from howsure.scoring_job import meta_path, score_rows
 from howsure.task import load_task
 
 # The tiny random model puts almost no probability on the labels; the warning is tested below.
-pytestmark = pytest.mark.filterwarnings("ignore::howsure.scoring.LowLabelMassWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::howsure.backends.labels.LowLabelMassWarning")
 
 TEXTS = [f"review number {i}: " + ("good " * (i % 7)) + ("bad " * (i % 3)) for i in range(40)]
 

@@ -22,7 +22,7 @@ from typing import Callable
 from howsure.backends.base import Backend
 from howsure.data import TextRows
 from howsure.errors import DataError, ResumeError
-from howsure.scoring import warn_if_low_label_mass
+from howsure.backends.labels import warn_if_low_label_mass
 from howsure.task import Task
 
 CHUNK_ROWS = 256

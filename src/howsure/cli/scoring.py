@@ -31,8 +31,8 @@ def one_line_warnings() -> Iterator[None]:
     Python's ``file:line: Warning`` form: `LowLabelMassWarning` (one per scoring run) and
     `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
     through."""
-    from howsure.backends.cpu_features import Bf16FallbackWarning
-    from howsure.scoring import LowLabelMassWarning
+    from howsure.backends.labels import LowLabelMassWarning
+    from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 
     categories = (LowLabelMassWarning, Bf16FallbackWarning)
     with warnings.catch_warnings(record=True) as caught:
@@ -48,15 +48,39 @@ def one_line_warnings() -> Iterator[None]:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
+CacheOption = typer.Option(None, "--cache", help="SQLite score cache file: texts already scored with the same "
+                           "model, options and task come from it, new ones are added (created if missing).")
+
+
 def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto",
-                 **options):
+                 cache: Optional[Path] = None, **options):
     """Load a backend as every command does: its notices as one line each, a spinner meanwhile;
-    ``options`` go to `load_backend` as they are (``batch_tokens``, say)."""
+    ``options`` go to `load_backend` as they are (``batch_tokens``, say).
+
+    With ``cache`` (a score cache file, `howsure.backends.cache`) the file is checked now and the
+    model loads only when the first text misses it (without a spinner then: a progress bar may
+    be showing)."""
     from howsure.backends import load_backend
 
+    settings = dict(dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device, **options)
+    if cache is not None:
+        from howsure.backends.cache import open_cached_backend
+
+        def load():
+            with one_line_warnings():
+                return load_backend(model, **settings)
+
+        return open_cached_backend(load, cache, backend="transformers", model=model, options=settings)
     with one_line_warnings(), err_console.status(f"loading {model} …"):
-        return load_backend(model, dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device,
-                            **options)
+        return load_backend(model, **settings)
+
+
+def print_cache_use(backend) -> None:
+    """One line on what the score cache answered, when ``backend`` has one."""
+    hits = getattr(backend, "hits", None)
+    if hits is not None:
+        console.print(f"score cache: {hits} text(s) from {escape(str(backend.cache.path))}, "
+                      f"{backend.scored} scored by the model", highlight=False)
 
 
 @command("score")
@@ -75,6 +99,7 @@ def score(
     device: str = DeviceOption,
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     top_k: int = typer.Option(10, help="Top next tokens kept per text."),
+    cache: Optional[Path] = CacheOption,
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -90,7 +115,7 @@ def score(
     rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
-    backend = open_backend(model, dtype, threads, batch_size, device)
+    backend = open_backend(model, dtype, threads, batch_size, device, cache=cache)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -113,6 +138,7 @@ def score(
         f"scored {summary.scored_now} text(s), {summary.already_done} already done "
         f"-> {escape(str(summary.output))}"
     )
+    print_cache_use(backend)
 
 
 @command("inspect")
@@ -125,13 +151,14 @@ def inspect(
     threads: Optional[int] = ThreadsOption,
     device: str = DeviceOption,
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
+    cache: Optional[Path] = CacheOption,
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
-    from howsure.scoring import INSPECT_LOW_LABEL_MASS
+    from howsure.backends.labels import INSPECT_LOW_LABEL_MASS
     from howsure.task import load_task
 
     the_task = load_task(task)
-    backend = open_backend(model, dtype, threads, device=device)
+    backend = open_backend(model, dtype, threads, device=device, cache=cache)
     if show_prompt:
         console.print(backend.prompt(the_task, text), markup=False, highlight=False)
     result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]

@@ -9,9 +9,9 @@ Two separate questions:
   whatever limits oneDNN at run time (``ONEDNN_MAX_CPU_ISA``).
 * **Does bf16 compute natively** (`bf16_support`)? Only with instructions that multiply bf16
   (AMX-BF16, AVX512-BF16) or convert it in one step (AVX-NE-CONVERT). Without them bf16 is
-  emulated: on AVX2 it ran about 85 times slower than float32, and on AVX512 without BF16
-  (``ONEDNN_MAX_CPU_ISA=AVX512_CORE`` here) the packed bf16 kernel ran at about a third of the
-  float32 one. Either way float32 is faster, so the backend computes in float32 there and says
+  emulated, on AVX2 and on AVX512 without BF16 alike (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``
+  simulates the latter): `bench/bench_scoring.py` prints the float32 and bf16 matmul rates on
+  the machine it runs on. Either way float32 is faster, so the backend computes in float32 there and says
   so in one line (`Bf16FallbackWarning`).
 """
 

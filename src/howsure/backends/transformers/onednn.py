@@ -4,8 +4,8 @@
 layout, and the library re-blocks it on every call. Re-blocking it once at load time
 (``torch.ops.mkldnn._reorder_linear_weight``, what PyTorch's inductor does for frozen CPU
 models) and calling oneDNN's linear on the packed weight saves that work on every call
-(`bench/bench_scoring.py` prints `a @ b` against the packed kernel at the model's shapes). oneDNN also applies an activation or a multiply to a matmul's output while it
-is still in cache, so a gated MLP ``down(silu(gate(x)) * up(x))`` becomes three calls with no
+(`bench/bench_scoring.py` prints `a @ b` against the packed kernel at the model's shapes).
+oneDNN also applies an activation or a multiply to a matmul's output while it is still in cache, so a gated MLP ``down(silu(gate(x)) * up(x))`` becomes three calls with no
 separate passes over its largest activations.
 
 Packing copies the weight into oneDNN's layout, so the original must go for memory to stay
@@ -30,15 +30,15 @@ from typing import Callable
 
 import torch
 
-from howsure.backends import cpu_features
+from howsure.backends.transformers import cpu_features
 
 _MADV_DONTNEED = 4
 
 PRIMITIVE_CACHE_CAPACITY = "16"
 """How many oneDNN primitives (one per matmul shape) stay cached, unless the user set
 ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. Each pass has its own number of tokens, so the default of
-1024 keeps hundreds of passes' primitives, each holding memory, for no speed. A pass needs 5 shapes (10 with two
-passes at once), hence 16. oneDNN reads the variable when it first builds a primitive."""
+1024 keeps hundreds of passes' primitives, each holding memory, for no speed. A pass needs 5
+shapes (10 with two passes at once), hence 16. oneDNN reads the variable when it first builds a primitive."""
 
 
 def available(device: torch.device) -> bool:
@@ -159,8 +159,8 @@ def pack_linear_layers(model: torch.nn.Module) -> list[PackedLinear]:
     original weight's file pages (see the module docstring). Returns the new layers. Layers in
     a dtype oneDNN cannot pack on this CPU (`cpu_features.onednn_packs`) stay as they are.
 
-    That includes the output embedding, the largest matmul left at the answer position. When it is tied to the input embedding, the input embedding keeps the original,
-    and looking up the tokens of a pass reads back only pages around their rows; the caller
+    That includes the output embedding, the largest matmul left at the answer position. When
+    it is tied to the input embedding, the input embedding keeps the original, and looking up the tokens of a pass reads back only pages around their rows; the caller
     can hand those back after each pass (`FilePages`), or over many texts they add up to most
     of the matrix again."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)

@@ -15,22 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from howsure.backends import cpu_features, onednn
-from howsure.backends.attention import use_gqa_attention
 from howsure.backends.base import LabelScores, ProgressCallback
-from howsure.backends.unpadding import skip_padding
+from howsure.backends.labels import LabelVocabulary, build_label_vocabulary, label_scores_from_probs
+from howsure.backends.transformers import cpu_features, onednn
+from howsure.backends.transformers.attention import use_gqa_attention
+from howsure.backends.transformers.cache import batch_prefix_cache, cache_keyword, output_cache
+from howsure.backends.transformers.planning import (
+    PAD_SHARE_WHEN_SKIPPED,
+    PASS_OVERHEAD_TOKENS,
+    map_concurrently,
+    split_sorted,
+)
+from howsure.backends.transformers.precision import MixedPrecisionLinear, bf16_mlp_input_projections, packed_precision
+from howsure.backends.transformers.unpadding import skip_padding
 from howsure.errors import DataError, ModelError
 from howsure.models import DEFAULT_MODEL, resolve_model
-from howsure.scoring import LabelVocabulary, build_label_vocabulary, label_scores_from_probs
 from howsure.task import Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed": torch.float32}
@@ -38,23 +43,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed": torch.f
 projections (gate and up: two thirds of the MLP's matmul work, half of the model's) run in bf16
 while their output projection, attention, norms, rotary embeddings and the residual stream stay
 float32. `bench/bench_scoring.py` prints how far mixed moves label probabilities from float32 on
-the 872 SST-2 dev texts (within 0.0091 in docs/scoring.md's run L) and how often the argmax
-agrees; near ties are re-scored in float32 (``exact_ties``, on by default). bf16 rounding
+the 872 SST-2 dev texts and how often the argmax agrees; near ties are re-scored in float32 (``exact_ties``, on by default). bf16 rounding
 depends on how texts share passes, so the agreement without the re-check varies by run."""
 _SENTINEL = "\u2063HOWSURE_TEXT\u2063"
-
-PASS_OVERHEAD_TOKENS = 64
-"""What one more forward pass costs beyond its tokens, in tokens: every pass streams all the
-weights from memory, which at a small batch is what bounds it. `bench/bench_padding.py` prints
-the pass cost in tokens on the bundled model; splitting a length-sorted batch pays off when it saves more
-padding than this."""
-
-PAD_SHARE_WHEN_SKIPPED = 0.2
-"""What a pad costs, as a share of a real token, when the linear layers skip the pads
-(`howsure.backends.unpadding`): attention, norms and rotary embeddings still see it.
-`bench/bench_padding.py` fits it on the bundled model with 2 threads (float32) over passes
-with a quarter to all of their tokens real. Splitting a pass then
-pays off only when it saves about five times more padding than without skipping."""
 
 
 @dataclass
@@ -64,179 +55,6 @@ class _PreparedTask:
     prefix_ids: list[int]
     prefix_cache: list[tuple[torch.Tensor, torch.Tensor]] | None
     vocab: LabelVocabulary
-
-
-@functools.cache
-def _read_only_layer_class():
-    from transformers.cache_utils import DynamicLayer
-
-    class ReadOnlyLayer(DynamicLayer):
-        """A cache layer that returns prefix + new keys and values to attention without keeping
-        them."""
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
-
-    return DynamicLayer, ReadOnlyLayer
-
-
-def batch_prefix_cache(prefix_cache, batch: int, config, *, read_only: bool):
-    """The shared prefix's keys and values as a cache for ``batch`` rows (views, no copies).
-
-    ``read_only``: attention reads the cache but it never grows, so each layer's prefix + new
-    keys are freed when the layer is done instead of held until the pass ends (less peak memory:
-    `bench/bench_scoring.py` prints it). Only for passes whose cache
-    nobody reads afterwards; the multi-token sequence pass continues from a growing one."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(
-        ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_cache],
-        config=config,
-    )
-    if read_only:
-        dynamic_layer, read_only_layer = _read_only_layer_class()
-        for layer in cache.layers:
-            if type(layer) is dynamic_layer:  # sliding-window and other layers keep their update
-                layer.__class__ = read_only_layer
-    return cache
-
-
-def cache_keyword(model) -> str:
-    """Name of the forward argument that takes a KV cache: transformers renamed
-    ``past_key_values`` to ``cache`` (deprecated in 5.x, removed in 5.40), and the range in
-    pyproject.toml spans both."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def output_cache(out):
-    """The KV cache a forward pass returned, under either name."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-#: Names of an MLP's output projection in common architectures (Llama/Mistral/Qwen, GPT-2,
-#: OPT/Phi, GPT-NeoX, T5-style): it stays float32, since rounding the product of gate and up
-#: to bf16 before it was the largest source of drift.
-MLP_OUTPUT_PROJECTIONS = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "wo")
-
-
-class MixedPrecisionLinear(torch.nn.Module):
-    """A linear layer that computes in bfloat16 inside a float32 model: its input is rounded to
-    bf16, multiplied by bf16 weights, and the result cast back to float32, so what follows stays
-    float32.
-
-    With ``keep_float32`` it also keeps the layer's float32 weights and, while ``exact`` is set,
-    computes with them exactly as the float32 layer does; that serves to re-score the few texts
-    where bf16's drift could change the answer. Loaded from a float32 safetensors file (the
-    bundled model's cache), those weights are pages of the file mapping, handed back to the
-    kernel after the bf16 copy is made and after each exact use (`onednn.FilePages`), so
-    keeping them adds no memory; otherwise they cost their float32 size.
-
-    The bf16 output is rounded by the matmul itself (PyTorch has no CPU matmul with bf16 inputs
-    and a float32 result): for layers whose output feeds the residual stream or attention that
-    rounding is the largest error (bench/bench_precision.py).
-    """
-
-    def __init__(self, linear: torch.nn.Linear, *, keep_float32: bool = False, packed: bool = False,
-                 file_mappings: list[tuple[int, int]] | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()
-        #: Whether the bf16 weight is packed for oneDNN (`howsure.backends.onednn`).
-        self.packed = packed
-        if packed:
-            self.register_buffer("weight", onednn.pack_weight(weight.to(torch.bfloat16)))
-        else:
-            self.weight = torch.nn.Parameter(weight.to(torch.bfloat16), requires_grad=False)
-        # Not persistent: a saved state dict holds each weight once.
-        self.register_buffer("float32_weight", weight if keep_float32 else None, persistent=False)
-        # Pages of a mapped float32 safetensors file (the bundled model's cache) are read only
-        # while computing exactly, and handed back after each use (a few near ties per file).
-        self._float32_pages = onednn.FilePages(weight, file_mappings)
-        self._float32_pages.release()
-        bias = linear.bias
-        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
-        self.exact = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.exact:
-            if self.float32_weight is None:
-                raise ModelError("this layer keeps no float32 weights, so it cannot compute exactly")
-            out = torch.nn.functional.linear(x, self.float32_weight, self.bias)
-            self._float32_pages.release()
-            return out
-        if self.packed:
-            out = onednn.packed_linear(x.to(torch.bfloat16), self.weight).float()
-        else:
-            out = torch.nn.functional.linear(x.to(torch.bfloat16), self.weight).float()
-        return out if self.bias is None else out + self.bias
-
-
-def packed_precision(layer: torch.nn.Module) -> torch.dtype | None:
-    """The dtype ``layer`` computes in with a oneDNN-packed weight right now, or None when it
-    does not (see `onednn.fuse_gated_mlps`)."""
-    if isinstance(layer, onednn.PackedLinear):
-        return layer.compute_dtype
-    if isinstance(layer, MixedPrecisionLinear) and layer.packed and not layer.exact:
-        return torch.bfloat16
-    return None
-
-
-def mlp_input_projections(model) -> list[tuple[torch.nn.Module, str]]:
-    """(mlp block, attribute name) of the input-side linear layers (gate and up, or fc1) of
-    every decoder layer's ``mlp``."""
-    return [
-        (block, child)
-        for name, block in model.named_modules() if name.endswith(".mlp")
-        for child, layer in block.named_children()
-        if isinstance(layer, torch.nn.Linear) and child not in MLP_OUTPUT_PROJECTIONS
-    ]
-
-
-def bf16_mlp_input_projections(model, *, keep_float32: bool = False, packed: bool = False
-                               ) -> list[MixedPrecisionLinear]:
-    """Run the input-side linear layers of every decoder layer's ``mlp`` in bfloat16 (replaced
-    by `MixedPrecisionLinear`), so the float32 residual stream never accumulates bf16 rounding.
-    Returns the new layers.
-
-    (Fusing gate and up into one bf16 matmul with a single cast measured no faster on the
-    bundled model; see docs/scoring.md.)"""
-    places = mlp_input_projections(model)
-    if not places:
-        raise ModelError("dtype 'mixed' needs decoder layers with an `mlp` block of linear layers; "
-                         "use float32 or bfloat16")
-    layers = []
-    mappings = onednn.clean_file_mappings()  # one look at the process's mappings for all layers
-    for block, name in places:
-        layer = MixedPrecisionLinear(getattr(block, name), keep_float32=keep_float32, packed=packed,
-                                     file_mappings=mappings)
-        setattr(block, name, layer)
-        layers.append(layer)
-    return layers
-
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-
-def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers: int) -> Iterator[_R]:
-    """``map(function, items)`` in order, with up to ``workers`` calls running at once, each
-    on its share of torch's intra-op threads (restored afterwards).
-
-    Two passes at a time, each on half the threads, can beat one pass on all of them: the
-    small per-layer operations of a pass do not keep two threads busy, and two independent
-    passes need no synchronisation between them."""
-    workers = min(workers, len(items))
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // workers))
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="howsure-pass") as pool:
-            yield from pool.map(function, items)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def top_two_gap(probabilities: np.ndarray) -> float:
@@ -267,35 +85,6 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def split_sorted(lengths: Sequence[int], max_rows: int, max_tokens: int,
-                 overhead: float = PASS_OVERHEAD_TOKENS) -> list[tuple[int, int]]:
-    """Split ascending ``lengths`` into consecutive passes (start, stop) of at most ``max_rows``
-    rows and ``max_tokens`` padded tokens (a single row may exceed it) with the least total
-    cost, a pass costing ``overhead`` + rows x its longest length (left padding fills the rest).
-    When the linear layers skip the pads, pass ``overhead`` over the pad's share of a token's
-    cost (`PAD_SHARE_WHEN_SKIPPED`): the real tokens cost the same in every split.
-
-    Dynamic programming over the cut points, O(n x max_rows). Filling passes greedily up to
-    ``max_tokens`` pads short texts to long ones; this split pads less
-    (`tests/test_backend_transformers.py` checks it is the cheapest split on small cases). Ties go to the longer pass, so a pass of this split, split again, stays whole."""
-    n = len(lengths)
-    best = [0.0] + [float("inf")] * n
-    cut = [0] * (n + 1)
-    for stop in range(1, n + 1):
-        width = lengths[stop - 1]
-        for start in range(max(0, stop - max_rows), stop):
-            rows = stop - start
-            if rows > 1 and rows * width > max_tokens:
-                continue
-            cost = best[start] + overhead + rows * width
-            if cost < best[stop]:
-                best[stop], cut[stop] = cost, start
-    passes = []
-    stop = n
-    while stop > 0:
-        passes.append((cut[stop], stop))
-        stop = cut[stop]
-    return passes[::-1]
 
 
 class TransformersBackend:
@@ -307,15 +96,14 @@ class TransformersBackend:
         Preset name (``smollm2-135m``), model directory, ``.gguf`` file or hub id.
     dtype : {"float32", "mixed", "bfloat16"}
         Compute precision (see `DTYPES`). bf16 is faster on CPUs with AMX-BF16, AVX512-BF16 or
-        AVX-NE-CONVERT; float32 is exact. On a CPU without them bf16 would be emulated (85 times
-        slower than float32 on AVX2), so mixed and bfloat16 compute in float32 there, with a
+        AVX-NE-CONVERT; float32 is exact. On a CPU without them bf16 would be emulated, slower
+        than float32 (`bench/bench_scoring.py` prints both matmul rates on this machine), so
+        mixed and bfloat16 compute in float32 there, with a
         `cpu_features.Bf16FallbackWarning` (`requested_dtype` keeps what was asked).
     threads : int, optional
         torch intra-op threads (defaults to torch's choice).
     batch_size : int
-        Most texts in one forward pass (computed as `pass_workers` parts at once). 64 was no
-        faster than 32 on the bundled model and peaked higher (`bench/bench_scoring.py` runs
-        on d16afa3 against c05066a; commit c05066a says why), so 32.
+        Most texts in one forward pass (computed as `pass_workers` parts at once).
     batch_tokens : int
         Most (padded) suffix tokens in one forward pass; long texts get smaller batches.
     share_prefix : bool
@@ -328,20 +116,19 @@ class TransformersBackend:
     pass_workers : int
         How many parts of each forward pass run at the same time, each on its share of torch's
         threads (see `map_concurrently`). 1 (the default) runs passes one after another on all
-        threads. On 2 cores, 2 scored 31.2 against 29.4 texts/s in
-        `bench/bench_scoring.py` run L (446a31d); the gain varies by run and is unmeasured on
-        larger machines, so it is an opt-in.
+        threads. `bench/bench_scoring.py --methods howsure-mixed,howsure-mixed-2w` compares
+        1 and 2 on this machine; the gain varies by run and machine, so it is an opt-in.
     exact_ties : float
         ``mixed`` only: texts whose top two label probabilities are closer than twice this are
         scored again in float32 (with the float32 weights, see `MixedPrecisionLinear`), so the
-        predicted label is float32's whenever bf16 moved no probability by more than this
-        (0.0091 at most on the bundled model in `bench/bench_scoring.py` run L, hence the
-        default 0.01). The re-check scores the near ties twice, and keeping
+        predicted label is float32's whenever bf16 moved no probability by more than this.
+        The default 0.01 is the bound `bench/bench_scoring.py` checks mixed against (it prints
+        the largest move on the SST-2 dev texts). The re-check scores the near ties twice, and keeping
         the float32 weights costs memory unless they are pages of a float32 safetensors file
         that loading mapped anyway (the bundled model's cache). 0 turns it off.
     prepack : bool
         On the CPU, pack the linear layers' weights for oneDNN once and fuse each gated MLP's
-        activation and product into its matmuls (`howsure.backends.onednn`): same results up
+        activation and product into its matmuls (`howsure.backends.transformers.onednn`): same results up
         to float rounding, faster (`bench/bench_scoring.py` compares it with the unpacked peers).
         False keeps
         transformers' own layers.
@@ -587,7 +374,7 @@ class TransformersBackend:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=not vocab.has_sequences)
         with torch.inference_mode():
             # The per-token layers skip the pads, and the last layer computes its queries,
-            # output and MLP at the answer position alone (see howsure.backends.unpadding).
+            # output and MLP at the answer position alone (see howsure.backends.transformers.unpadding).
             with self._real_tokens.only(attention_mask[:, prefix_len:], answers_only=True):
                 out = self.model(
                     input_ids=input_ids,

@@ -7,9 +7,9 @@ copies every key and value head once per query head (``repeat_kv``), per layer a
 
 On the CPU the backend registers a variant of ``sdpa`` that copies nothing. By default it
 computes attention as two batched matmuls per key/value head, with the query heads that share
-it stacked into one matrix (`grouped_attention`): at a pass's few dozen queries and keys per
-row there is so little arithmetic that PyTorch's flash kernel loses more to its per-head
-overhead than it saves (`bench/bench_scoring.py` times the whole pass with this default). With
+it stacked into one matrix (`grouped_attention`): a pass holds only as many queries and keys
+per row as its texts have tokens, too little arithmetic to pay for the flash kernel's per-head
+overhead (`bench/bench_scoring.py` times the whole pass with this default). With
 ``GROUPED_MATMULS = False`` it calls the kernel with ``enable_gqa`` and the padding mask
 (accepted since torch 2.5; the same results to the last bit as on copied heads).
 
