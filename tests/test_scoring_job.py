@@ -12,7 +12,7 @@ from howsure.backends import load_backend
 from howsure.data import TextRows
 from howsure.errors import DataError, ResumeError
 from howsure.backends.labels import LowLabelMassWarning
-from howsure.scoring_job import meta_path, score_rows
+from howsure.pipelines.score_job import meta_path, score_rows
 from howsure.task import load_task
 
 # The tiny random model puts almost no probability on the labels; the warning is tested below.

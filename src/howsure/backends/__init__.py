@@ -6,7 +6,8 @@ import importlib
 import os
 from typing import Any
 
-from howsure.backends.base import Backend, LabelScores
+from howsure.backends.base import Backend
+from howsure.core.scores import LabelScores
 from howsure.backends.cache import CachedBackend, open_cached_backend
 from howsure.errors import ModelError
 

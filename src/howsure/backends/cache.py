@@ -27,10 +27,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from howsure.backends.base import Backend, LabelScores, ProgressCallback
+from howsure.backends.base import Backend, ProgressCallback
+from howsure.core.scores import LabelScores
 from howsure.errors import DataError
 from howsure.models import PRESETS
-from howsure.task import Task
+from howsure.core.task import Task
 
 FORMAT = "howsure-score-cache"
 FORMAT_VERSION = "1"

@@ -107,9 +107,9 @@ def score(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from howsure.data import read_texts
-    from howsure.scoring_job import reject_invalid_rows, score_rows
-    from howsure.task import load_task
+    from howsure.io.texts import read_texts
+    from howsure.pipelines.score_job import reject_invalid_rows, score_rows
+    from howsure.core.task import load_task
 
     the_task = load_task(task)
     rows = read_texts(input, text_column, id_column, label_column)
@@ -155,7 +155,7 @@ def inspect(
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
     from howsure.backends.labels import INSPECT_LOW_LABEL_MASS
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     the_task = load_task(task)
     backend = open_backend(model, dtype, threads, device=device, cache=cache)
@@ -256,9 +256,9 @@ def tune_task(
 
     from rich.progress import Progress
 
-    from howsure.data import read_texts
-    from howsure.scoring_job import reject_invalid_rows
-    from howsure.tuning import load_candidates, rank_candidates
+    from howsure.io.texts import read_texts
+    from howsure.pipelines.score_job import reject_invalid_rows
+    from howsure.pipelines.tune_task import load_candidates, rank_candidates
 
     tasks = load_candidates(candidates)
     rows = read_texts(input, text_column, None, label_column)

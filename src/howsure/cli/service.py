@@ -52,7 +52,7 @@ def install_policy(store, policy_path: Optional[Path], actor: str) -> tuple[obje
     that is stored already changes nothing: after a recalibration or a rollback the store's
     active version wins, so restarting the service never undoes them.
     """
-    from howsure.policy import Policy  # local for weight: howsure.policy loads scipy
+    from howsure.decisions.policy import Policy
 
     active = store.active_policy()
     if policy_path is None:

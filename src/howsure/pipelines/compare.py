@@ -78,7 +78,7 @@ def load_scored_file(path: str | Path, *, records_key: str | None = None, **colu
 def _scoring_meta(path: Path) -> dict | None:
     """What ``howsure score`` recorded about the run (model, dtype, task fingerprint, adapter...)
     beside its output, without the input path and columns; None when there is no meta file."""
-    from howsure.scoring_job import meta_path
+    from howsure.pipelines.score_job import meta_path
 
     meta = meta_path(path)
     if not meta.is_file():

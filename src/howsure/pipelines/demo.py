@@ -24,7 +24,7 @@ from howsure.io.texts import extract_texts, sample_path
 from howsure.models import DEFAULT_MODEL
 from howsure.pipelines.evaluate import EvaluationConfig, evaluate
 from howsure.report import write_summary
-from howsure.scoring_job import score_rows
+from howsure.pipelines.score_job import score_rows
 from howsure.core.task import load_task
 
 SAMPLE = "rt_polarity_2000.csv"

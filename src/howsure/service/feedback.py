@@ -33,7 +33,7 @@ from howsure.decisions.recalibration import (
     split_for_recalibration,
 )
 from howsure.errors import DataError, PolicyError
-from howsure.spreadsheet import formula_safe
+from howsure.io.spreadsheet import formula_safe
 
 if TYPE_CHECKING:
     from howsure.service.store import PolicyRecord, ReviewStore

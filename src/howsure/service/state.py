@@ -16,14 +16,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from howsure.backends.base import Backend
 from howsure.errors import ClaimError
-from howsure.policy import Policy
+from howsure.decisions.policy import Policy
 from howsure.service import auth, sessions
 from howsure.service.admission import RequestLimits
 from howsure.service.batching import MicroBatcher
 from howsure.service.errors import ServiceUnavailable
 from howsure.service.store import ItemRecord, NewItem, PolicyRecord, ReviewStore, UserRecord
 from howsure.service.throttle import FailureThrottle, address_key
-from howsure.task import Task
+from howsure.core.task import Task
 
 __all__ = ["LoadedPolicy", "Service", "get_service"]
 

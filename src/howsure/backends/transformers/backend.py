@@ -21,7 +21,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from howsure.backends.base import LabelScores, ProgressCallback
+from howsure.backends.base import ProgressCallback
+from howsure.core.scores import LabelScores
 from howsure.backends.labels import LabelVocabulary, build_label_vocabulary, label_scores_from_probs
 from howsure.backends.transformers import cpu_features, onednn
 from howsure.backends.transformers.attention import use_gqa_attention
@@ -36,7 +37,7 @@ from howsure.backends.transformers.precision import MixedPrecisionLinear, bf16_m
 from howsure.backends.transformers.unpadding import skip_padding
 from howsure.errors import DataError, ModelError
 from howsure.models import DEFAULT_MODEL, resolve_model
-from howsure.task import Task
+from howsure.core.task import Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed": torch.float32}
 """float32: exact, the default. bfloat16: everything in bf16. mixed: the MLP blocks' input-side

@@ -38,7 +38,7 @@ class PolicyStore(StoreBase):
         """
         # Local for weight: howsure.policy loads scipy, which the store's other users (the
         # CLI's user and token commands, the web app's start-up) need not pay for.
-        from howsure.policy import Policy
+        from howsure.decisions.policy import Policy
 
         actor = check_name(actor, "actor")
         note = check_text(note, "note")

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from howsure.policy import Policy
+    from howsure.decisions.policy import Policy
 
 __all__ = [
     "NewItem", "ItemRecord", "ReviewRecord", "PolicyRecord", "UserRecord", "TokenRecord", "EventRecord",
@@ -41,7 +41,7 @@ class PolicyRecord:
         """The `howsure.policy.Policy` this record stores."""
         # Local for weight: howsure.policy loads scipy, which readers of records (the CLI's
         # user and token commands, sessions) never need.
-        from howsure.policy import Policy
+        from howsure.decisions.policy import Policy
 
         return Policy.from_dict(self.body)
 
