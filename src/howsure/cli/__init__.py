@@ -12,6 +12,7 @@ from howsure.cli import decisions  # noqa: F401  thresholds, route, plan
 from howsure.cli import demo  # noqa: F401  demo
 from howsure.cli import service  # noqa: F401  serve, users, tokens
 from howsure.cli import feedback  # noqa: F401  recalibrate, policy, drift, export
+from howsure.cli import finetune  # noqa: F401  finetune
 from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]
