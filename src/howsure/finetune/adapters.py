@@ -6,14 +6,16 @@ Imports no backend, so `TransformersBackend` can call `apply_adapter` while it l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -83,6 +85,15 @@ def resolve_target_modules(model: torch.nn.Module, requested: Iterable[str] | No
     return default
 
 
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Hide the one notice peft triggers in transformers 5 on every adapter load and save (its
+    use of the deprecated ``is_gradient_checkpointing``): it says nothing about the user's run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     """What an adapter directory says about itself (its `METADATA_FILE`)."""
@@ -133,10 +144,11 @@ def apply_adapter(model: torch.nn.Module, adapter: str | Path, base_model: str) 
     info = adapter_info(adapter)
     check_base_model(info, base_model)
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter))
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, str(adapter))
+            return peft_model.merge_and_unload(), info
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"could not load adapter {str(adapter)!r}: {exc}") from exc
-    return peft_model.merge_and_unload(), info
 
 
 def load_base_model(model: str, device: torch.device | str = "cpu"):

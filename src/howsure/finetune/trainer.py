@@ -20,7 +20,7 @@ import torch
 
 from howsure.backends.transformers import resolve_device
 from howsure.errors import ResumeError
-from howsure.finetune.adapters import base_model_checksum, load_base_model, resolve_target_modules
+from howsure.finetune.adapters import base_model_checksum, load_base_model, quiet_peft, resolve_target_modules
 from howsure.finetune.config import METADATA_FILE, FinetuneConfig, read_metadata, write_metadata
 from howsure.finetune.data import LabelledTexts, split_train_validation
 from howsure.finetune.forward import EncodedRow, PromptEncoder, batch_log_probs
@@ -98,8 +98,9 @@ def finetune(
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(config.seed)  # the adapters' initial weights
-    peft_model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                                                 target_modules=targets, bias="none"))
+    with quiet_peft():
+        peft_model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha,
+                                                     lora_dropout=config.dropout, target_modules=targets, bias="none"))
     encoder = PromptEncoder(tokenizer, task)
     train_rows = encoder.rows(split.train.texts, config.max_length)
     validation_rows = encoder.rows(split.validation.texts, config.max_length)
@@ -137,7 +138,7 @@ def finetune(
     latest_validation = state["history"][-1]["validation_loss"] if state["history"] else None
     while state["step"] < total_steps and not stop:
         started = time.perf_counter()
-        rows = _batch_indices(state["step"], steps_per_epoch, len(train_rows), config)
+        rows = batch_indices(state["step"], steps_per_epoch, len(train_rows), config)
         with autocast:
             log_probs = batch_log_probs(peft_model, encoder, [train_rows[i] for i in rows], the_device)
             loss = label_cross_entropy(log_probs, train_gold[rows].to(the_device))
@@ -185,7 +186,7 @@ def finetune(
                           False, metadata)
 
 
-def _batch_indices(step: int, steps_per_epoch: int, n_rows: int, config: FinetuneConfig) -> list[int]:
+def batch_indices(step: int, steps_per_epoch: int, n_rows: int, config: FinetuneConfig) -> list[int]:
     """The training rows of optimizer step ``step`` (0-based): each epoch is a seeded shuffle, so
     a resumed run needs only the step count to carry on in the same order."""
     epoch, position = divmod(step, steps_per_epoch)
@@ -221,7 +222,8 @@ def _replace_dir(staging: Path, target: Path) -> None:
 def _save_adapter_dir(peft_model, target: Path) -> None:
     staging = target.with_name(target.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(staging)
+    with quiet_peft():
+        peft_model.save_pretrained(staging)
     _replace_dir(staging, target)
 
 
