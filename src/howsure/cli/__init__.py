@@ -14,6 +14,7 @@ from howsure.cli import service  # noqa: F401  serve, users, tokens
 from howsure.cli import feedback  # noqa: F401  recalibrate, policy, drift, export
 from howsure.cli import datasets  # noqa: F401  datasets seed-sentiment, datasets seed-cwc
 from howsure.cli import compare  # noqa: F401  compare
+from howsure.cli import finetune  # noqa: F401  finetune
 from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]

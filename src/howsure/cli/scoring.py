@@ -23,6 +23,7 @@ DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (b
                            "the bf16 modes compute in float32 on a CPU without bf16 instructions.")
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
 DeviceOption = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N.")
+AdapterOption = typer.Option(None, "--adapter", help="LoRA adapter directory from `howsure finetune`, merged into --model.")
 
 
 @contextlib.contextmanager
@@ -100,6 +101,7 @@ def score(
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     top_k: int = typer.Option(10, help="Top next tokens kept per text."),
     cache: Optional[Path] = CacheOption,
+    adapter: Optional[Path] = AdapterOption,
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -115,7 +117,7 @@ def score(
     rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
-    backend = open_backend(model, dtype, threads, batch_size, device, cache=cache)
+    backend = open_backend(model, dtype, threads, batch_size, device, cache=cache, adapter=str(adapter) if adapter else None)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -152,13 +154,14 @@ def inspect(
     device: str = DeviceOption,
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
     cache: Optional[Path] = CacheOption,
+    adapter: Optional[Path] = AdapterOption,
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
     from howsure.backends.labels import INSPECT_LOW_LABEL_MASS
     from howsure.core.task import load_task
 
     the_task = load_task(task)
-    backend = open_backend(model, dtype, threads, device=device, cache=cache)
+    backend = open_backend(model, dtype, threads, device=device, cache=cache, adapter=str(adapter) if adapter else None)
     if show_prompt:
         console.print(backend.prompt(the_task, text), markup=False, highlight=False)
     result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]

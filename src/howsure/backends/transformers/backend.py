@@ -133,6 +133,10 @@ class TransformersBackend:
         to float rounding, faster (`bench/bench_scoring.py` compares it with the unpacked peers).
         False keeps
         transformers' own layers.
+    adapter : str, optional
+        A directory written by `howsure finetune`: its LoRA adapter is checked against this base
+        model and merged into it (`howsure.finetune.adapters.apply_adapter`); scoring a task
+        other than the one it was trained for is a `TaskError`.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class TransformersBackend:
         pass_workers: int = 1,
         exact_ties: float = 0.01,
         prepack: bool = True,
+        adapter: str | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -185,6 +190,11 @@ class TransformersBackend:
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **extra)
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load model {model!r} from {path!r}: {exc}") from exc
+        self.adapter = None  # a LoRA adapter, merged in before the fast paths below rewrite the layers
+        if adapter is not None:
+            from howsure.finetune.adapters import apply_adapter  # peft loads only when an adapter is asked for
+
+            self.model, self.adapter = apply_adapter(self.model, adapter, model)
         self.model.eval()
         self.model.to(self.device)
         self._mixed_layers: list[MixedPrecisionLinear] = []
@@ -233,6 +243,8 @@ class TransformersBackend:
     # ------------------------------------------------------------------ task preparation
     def prepare(self, task: Task) -> _PreparedTask:
         """Label vocabulary and shared-prefix KV cache for ``task`` (cached per task)."""
+        if self.adapter is not None:
+            self.adapter.check_task(task)
         key = (task.fingerprint(), self._exact)  # the prefix's cache depends on the precision
         if key in self._prepared:
             return self._prepared[key]

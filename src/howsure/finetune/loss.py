@@ -1,0 +1,54 @@
+"""The fine-tuning loss: cross-entropy over the labels' probabilities exactly as howsure scores
+them (`howsure.scoring`: a label's mass is the total probability of its token variants, or of
+its exact verbalizer, multi-token verbalizers by the chain rule; probabilities are the masses
+normalised over the labels), read at the answer position only. Prompt tokens carry no loss."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from howsure.scoring import LabelVocabulary
+
+
+def label_log_probs(next_log_probs: torch.Tensor, vocab: LabelVocabulary,
+                    sequence_log_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Log label probabilities, shape (batch, n_labels), from log next-token probabilities at
+    the answer position (batch, vocab) and, for multi-token verbalizers, each sequence's
+    chain-rule log probability (batch, len(vocab.all_sequences)), in that order."""
+    log_masses = []
+    column = 0
+    for ids, sequences in zip(vocab.token_ids, vocab.sequences):
+        parts = [next_log_probs[:, torch.as_tensor(ids, dtype=torch.long, device=next_log_probs.device)]]
+        if sequences:
+            parts.append(sequence_log_probs[:, column:column + len(sequences)])
+            column += len(sequences)
+        log_masses.append(torch.logsumexp(torch.cat(parts, dim=1), dim=1))
+    log_mass = torch.stack(log_masses, dim=1)
+    return log_mass - torch.logsumexp(log_mass, dim=1, keepdim=True)
+
+
+def answer_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The logits at the answer position, (batch, vocab), from (batch, positions, vocab): the
+    last position, since prompts are left-padded so that every row's answer comes last."""
+    return logits[:, -1, :]
+
+
+def label_cross_entropy(label_log_probabilities: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Mean negative log probability of each row's gold label (indices into the task's labels)."""
+    return -label_log_probabilities.gather(1, gold.view(-1, 1)).mean()
+
+
+def answer_position_loss(logits: torch.Tensor, gold: torch.Tensor, vocab: LabelVocabulary,
+                         sequence_log_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of one batch from its logits (batch, positions, vocab): only the answer
+    position's logits enter it, so no other position receives a gradient."""
+    next_log_probs = answer_logits(logits).float().log_softmax(-1)
+    return label_cross_entropy(label_log_probs(next_log_probs, vocab, sequence_log_probs), gold)
+
+
+def gold_indices(labels: Sequence[str], label_names: Sequence[str], device=None) -> torch.Tensor:
+    """Label names -> their indices in ``label_names`` as a long tensor."""
+    position = {name: i for i, name in enumerate(label_names)}
+    return torch.tensor([position[label] for label in labels], dtype=torch.long, device=device)
