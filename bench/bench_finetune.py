@@ -46,7 +46,7 @@ def run_child(args) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from howsure.finetune import FinetuneConfig, resolve_target_modules, split_train_validation
-    from howsure.finetune.adapters import load_base_model
+    from howsure.backends.transformers.adapters import load_base_model
     from howsure.finetune.forward import PromptEncoder, batch_log_probs
     from howsure.finetune.loss import answer_position_loss, gold_indices, label_cross_entropy
     from howsure.finetune.trainer import batch_indices

@@ -16,8 +16,8 @@ from howsure.finetune import (
     FinetuneConfig, LabelledTexts, adapter_info, finetune, merge_adapter, read_labelled_file,
     resolve_target_modules, split_train_validation, trained_hashes,
 )
-from howsure.finetune.adapters import load_base_model
-from howsure.finetune.config import METADATA_FILE
+from howsure.backends.transformers.adapters import load_base_model
+from howsure.backends.transformers.adapters import METADATA_FILE
 from howsure.finetune.forward import PromptEncoder, batch_log_probs
 from howsure.finetune.loss import answer_position_loss, label_log_probs
 from howsure.scoring import build_label_vocabulary, label_scores_from_probs

@@ -52,7 +52,7 @@ def finetune_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from howsure.finetune import FinetuneConfig, finetune, merge_adapter, read_labelled_file
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     config = FinetuneConfig(
         rank=rank, alpha=alpha, dropout=dropout, target_modules=tuple(target_modules) if target_modules else None,

@@ -3,17 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from howsure.errors import DataError
 
-METADATA_FILE = "howsure-finetune.json"
-"""Written into every adapter directory (and copied into a merged model directory)."""
-METADATA_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -103,29 +98,3 @@ class FinetuneConfig:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def write_metadata(directory: Path, metadata: dict[str, Any]) -> Path:
-    """Write ``metadata`` as the directory's `METADATA_FILE` (atomically: a reader never sees half)."""
-    path = Path(directory) / METADATA_FILE
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps({"format": METADATA_FORMAT, **metadata}, indent=2, ensure_ascii=False), "utf-8")
-    staging.replace(path)
-    return path
-
-
-def read_metadata(directory: str | Path) -> dict[str, Any]:
-    """The `METADATA_FILE` of an adapter (or merged model) directory; `DataError` naming the
-    directory when it has none or it cannot be read."""
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise DataError(
-            f"{str(directory)!r} has no {METADATA_FILE}; expected a directory written by `howsure finetune`"
-        )
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != METADATA_FORMAT:
-        raise DataError(f"{str(path)!r} is not a format-{METADATA_FORMAT} howsure fine-tune metadata file")
-    return data

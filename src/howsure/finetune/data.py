@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from howsure.calibration.fitting import HASH_DIGITS, fit_fingerprint, item_hashes
 from howsure.errors import DataError
-from howsure.task import Task
+from howsure.core.task import Task
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def read_labelled_file(path: str | Path, task: Task, text_column: str = "text", 
 
     A missing label column, an empty text or a label the task does not have is a `DataError`
     naming it (the columns present, the row, the label and the task's labels)."""
-    from howsure.data import extract_texts, read_table_with_lines
+    from howsure.io.tables import read_table_with_lines
+    from howsure.io.texts import extract_texts
 
     frame, lines = read_table_with_lines(path)
     if label_column not in frame.columns:

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from howsure.scoring import LabelVocabulary
+from howsure.backends.labels import LabelVocabulary
 
 
 def label_log_probs(next_log_probs: torch.Tensor, vocab: LabelVocabulary,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 

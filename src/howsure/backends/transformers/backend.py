@@ -25,6 +25,7 @@ from howsure.backends.base import ProgressCallback
 from howsure.core.scores import LabelScores
 from howsure.backends.labels import LabelVocabulary, build_label_vocabulary, label_scores_from_probs
 from howsure.backends.transformers import cpu_features, onednn
+from howsure.backends.transformers.adapters import apply_adapter
 from howsure.backends.transformers.attention import use_gqa_attention
 from howsure.backends.transformers.cache import batch_prefix_cache, cache_keyword, output_cache
 from howsure.backends.transformers.planning import (
@@ -135,7 +136,7 @@ class TransformersBackend:
         transformers' own layers.
     adapter : str, optional
         A directory written by `howsure finetune`: its LoRA adapter is checked against this base
-        model and merged into it (`howsure.finetune.adapters.apply_adapter`); scoring a task
+        model and merged into it (`howsure.backends.transformers.adapters.apply_adapter`); scoring a task
         other than the one it was trained for is a `TaskError`.
     """
 
@@ -192,7 +193,6 @@ class TransformersBackend:
             raise ModelError(f"could not load model {model!r} from {path!r}: {exc}") from exc
         self.adapter = None  # a LoRA adapter, merged in before the fast paths below rewrite the layers
         if adapter is not None:
-            from howsure.finetune.adapters import apply_adapter  # peft loads only when an adapter is asked for
 
             self.model, self.adapter = apply_adapter(self.model, adapter, model)
         self.model.eval()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -20,14 +21,44 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from howsure.errors import DataError, ModelError, TaskError
-from howsure.finetune.config import METADATA_FILE, read_metadata
 from howsure.models import resolve_model
-from howsure.task import Task
+from howsure.core.task import Task
 
 #: Module names whose linear children the default target covers: attention and MLP blocks.
 BLOCK_SUFFIXES = (".self_attn", ".attn", ".attention", ".mlp")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
+
+
+METADATA_FILE = "howsure-finetune.json"
+"""Written into every adapter directory (and copied into a merged model directory)."""
+METADATA_FORMAT = 1
+
+
+def write_metadata(directory: Path, metadata: dict[str, Any]) -> Path:
+    """Write ``metadata`` as the directory's `METADATA_FILE` (atomically: a reader never sees half)."""
+    path = Path(directory) / METADATA_FILE
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps({"format": METADATA_FORMAT, **metadata}, indent=2, ensure_ascii=False), "utf-8")
+    staging.replace(path)
+    return path
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """The `METADATA_FILE` of an adapter (or merged model) directory; `DataError` naming the
+    directory when it has none or it cannot be read."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{str(directory)!r} has no {METADATA_FILE}; expected a directory written by `howsure finetune`"
+        )
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != METADATA_FORMAT:
+        raise DataError(f"{str(path)!r} is not a format-{METADATA_FORMAT} howsure fine-tune metadata file")
+    return data
 
 def base_model_checksum(model: str) -> str:
     """sha256 over the base model's weight files (and config), whatever dtype it is loaded in:
