@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from howsure import __version__, plots
+from howsure import __version__
+from howsure.report import plots
 from howsure.calibration import MODES, fit_calibrator, make_calibrator, save_calibrator
 from howsure.core.scored import ScoredItems
 from howsure.errors import CalibrationError
