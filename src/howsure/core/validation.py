@@ -14,12 +14,12 @@ because `howsure.decisions` calls it with its own public arguments in that order
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from howsure.errors import CalibrationError, ScoresError
+from howsure.errors import CalibrationError, PolicyError, ScoresError
 
 __all__ = [
     "MODES",
@@ -431,6 +431,57 @@ def check_probabilities(probabilities: Any) -> np.ndarray:
         i, k = bad
         raise ScoresError(f"probabilities must be in [0, 1]; item {i}, label {k} has {probs[i, k].item()!r}")
     return probs
+
+
+def check_target(target_accuracy: Any) -> float:
+    """Return ``target_accuracy`` as a float in (0, 1) or raise `PolicyError` naming it."""
+    try:
+        value = float(target_accuracy)
+    except (TypeError, ValueError):
+        raise PolicyError(f"target accuracy must be a number in (0, 1), got {target_accuracy!r}") from None
+    if not 0.0 < value < 1.0 or math.isnan(value):
+        hint = (
+            "; accuracy is a fraction, write 0.95 for 95 %" if value > 1 else
+            "; a target of exactly 1 (no error ever) cannot be certified from a finite sample"
+            if value == 1 else ""
+        )
+        raise PolicyError(f"target accuracy must be in (0, 1), got {target_accuracy!r}{hint}")
+    return value
+
+
+def check_delta(delta: Any) -> float:
+    """Return ``delta`` as a float in (0, 1) or raise `PolicyError` naming it."""
+    try:
+        value = float(delta)
+    except (TypeError, ValueError):
+        raise PolicyError(f"delta must be a number in (0, 1), got {delta!r}") from None
+    if not 0.0 < value < 1.0 or math.isnan(value):
+        raise PolicyError(
+            f"delta (the chance the guarantee may fail) must be in (0, 1), got {delta!r}; "
+            "0.05 means the certified accuracy holds with probability 0.95"
+        )
+    return value
+
+
+def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise `PolicyError` naming both."""
+    if value not in allowed:
+        raise PolicyError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
+    return value
+
+
+def check_class_indices(true_labels: Any, n: int, k: int) -> np.ndarray:
+    """Validate (n,) class indices in [0, k) and return them as int64."""
+    truth = np.asarray(true_labels)
+    if truth.shape != (n,):
+        raise PolicyError(f"expected {n} true labels, got shape {truth.shape}")
+    if truth.dtype.kind not in "iu":
+        raise PolicyError(f"true labels must be class indices (integers), got dtype {truth.dtype}")
+    bad = (truth < 0) | (truth >= k)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise PolicyError(f"true label {int(truth[i])} of item {i} is not a class index in [0, {k})")
+    return truth.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- one item's label map

@@ -17,7 +17,7 @@ from howsure.decisions.certification import (
     certify_two_sided,
     predicted_and_confidence,
 )
-from howsure.decisions.checks import (
+from howsure.core.validation import (
     check_choice,
     check_class_indices,
     check_confidences,

@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.checks import (
+from howsure.core.validation import (
     check_choice,
     check_class_indices,
     check_confidences,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from howsure.decisions.certification import ThresholdCertificate
-from howsure.decisions.checks import check_confidences
+from howsure.core.validation import check_confidences
 from howsure.decisions.selective import selective_counts
 from howsure.errors import PolicyError
 

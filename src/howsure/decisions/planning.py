@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.checks import check_choice, check_delta, check_target
+from howsure.core.validation import check_choice, check_delta, check_target
 from howsure.decisions.pvalues import DEFAULT_METHOD, METHODS, p_value_function
 from howsure.decisions.selective import selective_counts
 from howsure.decisions.walks import DEFAULT_STARTS, certify_walk

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.checks import check_probabilities
+from howsure.core.validation import check_probabilities
 from howsure.errors import CalibrationError, PolicyError
 
 FORMAT_NAME = "howsure.policy"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from howsure.decisions.checks import check_choice, check_delta, check_target
+from howsure.core.validation import check_choice, check_delta, check_target
 
 METHODS = ("fallback", "fixed_sequence", "multistart")
 DEFAULT_METHOD = "fallback"  # valid for iid data with no further condition

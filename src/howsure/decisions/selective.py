@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.checks import check_confidences
+from howsure.core.validation import check_confidences
 
 
 def selective_counts(confidences: Any, correct: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.checks import check_target
+from howsure.core.validation import check_target
 from howsure.errors import PolicyError
 
 # Data-independent starts of the fallback and multistart walks. Raw language-model

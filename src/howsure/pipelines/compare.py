@@ -338,7 +338,7 @@ def compare(base: ScoredFile, tuned: ScoredFile, config: CompareConfig | None = 
     DataError
         The files do not hold the same items (`check_same_items`).
     """
-    from howsure.decisions.checks import check_delta, check_target
+    from howsure.core.validation import check_delta, check_target
 
     config = config or CompareConfig()
     check_delta(config.delta)

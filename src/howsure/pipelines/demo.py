@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from howsure.backends import load_backend
-from howsure.decisions.checks import check_delta, check_target
+from howsure.core.validation import check_delta, check_target
 from howsure.decisions.recalibration import certify_with_split
 from howsure.io.scored_tables import load_scored_items
 from howsure.io.tables import read_table

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from howsure.core.scored import ScoredItems
-from howsure.decisions.checks import check_delta, check_target
+from howsure.core.validation import check_delta, check_target
 from howsure.decisions.planning import labels_needed
 from howsure.decisions.simulation import sample_size_curve
 from howsure.errors import DataError

@@ -11,7 +11,7 @@ import numpy as np
 
 from howsure.core.scored import ScoredItems
 from howsure.decisions.certification import certify_threshold, ThresholdCertificate
-from howsure.decisions.checks import check_delta, check_target
+from howsure.core.validation import check_delta, check_target
 from howsure.decisions.costs import CostModel, manager_table, PolicyRow
 from howsure.decisions.pvalues import min_items_to_certify
 from howsure.decisions.selective import selective_counts
