@@ -89,15 +89,10 @@ def test_percentile_interval_recentres_by_the_bootstrap_bias():
     assert np.isnan(empty["low"]) and np.isnan(empty["bias"])
 
 
-def test_the_service_and_the_plots_agree_with_it():
-    from howsure import plots
-    from howsure.service.app import clopper_pearson as service_interval
+def test_the_service_and_the_plots_use_this_one():
+    """One Clopper-Pearson: the plots and the service's audited accuracy call this module's."""
+    from howsure.report import plots
+    from howsure.service import audit
 
-    successes = np.array([k for k, _ in COUNTS])
-    trials = np.array([n for _, n in COUNTS])
-    low, high = clopper_pearson(successes, trials)
-    plot_low, plot_high = plots.clopper_pearson(successes, trials)
-    np.testing.assert_allclose(plot_low, low, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(plot_high, high, rtol=1e-12, atol=1e-15)
-    for i, (k, n) in enumerate(COUNTS):
-        assert service_interval(k, n) == (pytest.approx(low[i], rel=1e-12, abs=1e-15), pytest.approx(high[i], rel=1e-12, abs=1e-15))
+    assert plots.clopper_pearson is clopper_pearson
+    assert audit.clopper_pearson is clopper_pearson_one

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
-from scipy.stats import beta as beta_distribution
 
 from howsure.decisions.simulation import certified_threshold, sample_size_draws
 from howsure.errors import DataError
 from howsure.core.validation import check_top_label
 from howsure.stats.binning import STRATEGY_NAMES
+from howsure.stats.intervals import clopper_pearson
 from howsure.stats.reliability import reliability_curve, ReliabilityCurve
 
 # Colours chosen to stay apart for the common colour-vision deficiencies.
@@ -318,28 +318,6 @@ def outcome_histogram(correct, confidence, n_bins: int = 20, title: str = "") ->
 
 
 # --------------------------------------------------------------------------- threshold trade-off
-
-
-def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Exact binomial interval of a proportion, vectorised.
-
-    Parameters
-    ----------
-    successes, trials : array-like of shape (m,)
-    level : float
-
-    Returns
-    -------
-    low, high : ndarray of shape (m,); NaN where ``trials`` is 0
-    """
-    k = np.asarray(successes, float)
-    n = np.asarray(trials, float)
-    tail = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(k > 0, beta_distribution.ppf(tail, k, n - k + 1), 0.0)
-        high = np.where(k < n, beta_distribution.isf(tail, k + 1, n - k), 1.0)
-    empty = n == 0
-    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 
 
 @dataclass

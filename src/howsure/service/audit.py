@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from howsure.errors import DataError
 from howsure.service.db import items as items_t
 from howsure.service.db import reviews as reviews_t
 from howsure.service.schemas import AuditAccuracy, Interval
+from howsure.stats.intervals import clopper_pearson_one as clopper_pearson
 
 if TYPE_CHECKING:
     from howsure.service.store import ReviewStore
@@ -93,30 +93,6 @@ def weighted_audit(store: "ReviewStore", policy_version: int) -> WeightedAudit:
     total = sum(weights)
     accuracy = sum(w for w, row in zip(weights, rows) if row.agreed_with_model) / total
     return WeightedAudit(len(rows), correct, accuracy, total**2 / sum(w * w for w in weights), weighted=True)
-
-
-def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact two-sided binomial interval for a proportion.
-
-    Parameters
-    ----------
-    successes, n : int
-        ``0 <= successes <= n``, ``n >= 1``.
-    level : float
-        Coverage, e.g. 0.95.
-
-    Returns
-    -------
-    (low, high) : tuple of float
-    """
-    from scipy.stats import beta  # local for weight: scipy.stats costs the service's start-up
-
-    if n < 1 or not 0 <= successes <= n:
-        raise DataError(f"need 0 <= successes <= n and n >= 1, got successes={successes}, n={n}")
-    alpha = 1 - level
-    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
-    high = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
-    return low, high
 
 
 def audit_accuracy(stats: dict[str, Any] | None, target: float | None, level: float = 0.95,
