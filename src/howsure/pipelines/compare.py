@@ -388,7 +388,7 @@ def compare(base: ScoredFile, tuned: ScoredFile, config: CompareConfig | None = 
 
 def write_comparison(summary: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``comparison.json`` and the self-contained ``comparison.html`` into ``out_dir``."""
-    from howsure.pipelines.compare_html import render_comparison_html
+    from howsure.report.comparison import render_comparison_html
     from howsure.report import json_ready, write_summary
 
     out_dir = Path(out_dir)

@@ -12,13 +12,12 @@ from howsure.errors import DataError
 from howsure.stats.metrics import METRICS
 # metric_change: the evaluation report's own arrow and better/worse rule, so both reports read alike.
 from howsure.report.html import format_interval, metric_change, png_data_uri
+from howsure.report.plots import display_from_dict, figure_png
 
 SIDES = ("base", "tuned")
 
 
 def _picture(display_data: dict) -> str:
-    from howsure.report.plots import display_from_dict, figure_png
-
     display = display_from_dict(display_data).plot()
     return png_data_uri(figure_png(display.figure_, dpi=100))
 
