@@ -40,7 +40,7 @@ def main() -> None:
 
     from howsure.backends import load_backend
     from howsure.models import DEFAULT_MODEL
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     texts = load_texts(args.limit)
     task = load_task("sentiment")

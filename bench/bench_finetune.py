@@ -34,7 +34,7 @@ SST2_TRAIN = ROOT.parent / "shared" / "data" / "sentiment" / "sst2" / "train.tsv
 
 def load_rows(path: Path, examples: int):
     from howsure.finetune import LabelledTexts, read_labelled_file
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     task = load_task("sentiment")
     data = read_labelled_file(path, task, "sentence", "label", {"0": "negative", "1": "positive"})

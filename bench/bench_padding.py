@@ -60,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from howsure.backends import load_backend
     from howsure.backends.transformers.unpadding import skip_padding
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     with open(SAMPLE, newline="", encoding="utf-8") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)][: args.texts]

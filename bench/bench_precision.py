@@ -128,7 +128,7 @@ class Experiment:
 
     def __init__(self, texts: list[str], threads: int) -> None:
         from howsure.backends import load_backend
-        from howsure.task import load_task
+        from howsure.core.task import load_task
 
         self.texts, self.task = texts, load_task("sentiment")
         # transformers' own linear layers: the experiments swap them one group at a time.

@@ -76,7 +76,7 @@ def run_method(method: str, texts: list[str], threads: int) -> dict:
 
     torch.set_num_threads(threads)
     from howsure.backends import load_backend
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     task = load_task("sentiment")
     dtype = DTYPE_OF.get(method, "float32")

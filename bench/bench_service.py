@@ -179,9 +179,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from howsure.backends import load_backend
     from howsure.models import DEFAULT_MODEL
-    from howsure.policy import certify_policy
+    from howsure.decisions.policy_certification import certify_policy
     from howsure.service.store import ReviewStore
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     model = args.model or DEFAULT_MODEL
     texts, labels = load_texts(args.texts)

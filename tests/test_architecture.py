@@ -131,13 +131,9 @@ LAYERS: dict[str, int] = {
     "howsure.__main__": 9,
 }
 
-# Old import paths kept so users' code keeps working (each re-exports its new home's names);
-# nothing in src/ imports them, and they may import anything.
-COMPAT = {
-    "howsure.task", "howsure.scoring", "howsure.scoring_job", "howsure.tuning", "howsure.demo",
-    "howsure.evaluation", "howsure.data", "howsure.metrics", "howsure.splits", "howsure.plots",
-    "howsure.policy", "howsure.walks", "howsure.fit_certify", "howsure.spreadsheet",
-}
+# Old import paths kept for users' code while it moves (each a re-export of its new home's names);
+# nothing in src/ may import them. None today: the restructuring of issue 13 moved every caller.
+COMPAT: set[str] = set()
 
 # Third-party modules heavy enough to import only where used (start-up time, optional installs).
 HEAVY = ("torch", "transformers", "sklearn", "pandas", "scipy", "matplotlib", "jinja2", "alembic",

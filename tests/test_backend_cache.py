@@ -14,7 +14,7 @@ from howsure.backends import load_backend
 from howsure.backends.cache import CachedBackend, CacheIdentity, ScoreCache, model_checksum
 from howsure.errors import DataError
 from howsure.models import DEFAULT_MODEL, PRESETS
-from howsure.task import Task
+from howsure.core.task import Task
 
 TEXTS = ["a gorgeous, witty film", "dull", "the worst film of the year", "dull", "ünïcödé ✓"]
 
@@ -169,7 +169,7 @@ def test_a_directory_is_refused(tmp_path):
 
 def _write_rows(path: str, worker: int, rows: int) -> None:
     from howsure.backends.cache import ScoreCache
-    from howsure.backends.base import LabelScores
+    from howsure.core.scores import LabelScores
 
     cache = ScoreCache(path)
     for i in range(rows):  # one transaction per row: as many lock hand-overs as possible

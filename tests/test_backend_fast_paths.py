@@ -9,7 +9,7 @@ import torch
 
 from howsure.backends import load_backend
 from howsure.backends.transformers.unpadding import TokenRows, skip_padding
-from howsure.task import Task
+from howsure.core.task import Task
 
 MASK = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])  # left padding, 7 real of 12
 

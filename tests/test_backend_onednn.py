@@ -8,7 +8,7 @@ import torch
 from cpu_simulation import with_native_bf16
 from howsure.backends import load_backend
 from howsure.backends.transformers import cpu_features, onednn
-from howsure.task import Task
+from howsure.core.task import Task
 
 pytestmark = pytest.mark.skipif(not onednn.available(torch.device("cpu")), reason="torch without oneDNN")
 # An AVX2-only CPU cannot pack bf16: these skip there (cpu_isa: allowed in CI), and

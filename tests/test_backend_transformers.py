@@ -11,7 +11,7 @@ from cpu_simulation import with_native_bf16
 from howsure.backends import load_backend
 from howsure.backends.labels import build_label_vocabulary
 from howsure.errors import ModelError, TaskError
-from howsure.task import Example, Task
+from howsure.core.task import Example, Task
 
 TEXTS = [
     "A gorgeous, witty, seductive movie.",

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from howsure.cli import app
 from howsure.models import PRESETS, converted_dir, sha256_file, preset_file
 from howsure.backends.labels import LOW_LABEL_MASS
-from howsure.task import load_task
+from howsure.core.task import load_task
 
 pytestmark = pytest.mark.model
 

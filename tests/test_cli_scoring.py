@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from howsure.backends.base import LabelScores
+from howsure.core.scores import LabelScores
 from howsure.cli import app
 
 runner = CliRunner()

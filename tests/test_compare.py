@@ -14,7 +14,8 @@ from howsure.cli import app
 from howsure.datasets.output import write_rows
 from howsure.datasets.seed_sentiment import generate_seed_sentiment
 from howsure.errors import DataError
-from howsure.evaluation import EvaluationConfig, evaluate, load_scored_items
+from howsure.io.scored_tables import load_scored_items
+from howsure.pipelines.evaluate import evaluate, EvaluationConfig
 from howsure.pipelines.compare import CompareConfig, compare, load_scored_file, write_comparison
 from howsure.report import json_ready
 
@@ -82,7 +83,7 @@ def test_the_summary_holds_what_evaluate_gives_on_each_file_alone(scored, tmp_pa
 
 
 def test_certified_share_is_the_librarys_certificate_at_the_same_target_and_delta(scored, tmp_path):
-    from howsure.fit_certify import certify_with_split
+    from howsure.decisions.recalibration import certify_with_split
 
     config = CompareConfig(EvaluationConfig(calibrator="temperature", n_boot=20, n_folds=3, target=0.85),
                            delta=0.1, targets=(0.8, 0.85))

@@ -22,7 +22,7 @@ from howsure.backends import load_backend
 from howsure.backends.transformers import cpu_features, onednn
 from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 from howsure.backends.transformers.precision import MixedPrecisionLinear, packed_precision
-from howsure.task import Task
+from howsure.core.task import Task
 
 TASK = Task(instruction="Review: {text}\nPositive or negative?",
             labels={"positive": ["positive"], "negative": ["negative"]})
@@ -173,7 +173,7 @@ import torch
 from howsure.backends import load_backend
 from howsure.backends.transformers import cpu_features, onednn
 from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
-from howsure.task import Task
+from howsure.core.task import Task
 
 report = {"packs_bf16": cpu_features.onednn_packs(torch.bfloat16),
           "packs_float32": cpu_features.onednn_packs(torch.float32),

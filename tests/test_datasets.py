@@ -210,7 +210,7 @@ def test_the_public_set_loads_deduplicated_and_split_without_leaks(shared_data):
 
 
 def test_seed_sentiment_command_writes_a_table_howsure_reads(tmp_path):
-    from howsure.data import read_table
+    from howsure.io.tables import read_table
 
     output = tmp_path / "seed.csv"
     result = runner.invoke(app, ["datasets", "seed-sentiment", "--n", "300", "--bias", "0.8", "--seed", "2",

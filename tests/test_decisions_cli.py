@@ -183,7 +183,7 @@ def test_the_per_class_help_says_it_is_the_two_sided_policy():
 
 @pytest.mark.skipif(not SEED_CWC.exists(), reason="shared seed_cwc data not present")
 def test_the_cached_llama_results_two_sided_matches_certify_two_sided(tmp_path):
-    from howsure.decisions import certify_two_sided
+    from howsure.decisions.certification import certify_two_sided
 
     result = invoke("thresholds", SEED_CWC, "--method", "fixed_sequence", "--per-class", "--out", tmp_path / "p.json")
     assert result.exit_code == 0, result.output
@@ -319,7 +319,7 @@ def test_route_refuses_a_bad_policy_and_mismatched_labels(tmp_path, scored_file)
 def test_the_decision_commands_import_no_heavy_library():
     """thresholds and route must start in about a second: nothing on their path loads torch."""
     code = (
-        "import sys, howsure.cli.decisions, howsure.policy, howsure.decisions\n"
+        "import sys, howsure.cli.decisions, howsure.decisions.policy, howsure.decisions\n"
         "heavy = [m for m in ('torch', 'transformers', 'sklearn', 'pandas', 'scipy.stats') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -7,7 +7,7 @@ import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
 from howsure.pipelines.demo import StageClock
-from howsure.splits import _stratified_folds, crossfit_folds
+from howsure.stats.splits import _stratified_folds, crossfit_folds
 
 
 def test_stage_clock_times_consecutive_stages_and_the_total(monkeypatch):

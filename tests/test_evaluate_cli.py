@@ -15,8 +15,8 @@ from howsure.calibration import make_calibrator
 from howsure.cli import app
 from howsure.io.scored_tables import load_scored_items
 from howsure.pipelines.evaluate import EvaluationConfig, evaluate
-from howsure.metrics import expected_calibration_error
-from howsure.splits import crossfit_folds
+from howsure.stats.metrics import expected_calibration_error
+from howsure.stats.splits import crossfit_folds
 
 runner = CliRunner()
 FAST = ["--bootstrap", "100"]

@@ -20,8 +20,8 @@ from howsure.backends.transformers.adapters import load_base_model
 from howsure.backends.transformers.adapters import METADATA_FILE
 from howsure.finetune.forward import PromptEncoder, batch_log_probs
 from howsure.finetune.loss import answer_position_loss, label_log_probs
-from howsure.scoring import build_label_vocabulary, label_scores_from_probs
-from howsure.task import Task, load_task
+from howsure.backends.labels import build_label_vocabulary, label_scores_from_probs
+from howsure.core.task import load_task, Task
 
 SENTIMENT = load_task("sentiment")
 # Multi-token verbalizers ("very good" is two tokens of the tiny tokenizer) exercise the chain rule.

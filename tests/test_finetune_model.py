@@ -9,7 +9,7 @@ import pytest
 
 from howsure.finetune import FinetuneConfig, finetune, read_labelled_file
 from howsure.finetune.data import LabelledTexts
-from howsure.task import load_task
+from howsure.core.task import load_task
 
 pytestmark = pytest.mark.model
 

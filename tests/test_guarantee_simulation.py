@@ -39,7 +39,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from howsure.decisions import calibrated_starts, simulate_guarantee
+from howsure.decisions.simulation import simulate_guarantee
+from howsure.decisions.walks import calibrated_starts
 
 RESULTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"
 SMOLLM2 = Path(__file__).resolve().parent / "data" / "smollm2_rt_polarity_scores.csv"

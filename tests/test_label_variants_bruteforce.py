@@ -16,7 +16,7 @@ import functools
 import pytest
 
 from howsure.backends import load_backend
-from howsure.task import Task, load_task
+from howsure.core.task import load_task, Task
 
 # Case variants in the verbalizers themselves, two verbalizers on one label, and multi-token
 # verbalizers ("not sure", "world news") that no single token spells.

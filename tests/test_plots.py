@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from howsure import metrics
+from howsure.stats import metrics
 from howsure.errors import DataError
 from howsure.report import plots
 
@@ -120,7 +120,7 @@ def test_certified_thresholds_hold_where_the_by_eye_choice_slips():
     correct = (rng.uniform(size=4000) < confidence).astype(float)
 
     def by_eye(c, p, target):
-        from howsure.decisions import empirical_threshold
+        from howsure.decisions.simulation import empirical_threshold
 
         return empirical_threshold(p, c, target)
 
@@ -155,7 +155,7 @@ def test_sample_size_display_from_plain_arrays():
 
 
 def test_sample_size_display_draws_decisions_planning_curve():
-    from howsure.decisions import sample_size_curve
+    from howsure.decisions.simulation import sample_size_curve
 
     rng = np.random.default_rng(1)
     confidence = rng.uniform(0.7, 1.0, 300)

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from howsure.calibration import make_calibrator, save_calibrator
-from howsure.decisions import CostModel, certify_threshold, certify_two_sided, min_items_to_certify
+from howsure.decisions.certification import certify_threshold, certify_two_sided
+from howsure.decisions.costs import CostModel
+from howsure.decisions.pvalues import min_items_to_certify
 from howsure.errors import PolicyError
 from howsure.decisions.policy import SCHEMA_VERSION, Decision, Policy, TwoSidedRule, positive_label
 from howsure.decisions.policy_certification import ASSUMPTION, assumption_text, certify_policy
-from howsure.task import Task
+from howsure.core.task import Task
 
 LABELS = ["negative", "positive"]
 
@@ -454,7 +456,7 @@ def test_no_two_sided_reading_for_top_label_or_three_labels():
 
 # ---------------------------------------------------------------------- starts and predicted label
 def test_a_policy_with_a_calibrator_walks_from_starts_around_the_target():
-    from howsure.decisions import DEFAULT_STARTS, calibrated_starts
+    from howsure.decisions.walks import calibrated_starts, DEFAULT_STARTS
 
     probabilities, truth = scored(n=1200)
     raw = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9)

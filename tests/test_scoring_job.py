@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from howsure.backends import load_backend
-from howsure.data import TextRows
+from howsure.io.texts import TextRows
 from howsure.errors import DataError, ResumeError
 from howsure.backends.labels import LowLabelMassWarning
 from howsure.pipelines.score_job import meta_path, score_rows
-from howsure.task import load_task
+from howsure.core.task import load_task
 
 # The tiny random model puts almost no probability on the labels; the warning is tested below.
 pytestmark = pytest.mark.filterwarnings("ignore::howsure.backends.labels.LowLabelMassWarning")

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from howsure.backends import load_backend
 from howsure.cli import app
 from howsure.errors import DataError, TaskError
-from howsure.task import load_task
+from howsure.core.task import load_task
 from howsure.pipelines.tune_task import load_candidates, rank_candidates
 
 CANDIDATES = """

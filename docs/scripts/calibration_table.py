@@ -26,7 +26,7 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from howsure.calibration import CALIBRATOR_NAMES, make_calibrator
 from howsure.calibration import crossfit_predict
-from howsure.splits import calibration_test_split
+from howsure.stats.splits import calibration_test_split
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2].parent

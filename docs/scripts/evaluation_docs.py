@@ -80,7 +80,7 @@ def table(summaries: dict[str, dict]) -> None:
 
 
 def figures(summaries: dict[str, dict]) -> None:
-    from howsure import plots
+    from howsure.report import plots
 
     IMAGES.mkdir(parents=True, exist_ok=True)
     reliability = next(p for p in summaries["base-auto"]["plots"] if p["key"] == "reliability")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from howsure.policy import certify_policy
+from howsure.decisions.policy_certification import certify_policy
 from howsure.service.store import NewItem, ReviewStore
 
 ROOT = Path(__file__).resolve().parents[2]

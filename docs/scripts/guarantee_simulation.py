@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from howsure.decisions import SIMULATION_RULES, min_items_to_certify, simulate_guarantee
+from howsure.decisions.pvalues import min_items_to_certify
+from howsure.decisions.simulation import simulate_guarantee, SIMULATION_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"

@@ -25,12 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guarantee_simulation import RESULTS, SCENARIOS, population  # noqa: E402
 
-from howsure.decisions import (  # noqa: E402
-    DEFAULT_STARTS,
-    calibrated_starts,
-    certify_threshold,
-    oracle_automation_share,
-)
+from howsure.decisions.certification import certify_threshold
+from howsure.decisions.simulation import oracle_automation_share
+from howsure.decisions.walks import calibrated_starts, DEFAULT_STARTS
 
 METHODS = ("fallback", "multistart", "fixed_sequence")
 

@@ -16,15 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from howsure.calibration import make_calibrator
-from howsure.decisions import (
-    certify_threshold,
-    certify_two_sided,
-    empirical_threshold,
-    labels_needed,
-    naive_scan_threshold,
-)
-from howsure.policy import certify_policy
-from howsure.splits import calibration_test_split
+from howsure.decisions.certification import certify_threshold, certify_two_sided
+from howsure.decisions.planning import labels_needed
+from howsure.decisions.simulation import empirical_threshold, naive_scan_threshold
+from howsure.decisions.policy_certification import certify_policy
+from howsure.stats.splits import calibration_test_split
 
 RESULTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "sentiment" / "seed_cwc" / "results"
 LABELS = ["negative", "positive"]

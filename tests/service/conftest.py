@@ -32,7 +32,7 @@ TEST_INSTRUCTION = "Is the sentiment of this text positive or negative? Answer w
 def _certified(labels: tuple[str, ...], threshold: float | None, with_task: bool) -> str:
     import json
 
-    from howsure.policy import certify_policy
+    from howsure.decisions.policy_certification import certify_policy
 
     rng = np.random.default_rng(0)
     n, k = 1000, len(labels)
@@ -56,7 +56,7 @@ def _certified(labels: tuple[str, ...], threshold: float | None, with_task: bool
 
 def make_policy_dict(labels: tuple[str, ...] | list[str] = ("negative", "positive"), threshold: float | None = 0.9,
                      *, with_task: bool = True) -> dict[str, Any]:
-    """A valid policy JSON (`howsure.policy.Policy.to_dict`) certified on synthetic data.
+    """A valid policy JSON (`howsure.decisions.policy.Policy.to_dict`) certified on synthetic data.
 
     Items whose calibrated top-label confidence is >= ``threshold`` are automated (None:
     nothing is). No calibrator, so the calibrated confidence is the raw one. With

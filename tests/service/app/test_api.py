@@ -22,7 +22,7 @@ def test_classify_one_and_many_decides_with_the_active_policy(make_service, tiny
     assert len(many) == 3 and len({item["item_id"] for item in many + [one]}) == 4
 
     # The answer is exactly what the backend and the stored policy give for that text.
-    from howsure.task import Task
+    from howsure.core.task import Task
 
     policy = env.policy.to_policy()
     raw = tiny_backend.label_scores(Task.from_dict(policy.task), ["A gorgeous, witty movie."])[0]

@@ -17,10 +17,10 @@ TEXTS = {
 def test_classify_on_the_bundled_model(bundled_backend, tmp_path):
     from fastapi.testclient import TestClient
 
-    from howsure.policy import certify_policy
+    from howsure.decisions.policy_certification import certify_policy
     from howsure.service.app import create_app
     from howsure.service.store import ReviewStore
-    from howsure.task import load_task
+    from howsure.core.task import load_task
 
     task = load_task("sentiment")  # labels positive, negative: not alphabetical
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import kstest
 
 from howsure.errors import DataError, PolicyError
-from howsure.service.drift import ks_test
+from howsure.stats.drift import ks_test
 from howsure.decisions.recalibration import hash_share, recalibrate_arrays, split_for_recalibration
 from loop_sim import LABELS, population
 
