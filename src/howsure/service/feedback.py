@@ -283,10 +283,13 @@ def recalibrate(
 
 
 # ------------------------------------------------------------------------------ export
-def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) -> list[dict[str, Any]]:
+def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None,
+                  include_audited: bool = True) -> list[dict[str, Any]]:
     """Reviewed items as flat dicts with `EXPORT_COLUMNS`; ``label`` is the reviewer's."""
     rows = []
     for item in store.labelled_items(policy_version=policy_version):
+        if item.source == "audit" and not include_audited:
+            continue
         reviewed_at = item.reviewed_at
         rows.append({
             "item_id": item.item_id,
@@ -302,7 +305,7 @@ def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) ->
 
 
 def export_labelled(store: "ReviewStore", path: str | Path, format: str | None = None, *,
-                    policy_version: int | None = None) -> int:
+                    policy_version: int | None = None, include_audited: bool = True) -> int:
     """Write reviewed items as a labelled data set for fine-tuning; returns the row count.
 
     JSONL keeps every value exactly. CSV cells that a spreadsheet would run as a formula
@@ -316,13 +319,16 @@ def export_labelled(store: "ReviewStore", path: str | Path, format: str | None =
         Default: from the file suffix (``.jsonl`` / ``.csv``).
     policy_version : int, optional
         Only items decided under this version.
+    include_audited : bool
+        Keep the audited items (``source`` audit); for the chat format see
+        `howsure.service.training_data.write_chat_jsonl`.
     """
     path = Path(path)
     if format is None:
         format = path.suffix.lower().lstrip(".")
     if format not in EXPORT_FORMATS:
         raise DataError(f"cannot export to {str(path)!r} as {format!r}: expected one of {list(EXPORT_FORMATS)}")
-    rows = labelled_rows(store, policy_version=policy_version)
+    rows = labelled_rows(store, policy_version=policy_version, include_audited=include_audited)
     if format == "jsonl":
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
