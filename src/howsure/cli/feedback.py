@@ -93,6 +93,9 @@ def recalibrate_command(
     activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new version the active one."),
     actor: Optional[str] = typer.Option(None, help="Name kept in the audit log (default: your login name)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="Fit and certify even on items the active policy's adapter trained on "
+                                       "(refused otherwise); the new policy says so in its overlap field."),
 ) -> None:
     """Refit the calibrator and re-certify the threshold from reviews: a new policy version.
 
@@ -106,7 +109,7 @@ def recalibrate_command(
         record, report = recalibrate(
             store, actor=_actor(actor), calibrator=calibrator, target_accuracy=target, delta=delta,
             seed=seed, audit_rate=audit_rate, certify_share=certify_share, activate=activate,
-            policy_versions=versions or None,
+            policy_versions=versions or None, allow_overlap=allow_overlap,
         )
         previous = store.get_policy(report["previous_version"])
     if as_json:

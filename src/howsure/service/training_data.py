@@ -14,21 +14,23 @@ same draw `split_for_recalibration` makes with the same seed).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from howsure.calibration.fitting import item_hashes
 from howsure.core.task import Task
+from howsure.decisions.policy import adapter_checksum
 from howsure.decisions.recalibration import hash_share
 from howsure.errors import DataError, PolicyError
+from howsure.service.feedback import recalibrate
 
 if TYPE_CHECKING:
     from howsure.finetune.data import LabelledTexts
-    from howsure.service.store import LabelledItem, ReviewStore
+    from howsure.service.store import LabelledItem, PolicyRecord, ReviewStore
 
-__all__ = ["ChatRow", "TrainingSelection", "certified_hashes", "chat_messages", "select_training_items", "store_chat_rows", "write_chat_jsonl"]
+__all__ = ["ChatRow", "TrainingSelection", "certified_hashes", "chat_messages", "register_finetuned", "select_training_items", "store_chat_rows", "write_chat_jsonl"]
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,14 @@ def certified_hashes(body: dict[str, Any]) -> set[str]:
     return set(certified.get("hashes") or []) if certified.get("key") == "text" else set()
 
 
-def select_training_items(store: "ReviewStore", task: Task, *, certify_share: float | None, seed: int = 0,
-                          labelled: Sequence["LabelledItem"] | None = None) -> TrainingSelection:
+def select_training_items(store: "ReviewStore", task: Task, *, certify_share: float | None, fit_share: float = 0.0,
+                          seed: int = 0, labelled: Sequence["LabelledItem"] | None = None) -> TrainingSelection:
     """Split the store's reviewed items into trainable ones and held-out ones (module docstring).
 
     ``certify_share`` is the share of review items kept back for the next certificate (the
-    lowest audit rate, as `howsure recalibrate` uses by default); None keeps none back."""
+    lowest audit rate, as `howsure recalibrate` uses by default); None keeps none back.
+    ``fit_share`` more of them are kept back to fit the next policy's calibrator (an item the
+    model trained on looks surer than a new one, so a calibrator fitted on it is too)."""
     # Local for weight: howsure.finetune's package loads torch, which exporting never needs.
     from howsure.finetune.data import LabelledTexts
 
@@ -121,15 +125,17 @@ def select_training_items(store: "ReviewStore", task: Task, *, certify_share: fl
     certified = certified_hashes(active.body)
     items = list(store.labelled_items() if labelled is None else labelled)
     texts, labels, ids = [], [], []
-    held_out = {"audit": 0, "certified": 0, "certify_share": 0}
+    held_out = {"audit": 0, "certified": 0, "certify_share": 0, "calibration": 0}
     hashes = item_hashes([item.text for item in items], "text")
     for item, digest in zip(items, hashes):
         if item.source == "audit":
             held_out["audit"] += 1
         elif digest in certified:
             held_out["certified"] += 1
-        elif certify_share is not None and hash_share(item.item_id, seed) < certify_share:
+        elif hash_share(item.item_id, seed) < (certify_share or 0.0):
             held_out["certify_share"] += 1
+        elif hash_share(item.item_id, seed) < (certify_share or 0.0) + fit_share:
+            held_out["calibration"] += 1
         elif item.label not in task.labels:
             raise DataError(f"item {item.item_id} was labelled {item.label!r}, not one of the task's labels "
                             f"{task.label_names}")
@@ -144,3 +150,23 @@ def select_training_items(store: "ReviewStore", task: Task, *, certify_share: fl
     held_out["duplicate_of_held_out"] = len(texts) - len(keep)
     return TrainingSelection(LabelledTexts([texts[k] for k in keep], [labels[k] for k in keep]),
                              [ids[k] for k in keep], held_out, certify_share, seed)
+
+
+def register_finetuned(store: "ReviewStore", adapter_dir: str | Path, *, task: Task, model: str,
+                       rescore: Callable[[list[str]], Any], actor: str, **recalibrate_options: Any,
+                       ) -> tuple["PolicyRecord", dict[str, Any]]:
+    """Add the fine-tuned model as a new policy version: every reviewed item the adapter did not
+    train on is scored again through it (``rescore(texts)``: raw probabilities in the task's label
+    order), the calibrator is fitted and the threshold certified on them exactly as
+    `howsure.service.feedback.recalibrate` does, and the policy records the adapter (directory
+    and weight checksum). ``recalibrate_options`` go to `recalibrate` (seed, calibrator, ...)."""
+    # Local for weight: the adapters module loads torch, which exporting and selecting never need.
+    from howsure.backends.transformers.adapters import adapter_info, trained_hashes
+
+    adapter_info(adapter_dir).check_task(task)
+    directory = str(Path(adapter_dir).resolve())
+    adapter = {"directory": directory, "checksum": adapter_checksum(directory)}
+    trained = trained_hashes(directory)
+    note = recalibrate_options.pop("note", None) or f"fine-tuned adapter {directory} ({len(trained)} texts trained on)"
+    return recalibrate(store, actor=actor, rescore=rescore, adapter=adapter, trained=trained, model_id=model,
+                       note=note, **recalibrate_options)
