@@ -5,6 +5,7 @@
     howsure policy rollback --db reviews.db      back to the version before the active one
     howsure drift --db reviews.db                live vs certified confidences; exit 1 on alarm
     howsure export --db reviews.db --output reviewed.jsonl
+    howsure export --db reviews.db --format openai-chat --output chat.jsonl   (hosted fine-tuning)
 
 Nothing here imports torch: the store, the calibrators and scipy are all it needs.
 """
@@ -92,6 +93,9 @@ def recalibrate_command(
     activate: bool = typer.Option(True, "--activate/--no-activate", help="Make the new version the active one."),
     actor: Optional[str] = typer.Option(None, help="Name kept in the audit log (default: your login name)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="Fit and certify even on items the active policy's adapter trained on "
+                                       "(refused otherwise); the new policy says so in its overlap field."),
 ) -> None:
     """Refit the calibrator and re-certify the threshold from reviews: a new policy version.
 
@@ -105,7 +109,7 @@ def recalibrate_command(
         record, report = recalibrate(
             store, actor=_actor(actor), calibrator=calibrator, target_accuracy=target, delta=delta,
             seed=seed, audit_rate=audit_rate, certify_share=certify_share, activate=activate,
-            policy_versions=versions or None,
+            policy_versions=versions or None, allow_overlap=allow_overlap,
         )
         previous = store.get_policy(report["previous_version"])
     if as_json:
@@ -239,20 +243,63 @@ def drift_command(
         raise typer.Exit(EXIT_ALARM)
 
 
+EXPORT_HELP = "jsonl, csv or openai-chat (default: from the file suffix; openai-chat is the chat fine-tuning JSONL)."
+
+
 @command("export")
 def export_command(
-    db: str = typer.Option(..., "--db", help=DB_HELP),
     output: Path = typer.Option(..., "--output", help="File to write (.jsonl or .csv)."),
-    format: Optional[str] = typer.Option(None, "--format", help="jsonl or csv (default: from the file suffix)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " Either this or --input."),
+    input: Optional[Path] = typer.Option(None, "--input", help="A labelled file (CSV, TSV, JSONL, JSON, Parquet) to "
+                                         "export instead of the database (openai-chat only; needs --task)."),
+    format: Optional[str] = typer.Option(None, "--format", help=EXPORT_HELP),
     version: Optional[int] = typer.Option(None, "--policy-version", help="Only items decided by this policy version."),
+    task: Optional[str] = typer.Option(None, "--task", help="Task whose prompt the chat lines carry (--input only; "
+                                       "from the database, each item's policy task)."),
+    text_column: str = typer.Option("text", help="Column of --input holding the texts."),
+    label_column: str = typer.Option("label", help="Column of --input holding the labels."),
+    label_map: Optional[List[str]] = typer.Option(None, "--label-map", help="RAW=LABEL for --input, repeatable."),
+    include_audited: Optional[bool] = typer.Option(
+        None, "--include-audited/--exclude-audited",
+        help="Export the audited items (the random sample the guarantee is certified on). Default: excluded from "
+             "openai-chat (a training file: training on them would spoil the next certificate), included in "
+             "jsonl/csv (their source column says audit)."),
 ) -> None:
-    """Write reviewed items as a labelled data set (JSONL or CSV) for fine-tuning.
+    """Write reviewed items as a labelled data set (JSONL, CSV, or openai-chat) for fine-tuning.
 
-    Columns: item_id, text, label (the reviewer's), source (review or audit), reviewer,
-    policy_version, prediction, reviewed_at.
+    jsonl/csv columns: item_id, text, label (the reviewer's), source (review or audit), reviewer,
+    policy_version, prediction, reviewed_at. openai-chat: one {"messages": [system, user (the
+    task's prompt with the text), assistant (the label)]} line per item.
     """
     from howsure.service.feedback import export_labelled
+    from howsure.service.training_data import ChatRow, store_chat_rows, write_chat_jsonl
 
+    if (db is None) == (input is None):
+        raise typer.BadParameter("give exactly one of --db and --input", param_hint="--db/--input")
+    if format is None and input is not None:
+        format = "openai-chat"
+    if input is not None:
+        if format != "openai-chat":
+            raise typer.BadParameter(f"--input exports only as openai-chat, not {format!r}", param_hint="--format")
+        if task is None:
+            raise typer.BadParameter("--input needs --task: the chat lines carry the task's prompt", param_hint="--task")
+        from howsure.cli.scoring import parse_label_map
+        from howsure.core.task import load_task
+        from howsure.finetune.data import read_labelled_file
+
+        the_task = load_task(task)
+        data = read_labelled_file(input, the_task, text_column, label_column, parse_label_map(label_map))
+        n = write_chat_jsonl((ChatRow(the_task, t, l) for t, l in zip(data.texts, data.labels)), output)
+        console.print(f"{n} labelled items written to {escape(str(output))} as openai-chat", highlight=False)
+        return
     with _open(db) as store:
-        n = export_labelled(store, output, format, policy_version=version)
-    console.print(f"{n} reviewed items written to {escape(str(output))}", highlight=False)
+        if format == "openai-chat":
+            n = write_chat_jsonl(store_chat_rows(store, policy_version=version,
+                                                 include_audited=bool(include_audited)), output)
+        else:
+            n = export_labelled(store, output, format, policy_version=version,
+                                include_audited=True if include_audited is None else include_audited)
+    # The jsonl/csv line is the one it always was; the chat file says whether audited items are in.
+    note = "" if format != "openai-chat" else (
+        " as openai-chat, audited items included" if include_audited else " as openai-chat, audited items excluded")
+    console.print(f"{n} reviewed items written to {escape(str(output))}{note}", highlight=False)

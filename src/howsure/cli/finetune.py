@@ -1,5 +1,6 @@
-"""The finetune command: LoRA fine-tuning of the model on a labelled file, with a progress bar,
-resume after an interruption, and an optional merged model directory."""
+"""The finetune command: LoRA fine-tuning of the model on a labelled file and/or the review store's
+reviewed items, with a progress bar, resume after an interruption, an optional merged model
+directory, and (with --db) the result registered as a new model version with its own policy."""
 
 from __future__ import annotations
 
@@ -10,16 +11,31 @@ import typer
 from rich.markup import escape
 
 from howsure.cli.app import command, console, err_console, fail
-from howsure.cli.scoring import ModelOption, TaskOption, ThreadsOption, parse_label_map
+from howsure.cli.format import certificate_line
+from howsure.cli.scoring import ThreadsOption, parse_label_map
+from howsure.models import DEFAULT_MODEL
 
 
 @command("finetune")
 def finetune_command(
-    train: Path = typer.Option(..., "--train", help="Labelled training file (CSV, TSV, JSONL, JSON, Parquet); "
-                               "a share is held out by content hash for validation."),
+    train: Optional[Path] = typer.Option(None, "--train", help="Labelled training file (CSV, TSV, JSONL, JSON, Parquet); "
+                                         "a share is held out by content hash for validation."),
     output: Path = typer.Option(..., "--output", "-o", help="Adapter directory to write (and resume in)."),
-    task: str = TaskOption,
-    model: str = ModelOption,
+    db: Optional[str] = typer.Option(None, "--db", help="Review store (SQLite path, sqlite:/// or postgresql:// URL): "
+                                     "train on its reviewed items too, then register the adapter as a new policy "
+                                     "version certified on items it never saw. Task and model: the active policy's."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task TOML file or bundled task name (default: "
+                                       "sentiment; with --db the active policy's, which must match)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Preset name, model directory, .gguf file or hub "
+                                        f"id (default: {DEFAULT_MODEL}; with --db the active policy's)."),
+    calibration_share: float = typer.Option(
+        0.2, "--calibration-share", help="With --db: share of review items kept out of training to fit the new "
+                                         "policy's calibrator (besides the certification share, always kept out)."),
+    fit_calibrator: str = typer.Option("auto", "--fit-calibrator", help="With --db: the new policy's calibrator "
+                                       "(auto, a calibrator name, or none)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="With --db: salt of the certify/fit draw (as howsure "
+                                   "recalibrate --seed)."),
+    activate: bool = typer.Option(True, "--activate/--no-activate", help="With --db: make the new version active."),
     text_column: str = typer.Option("text", help="Column holding the texts."),
     label_column: str = typer.Option("label", help="Column holding the gold labels."),
     label_map: Optional[list[str]] = typer.Option(None, "--label-map", help="RAW=LABEL, repeatable (e.g. 1=positive)."),
@@ -48,10 +64,7 @@ def finetune_command(
     labels' probabilities as howsure scores them, at the answer position only.
 
     Interrupted? Run the same command again: it resumes from the last checkpoint."""
-    import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from howsure.finetune import FinetuneConfig, finetune, merge_adapter, read_labelled_file
+    from howsure.finetune import FinetuneConfig, read_labelled_file
     from howsure.core.task import load_task
 
     config = FinetuneConfig(
@@ -60,8 +73,70 @@ def finetune_command(
         seed=seed, validation_fraction=validation_fraction, eval_interval=eval_interval,
         checkpoint_interval=checkpoint_interval, patience=patience,
     )
-    the_task = load_task(task)
-    data = read_labelled_file(train, the_task, text_column, label_column, parse_label_map(label_map))
+    if train is None and db is None:
+        raise fail("give --train FILE, --db URL, or both: there is nothing to train on")
+    if not 0 <= calibration_share < 1:
+        raise fail(f"--calibration-share must be in [0, 1), got {calibration_share!r}")
+    store = review_data = None
+    if db is not None:
+        store, the_task, model, review_data = _review_training_data(db, task, model, calibration_share, split_seed)
+    else:
+        the_task = load_task(task or "sentiment")
+        model = model or DEFAULT_MODEL
+    try:
+        data = _combined(review_data, read_labelled_file(train, the_task, text_column, label_column,
+                                                          parse_label_map(label_map)) if train else None)
+        _train_and_register(the_task, data, output, model, config, resume, device, threads, merge, train, store,
+                            fit_calibrator, split_seed, activate)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _review_training_data(db: str, task: Optional[str], model: Optional[str], calibration_share: float, seed: int):
+    """(store, the active policy's task, the model, the trainable reviewed items), with one line
+    on what was held out and why."""
+    from howsure.core.task import Task, load_task
+    from howsure.service.feedback import default_certify_share
+    from howsure.service.store import ReviewStore
+    from howsure.service.training_data import select_training_items
+
+    store = ReviewStore(db)
+    try:
+        active = store.active_policy()
+        if active is None or not active.body.get("task"):
+            raise fail("the store has no active policy with a task; serve one first (howsure serve --policy FILE)")
+        the_task = Task.from_dict(active.body["task"])
+        if task is not None and load_task(task).fingerprint() != the_task.fingerprint():
+            raise fail(f"--task {task!r} is not the active policy's task {the_task.name!r}; leave --task out with --db")
+        selection = select_training_items(store, the_task, certify_share=default_certify_share(store, any_model=True),
+                                          fit_share=calibration_share, seed=seed)
+    except BaseException:
+        store.close()
+        raise
+    held = selection.held_out
+    console.print(escape(
+        f"{len(selection.item_ids)} reviewed items to train on; kept out: {held['audit']} audited, "
+        f"{held['certified']} the active policy was certified on, {held['certify_share']} for the next "
+        f"certificate, {held['calibration']} for its calibrator, {held['duplicate_of_held_out']} copies of those"),
+        highlight=False)
+    return store, the_task, model or active.body.get("model_id") or DEFAULT_MODEL, selection.data
+
+
+def _combined(first, second):
+    from howsure.finetune import LabelledTexts
+
+    parts = [part for part in (first, second) if part is not None]
+    return LabelledTexts([t for p in parts for t in p.texts], [label for p in parts for label in p.labels])
+
+
+def _train_and_register(the_task, data, output, model, config, resume, device, threads, merge, train, store,
+                        fit_calibrator, split_seed, activate) -> None:
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from howsure.finetune import finetune, merge_adapter
+
     if threads:
         torch.set_num_threads(threads)
     reached = {"step": 0}
@@ -78,7 +153,8 @@ def finetune_command(
 
         try:
             result = finetune(the_task, data, output, model=model, config=config, resume=resume, device=device,
-                              source=str(train), on_step=on_step)
+                              source=" + ".join(x for x in (str(train) if train else None,
+                                                            "reviewed items" if store else None) if x), on_step=on_step)
         except KeyboardInterrupt:
             raise fail(f"interrupted at step {reached['step']}; run the same command again to resume from the last "
                        "checkpoint", code=130) from None
@@ -92,3 +168,40 @@ def finetune_command(
         with err_console.status(f"merging into {escape(str(merge))} …"):
             merge_adapter(output, merge, model)
         console.print(escape(f"merged model -> {merge} (use --model {merge})"))
+    if store is not None:
+        _register(store, the_task, output, model, device, threads, fit_calibrator, split_seed, activate)
+
+
+def _register(store, the_task, output, model, device, threads, fit_calibrator, split_seed, activate) -> None:
+    """Score the items the adapter never saw through it and add the new policy version."""
+    import numpy as np
+
+    from howsure.cli.scoring import open_backend
+    from howsure.cli.service import cli_actor
+    from howsure.decisions.policy import adapter_checksum
+    from howsure.service.training_data import register_finetuned
+
+    checksum = adapter_checksum(output)
+    registered = [r for r in store.policy_history() if (r.body.get("adapter") or {}).get("checksum") == checksum]
+    if registered:  # a rerun of a finished run: the version exists, adding it twice would only confuse rollback
+        console.print(escape(f"this adapter is already registered as policy version {registered[-1].version}"),
+                      highlight=False)
+        return
+    backend = open_backend(model, "float32", threads, device=device, adapter=str(output))
+
+    def rescore(texts):
+        scores = backend.label_scores(the_task, list(texts), top_k=1)
+        return np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
+
+    record, report = register_finetuned(store, output, task=the_task, model=model, rescore=rescore,
+                                        actor=cli_actor(), calibrator=fit_calibrator, seed=split_seed,
+                                        activate=activate)
+    state = "is now active" if record.active else "is stored, not active (howsure policy rollback --to it)"
+    console.print(escape(
+        f"policy version {record.version} ({record.policy_id}) {state}: the adapter's scores on "
+        f"{report['n_reviewed']} reviewed items it never saw ({report['left_out_trained']} it trained on left out), "
+        f"calibrator fitted on {report['fit']['n']}, threshold certified on {report['certify']['n']}"), highlight=False)
+    console.print(escape(certificate_line(record.body["guarantee"]) if record.body["rule"] == "top_label"
+                         else "per-class certificate: howsure policy list"), highlight=False)
+    for warning in report["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

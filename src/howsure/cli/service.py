@@ -139,7 +139,13 @@ def serve(
                           soft_wrap=True)
     model_name = model or record.body.get("model_id") or DEFAULT_MODEL
     backend = open_backend(model_name, dtype, threads, batch_size=max_batch, device=device, batch_tokens=batch_tokens)
-    service_app = create_app(store, backend, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
+
+    def adapter_backend(adapter_model: str, adapter: str | None):
+        # A policy from `howsure finetune --db` scores through its own adapter, loaded like the base.
+        return open_backend(adapter_model, dtype, threads, batch_size=max_batch, device=device,
+                            batch_tokens=batch_tokens, adapter=adapter)
+
+    service_app = create_app(store, backend, backend_factory=adapter_backend, model=model_name, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret,
                              max_text_tokens=max_text_tokens, max_request_tokens=max_request_tokens,
                              max_client_tokens=max_client_tokens, max_queue_tokens=max_queue_tokens,

@@ -21,6 +21,12 @@ file, ``version`` the user's version of this policy (bump it when re-certifying)
 ``reference`` keeps the calibrated top-label confidences of the certification items (sorted,
 at most `MAX_REFERENCE` quantiles), so a label-free drift check can later compare live
 confidences with them (``howsure.service.drift``). Files written before it existed still load.
+
+Three optional fields, present only when set (older files load and keep their ``policy_id``):
+``adapter`` (``{"directory", "checksum"}``: the LoRA adapter the scores come through, the sha256
+of its weights, `adapter_checksum`), ``certified_on`` (the text hashes of the certification
+items, so a later fine-tune keeps them out of training) and ``overlap`` (a sentence, when the
+policy was certified on items its adapter trained on, with ``--allow-overlap``).
 """
 
 from __future__ import annotations
@@ -85,6 +91,9 @@ class Policy:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     cost: dict[str, Any] | None = None
     reference: list[float] | None = None
+    adapter: dict[str, Any] | None = None
+    certified_on: dict[str, Any] | None = None
+    overlap: str | None = None
     _calibrator_object: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +127,9 @@ class Policy:
         # policy_id and still loads.
         if self.reference is not None:
             content["reference"] = self.reference
+        for name in ("adapter", "certified_on", "overlap"):
+            if getattr(self, name) is not None:
+                content[name] = getattr(self, name)
         return content
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +191,9 @@ class Policy:
             created=data["created"],
             cost=data.get("cost"),
             reference=data.get("reference"),
+            adapter=data.get("adapter"),
+            certified_on=data.get("certified_on"),
+            overlap=data.get("overlap"),
         )
         stated = data.get("policy_id")
         if stated is not None and stated != policy.policy_id:
@@ -218,6 +233,15 @@ class Policy:
             raise PolicyError(f"policy calibrator must be an object or null, got {type(self.calibrator).__name__}")
         if self.reference is not None:
             _check_reference(self.reference)
+        if self.adapter is not None:
+            _check_adapter(self.adapter)
+        if self.certified_on is not None and (
+                not isinstance(self.certified_on, dict) or self.certified_on.get("key") not in ("text", "id")
+                or not isinstance(self.certified_on.get("hashes"), list)):
+            raise PolicyError(f"policy certified_on must be {{'key': 'text' or 'id', 'n_items': n, 'hashes': [...]}}, "
+                              f"got {self.certified_on!r:.80}")
+        if self.overlap is not None and not isinstance(self.overlap, str):
+            raise PolicyError(f"policy overlap must be a sentence or null, got {self.overlap!r:.80}")
         if self.task is not None:
             task_labels = list((self.task or {}).get("labels", {}))
             if task_labels != self.labels:
@@ -403,6 +427,26 @@ def _check_threshold(value: Any, what: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1 or math.isnan(value):
         raise PolicyError(f"{what} must be a number in [0, 1] or null, got {value!r}")
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def adapter_checksum(directory: str | Path) -> str:
+    """sha256 of an adapter directory's weight file (``adapter_model.safetensors``): what a
+    policy records so the service scores with exactly the adapter it was certified with."""
+    path = Path(directory) / ADAPTER_WEIGHTS
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise PolicyError(f"cannot read the adapter weights {str(path)!r}: {exc}") from None
+
+
+def _check_adapter(adapter: Any) -> None:
+    if not isinstance(adapter, dict) or not all(isinstance(adapter.get(key), str) and adapter.get(key)
+                                                for key in ("directory", "checksum")):
+        raise PolicyError(f"policy adapter must be {{'directory': str, 'checksum': str}} or null, got {adapter!r:.80}")
 
 
 def _check_reference(values: Any) -> None:

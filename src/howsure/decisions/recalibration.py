@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from howsure.calibration import fit_calibrator, overlap_with_fit_items
+from howsure.calibration.fitting import fit_fingerprint
 from howsure.decisions.policy import Policy
 from howsure.decisions.policy_certification import certify_policy
 from howsure.errors import DataError, PolicyError
@@ -392,6 +393,8 @@ def recalibrate_arrays(
         target_accuracy=target_accuracy, delta=delta, labels=list(label_names), **certify_kwargs,
     )
     policy, fitted = certified.policy, certified.calibrator
+    if texts is not None:  # a later fine-tune keeps these out of training (howsure finetune --db)
+        policy.certified_on = fit_fingerprint(_subset(texts, split.certify))
     guarantee = policy.guarantee
     report: dict[str, Any] = {
         "n_reviewed": len(item_ids),

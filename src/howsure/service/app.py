@@ -40,7 +40,7 @@ from howsure.service.errors import ServiceUnavailable, error_response, install_e
 from howsure.service.hardening import DOCS_PATHS, SecurityHeaders
 from howsure.service.routers import health, items, pages, policies, queue, stats
 from howsure.service.routers.classify import classify_router
-from howsure.service.state import Service
+from howsure.service.state import BackendFactory, Service
 from howsure.service.store import ReviewStore
 from howsure.service.throttle import FailureThrottle
 
@@ -127,6 +127,8 @@ def create_app(
     auth_failures: int = 20,
     auth_window_s: float = 60.0,
     api_docs: bool = False,
+    backend_factory: BackendFactory | None = None,
+    model: str | None = None,
 ) -> FastAPI:
     """Build the review service.
 
@@ -166,6 +168,12 @@ def create_app(
     api_docs : bool
         Serve the interactive API docs at /docs and /redoc. They load script from a CDN, so
         they are off unless asked for; /openapi.json is always served.
+    backend_factory : callable, optional
+        ``factory(model, adapter_dir)`` builds the backend of a policy with an ``adapter``
+        (`howsure finetune --db` makes them); each (model, adapter) pair is built once and
+        kept. Without it such a policy answers 503. ``backend`` scores every other policy.
+    model : str, optional
+        The model ``backend`` runs, for adapters of policies that name no model.
     """
     if isinstance(audit_rate, bool) or not isinstance(audit_rate, int | float) or not 0 <= audit_rate <= 1:
         raise DataError(f"audit_rate must be a number in [0, 1], got {audit_rate!r}")
@@ -191,7 +199,7 @@ def create_app(
                       lease_seconds=lease_seconds, seed=seed, session_secret=session_secret,
                       secure_cookies=secure_cookies, limits=limits, throttle=throttle,
                       max_batch_tokens=max_batch_tokens, max_queue_tokens=max_queue_tokens,
-                      max_client_tokens=max_client_tokens)
+                      max_client_tokens=max_client_tokens, backend_factory=backend_factory, model=model)
     service.known_policy_version = None if record is None else record.version
     if record is not None:
         try:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from howsure.calibration.fitting import item_hashes
 from howsure.decisions.costs import CostModel
 from howsure.decisions.policy import Policy
 from howsure.decisions.recalibration import (
@@ -59,8 +60,35 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ with a store
+def _adapter_checksum(body: dict[str, Any]) -> str | None:
+    return (body.get("adapter") or {}).get("checksum")
+
+
 def _same_model(body: dict[str, Any], active: dict[str, Any]) -> bool:
-    return body.get("labels") == active.get("labels") and body.get("model_id") == active.get("model_id")
+    """Same labels, model and adapter: their items' raw probabilities come from the same scorer."""
+    return (body.get("labels") == active.get("labels") and body.get("model_id") == active.get("model_id")
+            and _adapter_checksum(body) == _adapter_checksum(active))
+
+
+def adapter_trained_hashes(body: dict[str, Any]) -> set[str]:
+    """The text hashes a policy's adapter trained on (empty without an adapter); `PolicyError`
+    when the adapter directory is gone, so the guard never passes by not looking."""
+    adapter = body.get("adapter")
+    if not adapter:
+        return set()
+    # Local for weight: the adapters module loads torch, which recalibrating without one never needs.
+    from howsure.backends.transformers.adapters import trained_hashes
+
+    try:
+        return trained_hashes(adapter["directory"])
+    except DataError as exc:
+        raise PolicyError(f"the active policy's adapter cannot tell which items it trained on: {exc}") from None
+
+
+def overlap_sentence(n_overlap: int, n_items: int) -> str:
+    """What a policy certified with ``--allow-overlap`` says about it, in words."""
+    return (f"{n_overlap} of the {n_items} reviewed items this policy was fitted and certified on were items its "
+            "adapter trained on (--allow-overlap): its confidences and certificate may be optimistic")
 
 
 def _estimate_audit_rate(auto: int, sampled: int, what: str = "") -> tuple[float | None, str]:
@@ -115,6 +143,36 @@ def population_audit_rates(
     return per_item, lowest, source
 
 
+def pooled_items(store: "ReviewStore", policy_versions: Sequence[int] | None = None, *, any_model: bool = False,
+                 ) -> tuple["PolicyRecord", list[int], list[Any]]:
+    """The active policy, the versions whose reviewed items recalibration pools (``policy_versions``,
+    else every version with the active one's labels, model and adapter; with ``any_model`` every
+    version with its labels: items scored again by a new model) and those items."""
+    active = store.active_policy()
+    if active is None:
+        raise PolicyError("the store has no active policy to recalibrate; add one first (howsure serve --policy)")
+    versions = sorted(r.version for r in store.policy_history()
+                      if (r.body.get("labels") == active.body.get("labels") if any_model else _same_model(r.body, active.body)))
+    if policy_versions is not None:
+        wanted = sorted({int(v) for v in policy_versions})
+        other = [v for v in wanted if v not in versions]
+        if other or not wanted:
+            raise PolicyError(
+                f"policy version(s) {other or wanted} cannot be pooled: the versions of the active "
+                f"policy's model {active.body.get('model_id')!r} and labels are {versions}"
+            )
+        versions = wanted
+    return active, versions, [item for item in store.labelled_items() if item.policy_version in versions]
+
+
+def default_certify_share(store: "ReviewStore", policy_versions: Sequence[int] | None = None, *,
+                          any_model: bool = False) -> float | None:
+    """The share of the population `recalibrate` certifies on by default: the lowest audit rate of
+    the pooled versions (`pooled_items`; None when nothing was auto-handled)."""
+    _, versions, labelled = pooled_items(store, policy_versions, any_model=any_model)
+    return population_audit_rates(store, versions, labelled, None)[1]
+
+
 def recalibrate(
     store: "ReviewStore",
     *,
@@ -128,6 +186,11 @@ def recalibrate(
     activate: bool = True,
     note: str | None = None,
     policy_versions: Sequence[int] | None = None,
+    allow_overlap: bool = False,
+    rescore: Callable[[list[str]], np.ndarray] | None = None,
+    adapter: dict[str, Any] | None = None,
+    trained: set[str] | None = None,
+    model_id: str | None = None,
 ) -> tuple["PolicyRecord", dict[str, Any]]:
     """Refit the calibrator and re-certify the threshold from the store's reviewed items, and
     add the result as a new policy version (active unless ``activate=False``).
@@ -156,6 +219,17 @@ def recalibrate(
         Learn only from items these versions decided, e.g. those after a drift alarm, when the
         older items no longer come from today's population. Default: every version with the
         same labels and model as the active one.
+    allow_overlap : bool
+        Fit and certify even on items the active policy's adapter trained on (its
+        ``trained_hashes``); the new policy's ``overlap`` says so. Without it such items are a
+        `PolicyError` naming how many.
+    rescore, adapter, trained
+        For a new model version (``howsure finetune --db``): ``rescore(texts)`` gives the new
+        model's raw probabilities (n, K) in label order, used instead of the stored ones;
+        ``adapter`` (``{"directory", "checksum"}``) goes into the new policy; items whose text
+        hash is in ``trained`` (what the new adapter trained on) are left out, not refused.
+    model_id : str, optional
+        The new policy's model (default: the active policy's).
 
     Returns
     -------
@@ -167,25 +241,28 @@ def recalibrate(
 
     Notes
     -----
-    Items of every policy version with the same labels and model as the active one are pooled:
-    the calibrator works on the model's raw probabilities, which do not depend on the policy.
+    Items of every policy version with the same labels, model and adapter as the active one
+    are pooled: the calibrator works on the model's raw probabilities, which do not depend on
+    the policy. With ``rescore`` every version with the same labels is pooled (all are scored
+    again by the new model).
     """
-    active = store.active_policy()
-    if active is None:
-        raise PolicyError("the store has no active policy to recalibrate; add one first (howsure serve --policy)")
+    active, versions, labelled = pooled_items(store, policy_versions, any_model=rescore is not None)
     current = Policy.from_dict(active.body)
     history = store.policy_history()
-    versions = sorted(r.version for r in history if _same_model(r.body, active.body))
-    if policy_versions is not None:
-        wanted = sorted({int(v) for v in policy_versions})
-        other = [v for v in wanted if v not in versions]
-        if other or not wanted:
+    n_pooled = len(labelled)
+    if trained is not None:
+        labelled = [item for item, digest in zip(labelled, item_hashes([i.text for i in labelled], "text"))
+                    if digest not in trained]
+    overlap = None
+    active_trained = adapter_trained_hashes(active.body) if rescore is None else set()
+    if active_trained:
+        n_overlap = sum(digest in active_trained for digest in item_hashes([i.text for i in labelled], "text"))
+        if n_overlap and not allow_overlap:
             raise PolicyError(
-                f"policy version(s) {other or wanted} cannot be pooled: the versions of the active "
-                f"policy's model {current.model_id!r} and labels are {versions}"
-            )
-        versions = wanted
-    labelled = [item for item in store.labelled_items() if item.policy_version in versions]
+                f"{n_overlap} of the {len(labelled)} reviewed items were trained on by the active policy's adapter "
+                f"{active.body['adapter']['directory']!r}; fitting or certifying on them is not honest. Review "
+                "new items, or pass --allow-overlap (the policy will say so)")
+        overlap = overlap_sentence(n_overlap, len(labelled)) if n_overlap else None
     if not labelled:
         raise PolicyError(
             f"no reviewed items under policy version(s) {versions} (model {current.model_id!r}); "
@@ -202,6 +279,8 @@ def recalibrate(
         except KeyError as exc:
             raise DataError(f"item {item.item_id} has no raw probability for label {exc.args[0]!r}") from None
         truth[row] = index[item.label]
+    if rescore is not None:
+        scores = np.asarray(rescore([item.text for item in labelled]), dtype=np.float64)
     sources = [item.source for item in labelled]
 
     stats = [store.stats(policy_version=v) for v in versions]
@@ -222,7 +301,7 @@ def recalibrate(
         calibrator=calibrator, seed=seed, texts=[item.text for item in labelled],
         target_accuracy=guarantee["target_accuracy"] if target_accuracy is None else target_accuracy,
         delta=guarantee["delta"] if delta is None else delta,
-        task=current.task, model_id=current.model_id, per_class=current.rule == "per_class",
+        task=current.task, model_id=current.model_id if model_id is None else model_id, per_class=current.rule == "per_class",
         method=guarantee.get("method", "fixed_sequence"), p_value=guarantee.get("p_value", "binomial"),
         cost=cost, version=next_version,
     )
@@ -264,6 +343,11 @@ def recalibrate(
         f"({f['review']} review, {f['audit']} audit), certified on {c['n']} ({c['review']} review, "
         f"{c['audit']} audit)"
     )
+    policy.adapter = adapter if rescore is not None else current.adapter
+    policy.overlap = overlap
+    if overlap:
+        warnings.append(overlap)
+    report["policy_id"] = policy.policy_id
     record = store.add_policy(policy.to_dict(), actor=actor, activate=activate, note=note)
     audited_rates = [rate for rate, source in zip(item_rates, sources) if source == "audit"]
     report.update({
@@ -278,15 +362,21 @@ def recalibrate(
         "unreviewed": unreviewed,
         "warnings": warnings,
         "note": note,
+        "adapter": policy.adapter,
+        "left_out_trained": n_pooled - len(labelled),
+        "overlap": overlap,
     })
     return record, report
 
 
 # ------------------------------------------------------------------------------ export
-def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) -> list[dict[str, Any]]:
+def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None,
+                  include_audited: bool = True) -> list[dict[str, Any]]:
     """Reviewed items as flat dicts with `EXPORT_COLUMNS`; ``label`` is the reviewer's."""
     rows = []
     for item in store.labelled_items(policy_version=policy_version):
+        if item.source == "audit" and not include_audited:
+            continue
         reviewed_at = item.reviewed_at
         rows.append({
             "item_id": item.item_id,
@@ -302,7 +392,7 @@ def labelled_rows(store: "ReviewStore", *, policy_version: int | None = None) ->
 
 
 def export_labelled(store: "ReviewStore", path: str | Path, format: str | None = None, *,
-                    policy_version: int | None = None) -> int:
+                    policy_version: int | None = None, include_audited: bool = True) -> int:
     """Write reviewed items as a labelled data set for fine-tuning; returns the row count.
 
     JSONL keeps every value exactly. CSV cells that a spreadsheet would run as a formula
@@ -316,13 +406,16 @@ def export_labelled(store: "ReviewStore", path: str | Path, format: str | None =
         Default: from the file suffix (``.jsonl`` / ``.csv``).
     policy_version : int, optional
         Only items decided under this version.
+    include_audited : bool
+        Keep the audited items (``source`` audit); for the chat format see
+        `howsure.service.training_data.write_chat_jsonl`.
     """
     path = Path(path)
     if format is None:
         format = path.suffix.lower().lstrip(".")
     if format not in EXPORT_FORMATS:
         raise DataError(f"cannot export to {str(path)!r} as {format!r}: expected one of {list(EXPORT_FORMATS)}")
-    rows = labelled_rows(store, policy_version=policy_version)
+    rows = labelled_rows(store, policy_version=policy_version, include_audited=include_audited)
     if format == "jsonl":
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:

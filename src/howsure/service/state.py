@@ -8,15 +8,15 @@ import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from howsure.backends.base import Backend
-from howsure.errors import ClaimError
-from howsure.decisions.policy import Policy
+from howsure.errors import ClaimError, PolicyError
+from howsure.decisions.policy import Policy, adapter_checksum
 from howsure.service import auth, sessions
 from howsure.service.admission import RequestLimits
 from howsure.service.batching import MicroBatcher
@@ -25,17 +25,24 @@ from howsure.service.store import ItemRecord, NewItem, PolicyRecord, ReviewStore
 from howsure.service.throttle import FailureThrottle, address_key
 from howsure.core.task import Task
 
-__all__ = ["LoadedPolicy", "Service", "get_service"]
+__all__ = ["BackendFactory", "LoadedPolicy", "Service", "get_service"]
+
+
+#: Builds the backend of a policy that names a model or adapter other than the service's own:
+#: ``factory(model, adapter_directory_or_None)``.
+BackendFactory = Callable[[str, "str | None"], Backend]
 
 
 @dataclass(frozen=True)
 class LoadedPolicy:
-    """A stored policy version made ready to decide: the Policy and the Task it prompts with."""
+    """A stored policy version made ready to decide: the Policy, the Task it prompts with, and
+    the (model, adapter directory) pair whose backend scores for it (None: the service's own)."""
 
     version: int
     policy_id: str
     policy: Policy
     task: Task
+    scorer: tuple[str, str] | None = None
 
 
 class Service:
@@ -44,9 +51,16 @@ class Service:
     def __init__(self, store: ReviewStore, backend: Backend, *, audit_rate: float, max_batch: int, max_wait_ms: float,
                  lease_seconds: float, seed: int | None, session_secret: str | bytes | None,
                  secure_cookies: bool, limits: RequestLimits, throttle: FailureThrottle,
-                 max_batch_tokens: int, max_queue_tokens: int, max_client_tokens: int) -> None:
+                 max_batch_tokens: int, max_queue_tokens: int, max_client_tokens: int,
+                 backend_factory: BackendFactory | None = None, model: str | None = None) -> None:
         self.store = store
         self.backend = backend
+        # One backend per (model, adapter) pair a policy names, built once and kept: rolling back
+        # to a policy served before is instant, and its scores are those it was certified on.
+        self.backend_factory = backend_factory
+        self.model = model
+        self._backends: dict[tuple[str, str], Backend] = {}
+        self._backends_lock = threading.Lock()
         self.audit_rate = audit_rate
         self.lease_seconds = lease_seconds
         self.secure_cookies = secure_cookies
@@ -80,10 +94,43 @@ class Service:
             raise ServiceUnavailable(
                 f"policy version {record.version} has no task, so the service cannot build prompts; "
                 "certify the policy with its task (howsure thresholds --task ...) and add it again")
-        loaded = LoadedPolicy(record.version, record.policy_id, policy, Task.from_dict(policy.task))
+        loaded = LoadedPolicy(record.version, record.policy_id, policy, Task.from_dict(policy.task),
+                              self._scorer_of(record.version, policy))
+        if loaded.scorer is not None:
+            self.backend_for(loaded)  # built (and checked) now, not while a batch waits
         with self._policies_lock:
             self._policies[record.version] = loaded
         return loaded
+
+    def _scorer_of(self, version: int, policy: Policy) -> tuple[str, str] | None:
+        """(model, adapter directory) of a policy with an adapter, after checking that the
+        directory still holds the weights the policy was certified with; None without one."""
+        if policy.adapter is None:
+            return None
+        directory, expected = policy.adapter["directory"], policy.adapter["checksum"]
+        try:
+            found = adapter_checksum(directory)
+        except PolicyError as exc:
+            raise ServiceUnavailable(f"policy version {version} scores through an adapter that cannot be read: {exc}") from None
+        if found != expected:
+            raise ServiceUnavailable(
+                f"policy version {version}'s adapter {directory!r} has other weights (sha256 {found[:16]}) than the "
+                f"ones it was certified with ({expected[:16]}); restore them or roll back (howsure policy rollback)")
+        if self.backend_factory is None:
+            raise ServiceUnavailable(f"policy version {version} scores through adapter {directory!r}, but this "
+                                     "service was started without a way to load models (howsure serve does)")
+        return (policy.model_id or self.model or "", directory)
+
+    def backend_for(self, loaded: LoadedPolicy) -> Backend:
+        """The backend that scores for ``loaded``: the service's own, or its (model, adapter) one."""
+        if loaded.scorer is None:
+            return self.backend
+        with self._backends_lock:
+            backend = self._backends.get(loaded.scorer)
+            if backend is None:
+                assert self.backend_factory is not None  # checked by _scorer_of
+                backend = self._backends[loaded.scorer] = self.backend_factory(*loaded.scorer)
+        return backend
 
     def active(self) -> LoadedPolicy:
         record = self.store.active_policy()
@@ -108,7 +155,7 @@ class Service:
         results: list[Any] = [None] * len(pairs)
         for indices in groups.values():
             loaded = pairs[indices[0]][0]
-            scores = self.backend.label_scores(loaded.task, [pairs[i][1] for i in indices], top_k=1)
+            scores = self.backend_for(loaded).label_scores(loaded.task, [pairs[i][1] for i in indices], top_k=1)
             raw = np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
             for i, row, decision in zip(indices, raw, loaded.policy.decide(raw)):
                 results[i] = (row, decision)
