@@ -242,8 +242,13 @@ def heavy_at_import() -> dict[str, frozenset[str]]:
                 continue
             if target in HEAVY:
                 found.add(target)
-            elif target.startswith("howsure") and target not in seen:
-                found |= visit(target, seen | {name})
+            elif target.startswith("howsure"):
+                # importing a.b.c runs a/__init__ and a/b/__init__ first: they count too
+                parts = target.split(".")
+                for depth in range(2, len(parts) + 1):
+                    ancestor = ".".join(parts[:depth])
+                    if ancestor in loads or (ancestor not in seen and ancestor != name):
+                        found |= visit(ancestor, seen | {name})
         loads[name] = frozenset(found)
         return loads[name]
 

@@ -10,6 +10,10 @@ from rich.markup import escape
 
 from howsure.cli.app import app, command, console
 from howsure.errors import DataError
+from howsure.datasets.hash_split import parse_fractions
+from howsure.datasets.output import WRITERS, write_rows
+from howsure.datasets.seed_cwc import load_seed_cwc
+from howsure.datasets.seed_sentiment import COLUMNS, duplicate_share, generate_seed_sentiment, measured_bias
 
 datasets_app = typer.Typer(help="Data sets: generate the synthetic sentiment set, read seed_cwc without its flaws.",
                            no_args_is_help=True)
@@ -26,9 +30,6 @@ def seed_sentiment(
     other_share: float = typer.Option(0.0, help="Share of items set in everyday life (domain other), outside the bias."),
 ) -> None:
     """Generate the 8-category synthetic sentiment set with a domain bias."""
-    from howsure.datasets.seed_sentiment import (COLUMNS, duplicate_share, generate_seed_sentiment,
-                                                 measured_bias)
-    from howsure.datasets.output import write_rows
 
     rows = generate_seed_sentiment(n=n, bias=bias, seed=seed, other_share=other_share)
     path = write_rows(rows, output, COLUMNS)
@@ -45,10 +46,6 @@ def seed_cwc(
     format: str = typer.Option("csv", help="csv, tsv or jsonl."),
 ) -> None:
     """Deduplicate the public seed_cwc set and split it by content hash (no text on two sides)."""
-    from howsure.datasets.hash_split import parse_fractions
-    from howsure.datasets.output import WRITERS, write_rows
-    from howsure.datasets.seed_cwc import load_seed_cwc
-    from howsure.datasets.seed_sentiment import COLUMNS
 
     if f".{format}" not in WRITERS:
         raise DataError(f"--format {format!r} is not one of {', '.join(w[1:] for w in WRITERS)}")

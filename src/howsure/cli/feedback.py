@@ -26,6 +26,9 @@ from rich.table import Table
 from howsure.cli.app import app, command, console, err_console
 from howsure.cli.format import certificate_line
 from howsure.errors import StoreError
+from howsure.cli.scoring import parse_label_map
+from howsure.core.task import load_task
+from howsure.service.drift import drift_report
 
 EXIT_ALARM = 1
 
@@ -227,7 +230,6 @@ def drift_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Compare live confidences with the certified ones (PSI, KS; no labels); exit 1 on alarm."""
-    from howsure.service.drift import drift_report
 
     with _open(db) as store:
         report = drift_report(store, policy_version=version, window=window, psi_alarm=psi_alarm,
@@ -283,8 +285,6 @@ def export_command(
             raise typer.BadParameter(f"--input exports only as openai-chat, not {format!r}", param_hint="--format")
         if task is None:
             raise typer.BadParameter("--input needs --task: the chat lines carry the task's prompt", param_hint="--task")
-        from howsure.cli.scoring import parse_label_map
-        from howsure.core.task import load_task
         from howsure.finetune.data import read_labelled_file
 
         the_task = load_task(task)

@@ -14,6 +14,10 @@ from howsure.cli.app import command, console, err_console, fail
 from howsure.cli.format import certificate_line
 from howsure.cli.scoring import ThreadsOption, parse_label_map
 from howsure.models import DEFAULT_MODEL
+from howsure.cli.scoring import open_backend
+from howsure.cli.service import cli_actor
+from howsure.core.task import Task, load_task
+from howsure.decisions.policy import adapter_checksum
 
 
 @command("finetune")
@@ -65,7 +69,6 @@ def finetune_command(
 
     Interrupted? Run the same command again: it resumes from the last checkpoint."""
     from howsure.finetune import FinetuneConfig, read_labelled_file
-    from howsure.core.task import load_task
 
     config = FinetuneConfig(
         rank=rank, alpha=alpha, dropout=dropout, target_modules=tuple(target_modules) if target_modules else None,
@@ -96,7 +99,6 @@ def finetune_command(
 def _review_training_data(db: str, task: Optional[str], model: Optional[str], calibration_share: float, seed: int):
     """(store, the active policy's task, the model, the trainable reviewed items), with one line
     on what was held out and why."""
-    from howsure.core.task import Task, load_task
     from howsure.service.feedback import default_certify_share
     from howsure.service.store import ReviewStore
     from howsure.service.training_data import select_training_items
@@ -176,9 +178,6 @@ def _register(store, the_task, output, model, device, threads, fit_calibrator, s
     """Score the items the adapter never saw through it and add the new policy version."""
     import numpy as np
 
-    from howsure.cli.scoring import open_backend
-    from howsure.cli.service import cli_actor
-    from howsure.decisions.policy import adapter_checksum
     from howsure.service.training_data import register_finetuned
 
     checksum = adapter_checksum(output)

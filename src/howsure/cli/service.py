@@ -21,6 +21,7 @@ from howsure.cli.scoring import DeviceOption, open_backend
 from howsure.models import DEFAULT_MODEL
 from howsure.service import auth
 from howsure.service.hardening import exposure_warning
+from howsure.decisions.policy import Policy
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)
@@ -52,7 +53,6 @@ def install_policy(store, policy_path: Optional[Path], actor: str) -> tuple[obje
     that is stored already changes nothing: after a recalibration or a rollback the store's
     active version wins, so restarting the service never undoes them.
     """
-    from howsure.decisions.policy import Policy
 
     active = store.active_policy()
     if policy_path is None:

@@ -25,9 +25,10 @@ from howsure.decisions.policy import adapter_checksum
 from howsure.decisions.recalibration import hash_share
 from howsure.errors import DataError, PolicyError
 from howsure.service.feedback import recalibrate
+from howsure.finetune.data import LabelledTexts
+from howsure.backends.transformers.adapters import adapter_info, trained_hashes
 
 if TYPE_CHECKING:
-    from howsure.finetune.data import LabelledTexts
     from howsure.service.store import LabelledItem, PolicyRecord, ReviewStore
 
 __all__ = ["ChatRow", "TrainingSelection", "certified_hashes", "chat_messages", "register_finetuned", "select_training_items", "store_chat_rows", "write_chat_jsonl"]
@@ -117,7 +118,6 @@ def select_training_items(store: "ReviewStore", task: Task, *, certify_share: fl
     ``fit_share`` more of them are kept back to fit the next policy's calibrator (an item the
     model trained on looks surer than a new one, so a calibrator fitted on it is too)."""
     # Local for weight: howsure.finetune's package loads torch, which exporting never needs.
-    from howsure.finetune.data import LabelledTexts
 
     active = store.active_policy()
     if active is None:
@@ -161,7 +161,6 @@ def register_finetuned(store: "ReviewStore", adapter_dir: str | Path, *, task: T
     `howsure.service.feedback.recalibrate` does, and the policy records the adapter (directory
     and weight checksum). ``recalibrate_options`` go to `recalibrate` (seed, calibrator, ...)."""
     # Local for weight: the adapters module loads torch, which exporting and selecting never need.
-    from howsure.backends.transformers.adapters import adapter_info, trained_hashes
 
     adapter_info(adapter_dir).check_task(task)
     directory = str(Path(adapter_dir).resolve())

@@ -12,6 +12,7 @@ from howsure.service.db import policies as policies_t
 from howsure.service.store.base import StoreBase, dumps
 from howsure.service.store.records import PolicyRecord, policy_record
 from howsure.service.store.validation import check_int, check_name, check_text
+from howsure.decisions.policy import Policy
 
 __all__ = ["PolicyStore"]
 
@@ -38,7 +39,6 @@ class PolicyStore(StoreBase):
         """
         # Local for weight: howsure.policy loads scipy, which the store's other users (the
         # CLI's user and token commands, the web app's start-up) need not pay for.
-        from howsure.decisions.policy import Policy
 
         actor = check_name(actor, "actor")
         note = check_text(note, "note")

@@ -7,10 +7,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from howsure.decisions.policy import Policy
+from howsure.decisions.policy import Policy
 
 __all__ = [
     "NewItem", "ItemRecord", "ReviewRecord", "PolicyRecord", "UserRecord", "TokenRecord", "EventRecord",
@@ -22,7 +21,7 @@ TOKEN_PREFIX = "hs_"
 
 @dataclass(frozen=True)
 class PolicyRecord:
-    """One stored policy version. ``body`` is the policy JSON (`howsure.policy.Policy.to_dict`)."""
+    """One stored policy version. ``body`` is the policy JSON (`howsure.decisions.policy.Policy.to_dict`)."""
 
     version: int
     policy_id: str
@@ -41,7 +40,6 @@ class PolicyRecord:
         """The `howsure.policy.Policy` this record stores."""
         # Local for weight: howsure.policy loads scipy, which readers of records (the CLI's
         # user and token commands, sessions) never need.
-        from howsure.decisions.policy import Policy
 
         return Policy.from_dict(self.body)
 
