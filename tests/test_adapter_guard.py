@@ -219,3 +219,26 @@ def test_a_warning_during_a_backend_load_is_shown_and_does_not_hang():
                           env={**os.environ, "PYTHONPATH": str(SRC)})
     assert done.returncode == 0, done.stderr
     assert "loaded" in done.stdout and "FutureWarning: peft says something" in done.stderr
+
+
+# ---------------------------------------------------------------------------------- tune-task
+
+
+def test_tune_task_scores_with_the_adapter_and_names_a_candidate_it_was_not_trained_for(guarded, tmp_path):
+    import tomli_w
+
+    trained = {k: v for k, v in SENTIMENT.to_dict().items() if v not in (None, [])}
+    candidates = tmp_path / "c.toml"
+    candidates.write_text(tomli_w.dumps({"candidate": [trained]}))
+    args = ["tune-task", "-c", str(candidates), "-i", str(guarded["inputs"]["held"]), "-m", str(guarded["model"])]
+    rankings = []
+    for options in ([], ["--adapter", str(guarded["adapters"]["a"])]):
+        out = tmp_path / f"ranking{len(rankings)}.json"
+        result = runner.invoke(app, [*args, "--json-out", str(out), *options])
+        assert result.exit_code == 0, result.output
+        rankings.append(json.loads(out.read_text())[0])
+    assert rankings[0]["log_loss"] != rankings[1]["log_loss"]  # the adapter's scores, not the base model's
+    other = dict(trained, name="other", instruction="Review: {text}\nPositive or negative?")
+    candidates.write_text(tomli_w.dumps({"candidate": [other]}))
+    result = runner.invoke(app, [*args, "--adapter", str(guarded["adapters"]["a"])])
+    assert result.exit_code == 2 and "was trained for task 'sentiment'" in flat(result.output)
