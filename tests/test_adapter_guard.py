@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from howsure.backends.cache import adapter_checksum
 from howsure.cli import app
+from howsure.decisions.policy import Policy
 from howsure.finetune import FinetuneConfig, LabelledTexts, finetune, trained_hashes
 from howsure.task import load_task
 
@@ -142,6 +143,7 @@ def test_thresholds_refuses_items_the_adapter_trained_on_and_allow_overlap_says_
     assert statement["words"] == (f"{N_TRAINED_IN_MIXED} of 30 items were in the training data of adapter "
                                   f"{str(adapter.resolve())!r} (--allow-overlap): the guarantee does not hold.")
     assert "the guarantee does not hold" in flat(allowed.output)
+    assert Policy.load(tmp_path / "p.json").guarantee["adapter_overlap"] == statement  # the service can load it
     held = runner.invoke(app, ["thresholds", str(guarded["files"]["held"]), "--out", str(tmp_path / "h.json")])
     assert held.exit_code == 0, held.output
     statement = json.loads((tmp_path / "h.json").read_text())["guarantee"]["adapter_overlap"]
