@@ -98,7 +98,7 @@ def test_only_the_missing_texts_reach_the_backend(tmp_path, tiny_backend):
     {"task": sentiment_task(labels={"positive": ["positive", "good"], "negative": ["negative"]})},
     {"task": sentiment_task(variant_rule="exact")},
     {"identity": {"model": "another-model"}},
-    {"identity": {"adapter": "lora-1"}},
+    {"adapter": b"lora weights"},
     {"identity": {"options": {"dtype": "mixed"}}},
     {"top_k": 3},
 ])
@@ -107,6 +107,10 @@ def test_a_changed_task_model_adapter_or_option_misses(tmp_path, tiny_backend, c
     cached(SpyBackend(tiny_backend), path, options={"dtype": "float32"}).label_scores(sentiment_task(), TEXTS[:2])
     spy = SpyBackend(tiny_backend)
     identity = {"options": {"dtype": "float32"}} | change.get("identity", {})
+    if "adapter" in change:  # a LoRA adapter directory, keyed by its weights' checksum
+        (tmp_path / "lora").mkdir()
+        (tmp_path / "lora" / "adapter_model.safetensors").write_bytes(change["adapter"])
+        identity["adapter"] = str(tmp_path / "lora")
     backend = cached(spy, path, **identity)
     backend.label_scores(change.get("task", sentiment_task()), TEXTS[:2], top_k=change.get("top_k", 10))
     assert spy.calls == [TEXTS[:2]]

@@ -28,7 +28,7 @@ def load_backend(model: str = "smollm2-135m", backend: str = "transformers", *,
         raise ModelError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
     if cache is not None:
         return open_cached_backend(lambda: load_backend(model, backend, **options), cache,
-                                   backend=backend, model=model, options=options)
+                                   backend=backend, model=model, options=options, adapter=options.get("adapter"))
     module_name, class_name = BACKENDS[backend].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(model, **options)

@@ -5,7 +5,7 @@ The cache wraps a backend from outside (`CachedBackend`), so every backend gets 
 to know about it. A row's key is a SHA-256 over everything that changes a text's scores: the
 backend's kind, the model's checksum (a preset's pinned file checksum; for a local file or
 directory a fingerprint of its files' names, sizes and modification times; else its id), the
-adapter (none yet, but part of the key so adapters never share rows), the score-changing options
+adapter's weight checksum (`adapter_checksum`: two adapters never share rows), the score-changing options
 (dtype, device, exact_ties, as asked), the task's full definition (`Task.to_dict`: prompt,
 labels, variant rule ...), ``top_k``, ``details`` and the text. Values are `LabelScores` as JSON,
 never pickle: opening someone else's cache file can run no code.
@@ -63,6 +63,43 @@ def model_checksum(model: str) -> str:
     return f"id:{model}"
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+"""The files of a LoRA adapter directory that decide its scores (peft's names)."""
+
+
+def adapter_checksum(directory: str | os.PathLike) -> str:
+    """sha256 over a LoRA adapter directory's weights and config (`ADAPTER_FILES`; a few MB, so
+    read in full): the same adapter copied elsewhere has the same checksum, a retrained one not.
+    `DataError` naming the directory when it holds none of them."""
+    directory = Path(directory)
+    files = [directory / name for name in ADAPTER_FILES if (directory / name).is_file()]
+    if not files:
+        raise DataError(f"{str(directory)!r} holds no LoRA adapter ({' or '.join(ADAPTER_FILES[1:])}); "
+                        "expected a directory written by `howsure finetune`")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def adapter_record(directory: str | os.PathLike) -> dict[str, str]:
+    """What a scored file's meta says about the adapter its scores came from: its directory
+    (absolute) and `adapter_checksum`."""
+    return {"directory": str(Path(directory).resolve()), "checksum": adapter_checksum(directory)}
+
+
+def scorer_adapter(backend: Any) -> str | None:
+    """The adapter directory ``backend`` scores with, None without one; a `CachedBackend` tells
+    it without loading its model."""
+    if isinstance(backend, CachedBackend):
+        return backend.adapter_dir
+    info = getattr(backend, "adapter", None)  # the transformers backend's AdapterInfo
+    return None if info is None else str(info.directory)
+
+
 @dataclass(frozen=True)
 class CacheIdentity:
     """Everything about the scorer that goes into a key, before the task and the text."""
@@ -76,9 +113,10 @@ class CacheIdentity:
     def of(cls, backend: str, model: str, options: dict[str, Any] | None = None,
            adapter: str | None = None) -> "CacheIdentity":
         """The identity of ``backend`` (a `howsure.backends.BACKENDS` name) scoring with
-        ``model`` and the options as given (only `SCORE_OPTIONS` count)."""
+        ``model``, the LoRA ``adapter`` directory merged into it (keyed by `adapter_checksum`)
+        and the options as given (only `SCORE_OPTIONS` count)."""
         kept = {name: (options or {})[name] for name in SCORE_OPTIONS if name in (options or {})}
-        return cls(backend, model_checksum(model), adapter, kept)
+        return cls(backend, model_checksum(model), None if adapter is None else adapter_checksum(adapter), kept)
 
     def key_stem(self, task: Task, *, top_k: int, details: bool) -> bytes:
         """The part of every key that is the same for all texts of one call."""
@@ -203,7 +241,7 @@ class CachedBackend:
     (``prompt``, ``tokenizer`` ...) are the wrapped backend's (loading it)."""
 
     def __init__(self, backend: Backend | Callable[[], Backend], cache: ScoreCache | str | os.PathLike,
-                 identity: CacheIdentity, model_id: str | None = None) -> None:
+                 identity: CacheIdentity, model_id: str | None = None, adapter_dir: str | None = None) -> None:
         self._backend = None if callable(backend) and not hasattr(backend, "label_scores") else backend
         self._load = backend if self._backend is None else None
         self.cache = cache if isinstance(cache, ScoreCache) else ScoreCache(cache)
@@ -212,6 +250,8 @@ class CachedBackend:
             model_id = self.backend.model_id
         #: identifies the model as the wrapped backend does (outputs and policies record it).
         self.model_id = model_id
+        #: the LoRA adapter directory the wrapped backend merges in (its checksum is in ``identity``).
+        self.adapter_dir = adapter_dir
         #: over all calls: texts answered from the cache file, texts the wrapped backend scored.
         self.hits = 0
         self.scored = 0
@@ -256,17 +296,23 @@ class CachedBackend:
 def open_cached_backend(load: Callable[[], Backend], cache: str | os.PathLike, *, backend: str, model: str,
                         options: dict[str, Any] | None = None, adapter: str | None = None) -> CachedBackend:
     """``load`` (which builds ``backend`` for ``model`` with ``options``) behind the score cache
-    at ``cache``: the file is checked now, the model loads on the first miss."""
-    return CachedBackend(load, cache, CacheIdentity.of(backend, model, options, adapter), model_id=model)
+    at ``cache``: the file is checked now, the model loads on the first miss. ``adapter``: the
+    LoRA adapter directory ``load`` merges in, part of every key."""
+    return CachedBackend(load, cache, CacheIdentity.of(backend, model, options, adapter), model_id=model,
+                         adapter_dir=None if adapter is None else str(adapter))
 
 
 __all__ = [
+    "ADAPTER_FILES",
     "CacheIdentity",
     "CachedBackend",
     "SCORE_OPTIONS",
     "ScoreCache",
+    "adapter_checksum",
+    "adapter_record",
     "model_checksum",
     "open_cached_backend",
+    "scorer_adapter",
     "scores_from_json",
     "scores_to_json",
 ]

@@ -62,7 +62,14 @@ def overlap_with_fit_items(calibrator: Any, texts: Sequence[str] | None = None,
                            ids: Sequence[Hashable] | None = None) -> int | None:
     """How many of the given items the calibrator was fitted on; None when that cannot be told
     (the calibrator has no fingerprint, or the items lack what it was fingerprinted by)."""
-    fingerprint = getattr(calibrator, "fit_items", None)
+    return overlap_with_fingerprint(getattr(calibrator, "fit_items", None), texts=texts, ids=ids)
+
+
+def overlap_with_fingerprint(fingerprint: dict[str, Any] | None, texts: Sequence[str] | None = None,
+                             ids: Sequence[Hashable] | None = None) -> int | None:
+    """How many of the given items a fingerprint (`fit_fingerprint`'s form: a calibrator's
+    fitting items, or the texts an adapter trained on) holds; None when that cannot be told
+    (no fingerprint, or the items lack what it was made of)."""
     if fingerprint is None:
         return None
     values = texts if fingerprint["key"] == "text" else ids

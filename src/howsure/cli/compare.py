@@ -52,9 +52,15 @@ def compare(
     text_column: Optional[str] = typer.Option(None, help="Text column, to match the two files' items (default: text)."),
     label_map: Optional[str] = typer.Option(None, help="Rename gold label values, e.g. 0=negative,1=positive."),
     title: Optional[str] = typer.Option(None, help="Report title."),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter", help="LoRA adapter directory the fine-tuned scores came from (default: the one each "
+                                "file's `howsure score --adapter` recorded); items it trained on are refused."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="Compare even on items an adapter trained on (the report then says so)."),
 ) -> None:
     """Base against fine-tuned on the same held-out items: metrics with intervals, certified
     automation, confusion matrices, reliability and confidence plots, per-category view."""
+    from howsure.pipelines.adapter_guard import check_adapter_overlap
     from howsure.pipelines.evaluate import EvaluationConfig
     from howsure.pipelines.compare import (CompareConfig, compare as run_compare, groups_from_table,
                                            load_scored_file, write_comparison)
@@ -64,6 +70,9 @@ def compare(
     columns = dict(prob_column=prob_column, correct_column=correct_column, label_column=label_column,
                    prediction_column=prediction_column, text_column=text_column, label_map=parse_label_map(label_map))
     sides = [load_scored_file(path, **columns) for path in (base, tuned)]
+    for side, flag in zip(sides, (None, adapter)):  # --adapter is the fine-tuned side's
+        side.adapter_overlap = check_adapter_overlap(side.path, side.items.texts, adapter=flag,
+                                                     allow_overlap=allow_overlap)
     if categories is not None:
         for side in sides:
             if side.items.texts is not None:

@@ -58,7 +58,13 @@ def thresholds(
     seed: int = typer.Option(0, help="With --fit-calibrator: seed of the split and of auto's folds."),
     allow_overlap: bool = typer.Option(
         False, "--allow-overlap",
-        help="Certify even on items the --calibrator was fitted on (the guarantee then does not hold; the policy file says so).",
+        help="Certify even on items the --calibrator was fitted on or the --adapter trained on (the guarantee "
+             "then does not hold; the policy file says so).",
+    ),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter",
+        help="LoRA adapter directory the scores came from (default: the one `howsure score --adapter` recorded); "
+             "items it trained on are refused.",
     ),
     task: Optional[str] = typer.Option(None, help="Task TOML or bundled task name; fixes the labels."),
     model_id: Optional[str] = typer.Option(None, "--model-id", help="Model the scores came from."),
@@ -79,7 +85,7 @@ def thresholds(
     result = run_thresholds(
         input, target=target, delta=delta, method=method, p_value=p_value, per_class=per_class,
         calibrator=calibrator, fit_calibrator=fit_calibrator, certify_share=certify_share, seed=seed,
-        allow_overlap=allow_overlap, task=task, model_id=model_id, cost_review=cost_review, cost_error=cost_error,
+        allow_overlap=allow_overlap, adapter=adapter, task=task, model_id=model_id, cost_review=cost_review, cost_error=cost_error,
         cost_error_by_label=_parse_label_costs(cost_error_label), volume=volume, policy_version=policy_version,
         prob_column=prob_column, label_column=label_column, correct_column=correct_column,
         prediction_column=prediction_column,
@@ -102,6 +108,12 @@ def thresholds(
     elif overlap is not None and overlap["n_overlap"]:
         _warn(f"{overlap['n_overlap']} items were among the calibrator's fitting items (--allow-overlap): "
               "the certificate does not hold")
+    if result.adapter_overlap is not None:
+        words = result.adapter_overlap["words"]
+        if result.adapter_overlap["n_overlap"] == 0:
+            console.print(escape(words), highlight=False)
+        else:  # overlapping or unchecked items, let through by --allow-overlap
+            _warn(words)
     if policy.rule == "top_label":
         console.print(certificate_line(policy.guarantee), highlight=False)
         if result.top_slice_miss is not None:

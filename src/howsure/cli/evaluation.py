@@ -41,12 +41,18 @@ def evaluate(
     label_map: Optional[str] = typer.Option(None, help="Rename gold label values, e.g. 0=negative,1=positive."),
     records_key: Optional[str] = typer.Option(None, help="JSON input: key of the list of records (default: the only list)."),
     title: Optional[str] = typer.Option(None, help="Report title."),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter", help="LoRA adapter directory the scores came from (default: the one `howsure score "
+                                "--adapter` recorded); items it trained on are refused."),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="Report even on items the --adapter trained on (the report then says so)."),
 ) -> None:
     """Calibrate honestly (cross-fitting or a held-out split) and report raw and calibrated metrics.
 
     Calibrated numbers come only from items the calibrator was not fitted on.
     """
     from howsure.io.scored_tables import load_scored_items
+    from howsure.pipelines.adapter_guard import check_adapter_overlap
     from howsure.pipelines.evaluate import EvaluationConfig, evaluate as run_evaluation
 
     if folds is not None and test_size is not None:
@@ -56,12 +62,13 @@ def evaluate(
         prediction_column=prediction_column, text_column=text_column, positive_label=positive_label,
         label_map=parse_label_map(label_map), records_key=records_key,
     )
+    adapter_overlap = check_adapter_overlap(input, items.texts, adapter=adapter, allow_overlap=allow_overlap)
     config = EvaluationConfig(
         calibrator=calibrator, mode=mode, n_folds=folds or 5, test_size=test_size, n_bins=bins, beta=beta,
         n_boot=bootstrap, seed=seed, target=target, title=title,
     )
     with err_console.status(f"calibrating {items.n_items} items with {calibrator} …"):
-        result = run_evaluation(items, config, command=_command_line())
+        result = run_evaluation(items, config, command=_command_line(), adapter_overlap=adapter_overlap)
         paths = result.write(out)
     print_summary(result.summary)
     console.print(f"report: [bold]{escape(str(paths['report']))}[/]")

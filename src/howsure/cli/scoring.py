@@ -31,22 +31,24 @@ def one_line_warnings() -> Iterator[None]:
     """Print the library's notices as one yellow warning line each on stderr instead of
     Python's ``file:line: Warning`` form: `LowLabelMassWarning` (one per scoring run) and
     `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
-    through."""
+    through, shown once the block has ended: inside it `warnings.showwarning` records into the
+    very list being shown, which never ends."""
     from howsure.backends.labels import LowLabelMassWarning
     from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 
     categories = (LowLabelMassWarning, Bf16FallbackWarning)
-    with warnings.catch_warnings(record=True) as caught:
-        for category in categories:
-            warnings.simplefilter("always", category)
-        try:
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            for category in categories:
+                warnings.simplefilter("always", category)
             yield
-        finally:
-            for w in caught:
-                if issubclass(w.category, categories):
-                    err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    finally:
+        for w in caught:
+            if issubclass(w.category, categories):
+                err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 CacheOption = typer.Option(None, "--cache", help="SQLite score cache file: texts already scored with the same "
@@ -71,7 +73,8 @@ def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int
             with one_line_warnings():
                 return load_backend(model, **settings)
 
-        return open_cached_backend(load, cache, backend="transformers", model=model, options=settings)
+        return open_cached_backend(load, cache, backend="transformers", model=model, options=settings,
+                                   adapter=options.get("adapter"))
     with one_line_warnings(), err_console.status(f"loading {model} …"):
         return load_backend(model, **settings)
 
@@ -253,6 +256,7 @@ def tune_task(
     device: str = DeviceOption,
     best_out: Optional[Path] = typer.Option(None, "--best-out", help="Write the winning task as TOML here."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the ranking as JSON here."),
+    adapter: Optional[Path] = AdapterOption,
 ) -> None:
     """Rank candidate prompts, verbalizers and variant rules on a dev split by AUROC, then log loss."""
     import json
@@ -271,7 +275,7 @@ def tune_task(
     texts = rows.texts
     if limit:
         texts, gold = texts[:limit], gold[:limit]
-    backend = open_backend(model, dtype, threads, device=device)
+    backend = open_backend(model, dtype, threads, device=device, adapter=str(adapter) if adapter else None)
     with Progress(console=err_console) as bar:
         job = bar.add_task("candidates", total=len(texts) * len(tasks))
         results = rank_candidates(backend, tasks, texts, gold, progress=lambda n: bar.advance(job, n))

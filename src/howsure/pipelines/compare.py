@@ -10,7 +10,7 @@ fingerprints hash them) must be equal, and the gold labels of equal texts too.
 Summary layout (``format = "howsure.comparison"``)::
 
     title, created, howsure_version, command, settings, items{n_items, n_unique_texts, labels}
-    sides {base, tuned}: {name, path, calibration, metrics (evaluate's columns), headline,
+    sides {base, tuned}: {name, path, adapter, calibration, metrics (evaluate's columns), headline,
                           certificate, targets, confusion}
     changes   {raw, calibrated}: metric -> tuned minus base
     groups    [{by, rows: [{group, n, base{...}, tuned{...}}]}]   (when categories are known)
@@ -64,6 +64,7 @@ class ScoredFile:
     groups: dict[str, list[str]] = field(default_factory=dict)
     path: str = ""
     scoring: dict | None = None  # the run's meta file (model, dtype, task, ...) when `howsure score` wrote one
+    adapter_overlap: dict | None = None  # `check_adapter_overlap`'s statement, scores from a LoRA adapter
 
 
 def load_scored_file(path: str | Path, *, records_key: str | None = None, **columns: Any) -> ScoredFile:
@@ -255,11 +256,11 @@ def _group_keys(groups: dict[str, list[str]]) -> dict[str, list[str]]:
 
 def _evaluate_side(key: str, side: ScoredFile, config: CompareConfig, command: str | None) -> tuple[dict, Any]:
     items = side.items
-    result = evaluate(items, config.evaluation, command=command)
+    result = evaluate(items, config.evaluation, command=command, adapter_overlap=side.adapter_overlap)
     summary = result.summary
     names = items.label_names
     entry = {
-        "name": SIDE_NAMES[key], "path": side.path, "scoring": side.scoring,
+        "name": SIDE_NAMES[key], "path": side.path, "scoring": side.scoring, "adapter": side.adapter_overlap,
         "calibration": summary["calibration"], "input": summary["input"],
         "metrics": summary["metrics"], "headline": _headline(summary["metrics"]),
         "certificate": None, "targets": [], "confusion": None, "notes": summary["notes"],

@@ -147,7 +147,8 @@ def _subset(groups: Sequence[str] | None, index: np.ndarray):
     return None if groups is None else [groups[i] for i in index]
 
 
-def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command: str | None = None) -> Evaluation:
+def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command: str | None = None,
+             adapter_overlap: dict[str, Any] | None = None) -> Evaluation:
     """Calibrate honestly and measure raw and calibrated predictions with intervals.
 
     Parameters
@@ -156,6 +157,9 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
     config : EvaluationConfig
     command : str, optional
         The command line that asked for this, recorded in the summary.
+    adapter_overlap : dict, optional
+        With scores from a LoRA adapter, `howsure.pipelines.adapter_guard.check_adapter_overlap`'s
+        statement: the summary keeps it as ``adapter`` and its words lead the notes.
 
     Returns
     -------
@@ -200,6 +204,9 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
 
     summary = _summary(items, config, mode, scheme, evaluated, calibrated_correct, calibrated_confidence,
                        calibrated_probabilities, chosen_per_fold, final, command)
+    if adapter_overlap is not None:
+        summary["adapter"] = adapter_overlap
+        summary["notes"].insert(0, adapter_overlap["words"])
     return Evaluation(summary, evaluated, calibrated_confidence, calibrated_correct, calibrated_probabilities,
                       fold_of, final, items)
 

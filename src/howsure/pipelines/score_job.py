@@ -5,8 +5,10 @@ flushed to disk before the next starts. An interrupted run therefore leaves a pr
 final file (at most one torn last line, which is cut on resume); running the same command again
 skips the rows already written, so the finished file holds the same rows in the same order as
 an uninterrupted run (values equal up to float rounding: batches may be composed differently).
-A sidecar ``OUT.meta.json`` records what produced the file, so a resume with another model, task
-or ``top_k`` is refused instead of mixing scores; so is a resume on another input: every stored
+A sidecar ``OUT.meta.json`` records what produced the file (the LoRA adapter too: its directory
+and weight checksum, which ``howsure thresholds``/``evaluate``/``compare`` read to keep its
+training items out), so a resume with another model, adapter (or none), task or ``top_k`` is
+refused instead of mixing scores; so is a resume on another input: every stored
 row's text must be the text of the input row with the same id (an input that only grew by
 appended rows still resumes).
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from howsure.backends.base import Backend
+from howsure.backends.cache import adapter_record, scorer_adapter
 from howsure.io.texts import TextRows
 from howsure.errors import DataError, ResumeError
 from howsure.backends.labels import warn_if_low_label_mass
@@ -44,8 +47,10 @@ def meta_path(output: Path) -> Path:
 
 
 def run_meta(backend: Backend, task: Task, source: str, columns: dict, top_k: int) -> dict:
+    adapter = scorer_adapter(backend)
     return {
         "model": backend.model_id,
+        "adapter": None if adapter is None else adapter_record(adapter),
         "dtype": getattr(backend, "dtype", None),
         "task": task.name,
         "task_fingerprint": task.fingerprint(),
@@ -81,6 +86,10 @@ def _resume_state(output: Path, meta: dict, rows: TextRows) -> tuple[set[str], l
                 f"{output} was written with {key} = {previous.get(key)!r}, this run has "
                 f"{meta.get(key)!r}; {again}"
             )
+    before, now = (_adapter_words(m.get("adapter")) for m in (previous, meta))
+    if _adapter_checksum(previous) != _adapter_checksum(meta):
+        raise ResumeError(f"{output} was scored {before}, this run scores {now}: one file would mix two "
+                          f"models' scores; {again}")
     data = output.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # a line without its newline was torn by a kill
     if len(keep) != len(data):
@@ -113,6 +122,16 @@ def _resume_state(output: Path, meta: dict, rows: TextRows) -> tuple[set[str], l
             f"{'; '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; {again}"
         )
     return done, masses
+
+
+def _adapter_checksum(meta: dict) -> str | None:
+    return (meta.get("adapter") or {}).get("checksum")
+
+
+def _adapter_words(adapter: dict | None) -> str:
+    if not adapter:
+        return "without an adapter"
+    return f"with adapter {adapter.get('directory')!r} (checksum {str(adapter.get('checksum'))[7:23]})"
 
 
 def reject_invalid_rows(rows: TextRows) -> None:
@@ -151,7 +170,8 @@ def score_rows(
     Raises
     ------
     ResumeError
-        ``output`` exists and was written by another model, dtype, task, columns or ``top_k``,
+        ``output`` exists and was written by another model, adapter (or none), dtype, task,
+        columns or ``top_k``,
         or from another input (a stored row's text is not this input's text for its id).
     """
     if on_invalid not in INVALID_POLICIES:

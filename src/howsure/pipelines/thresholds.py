@@ -19,6 +19,7 @@ from howsure.decisions.walks import DEFAULT_STARTS
 from howsure.errors import DataError, PolicyError
 from howsure.decisions.recalibration import certify_with_split, check_calibrator_overlap, raw_calibration_note, SplitCertification
 from howsure.io.scored import read_scored
+from howsure.pipelines.adapter_guard import check_adapter_overlap
 from howsure.decisions.policy import Policy
 from howsure.decisions.policy_certification import certify_policy
 from howsure.core.task import load_task
@@ -33,6 +34,7 @@ class ThresholdsResult:
 
     ``split``: with a calibrator fitted here, the parts it was fitted and certified on.
     ``overlap``: with a fitted calibrator brought along, `check_calibrator_overlap`'s record.
+    ``adapter_overlap``: scores from a LoRA adapter, `check_adapter_overlap`'s statement.
     ``raw_note``: with neither, the warning when the raw confidences are badly calibrated.
     ``certificate`` and ``rows``: top-label policies only, on the calibrated confidences of the
     certifying items (the same confidences as the policy's certificate).
@@ -46,6 +48,7 @@ class ThresholdsResult:
     volume: float | None
     split: SplitCertification | None = None
     overlap: dict[str, Any] | None = None
+    adapter_overlap: dict[str, Any] | None = None
     raw_note: str | None = None
     certificate: ThresholdCertificate | None = None
     rows: list[PolicyRow] | None = None
@@ -70,6 +73,7 @@ def run_thresholds(
     certify_share: float = 0.5,
     seed: int = 0,
     allow_overlap: bool = False,
+    adapter: Path | None = None,
     task: str | None = None,
     model_id: str | None = None,
     cost_review: float | None = None,
@@ -86,6 +90,8 @@ def run_thresholds(
 
     ``calibrator``: a fitted calibrator file, checked against its recorded fitting items
     (``allow_overlap`` certifies anyway, and the policy says the guarantee does not hold).
+    ``adapter``: the LoRA adapter the scores came from (by default the one ``path``'s meta
+    names): items it trained on are refused the same way (`check_adapter_overlap`).
     ``fit_calibrator``: a calibrator name fitted here on ``1 - certify_share`` of the items,
     the threshold certified on the rest. The costs, when given, choose the cost-optimal
     certified threshold; ``cost_error_by_label`` sets the error cost per predicted label
@@ -100,6 +106,7 @@ def run_thresholds(
                         labels=task_obj.label_names if task_obj is not None else None)
     if items.correct is None:
         raise DataError(f"{path} has neither gold labels nor correctness; give --label-column or --correct-column")
+    adapter_overlap = check_adapter_overlap(path, items.texts, adapter=adapter, allow_overlap=allow_overlap)
     if fit_calibrator is not None:
         if calibrator is not None:
             raise PolicyError(f"--calibrator {calibrator} and --fit-calibrator {fit_calibrator} exclude each other; "
@@ -132,7 +139,10 @@ def run_thresholds(
         policy = certify_policy(items.confidence, items.correct, calibrator=calibrator_obj, **common)
     if overlap is not None:
         policy.guarantee["calibrator_overlap"] = overlap
-    result = ThresholdsResult(items, policy, cost, volume, split=split, overlap=overlap)
+    if adapter_overlap is not None:
+        policy.guarantee["adapter_overlap"] = adapter_overlap
+    result = ThresholdsResult(items, policy, cost, volume, split=split, overlap=overlap,
+                              adapter_overlap=adapter_overlap)
     if split is None and calibrator_obj is None:
         result.raw_note = raw_calibration_note(items.confidence, items.correct)
     if policy.rule == "top_label":
