@@ -7,8 +7,8 @@ import os
 from typing import Any
 
 from howsure.backends.base import Backend
-from howsure.core.scores import LabelScores
 from howsure.backends.cache import CachedBackend, open_cached_backend
+from howsure.core.scores import LabelScores
 from howsure.errors import ModelError
 
 #: name -> "module:Class"; the module is imported only when the backend is asked for.

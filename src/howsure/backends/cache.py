@@ -29,9 +29,9 @@ import numpy as np
 
 from howsure.backends.base import Backend, ProgressCallback
 from howsure.core.scores import LabelScores
+from howsure.core.task import Task
 from howsure.errors import DataError
 from howsure.models import PRESETS
-from howsure.core.task import Task
 
 FORMAT = "howsure-score-cache"
 FORMAT_VERSION = "1"

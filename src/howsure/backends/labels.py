@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from howsure.core.scores import LabelScores
+from howsure.core.task import Task, normalize_answer
 from howsure.errors import TaskError
-from howsure.core.task import normalize_answer, Task
 
 #: Below this median share of probability on the labels, the prompt is probably not working.
 LOW_LABEL_MASS = 0.05

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from howsure.calibration.base import Calibrator, safe_log
-from howsure.core.validation import check_fit_inputs
 from howsure.calibration.crossfit import crossfit_predict
 from howsure.calibration.registry import CALIBRATOR_NAMES, calibrator_from_dict, make_calibrator
+from howsure.core.validation import check_fit_inputs
 from howsure.errors import CalibrationError
 
 

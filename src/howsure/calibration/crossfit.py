@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from howsure.calibration.base import Calibrator
-from howsure.core.validation import check_fit_inputs
 from howsure.calibration.registry import calibrator_from_dict
+from howsure.core.validation import check_fit_inputs
 from howsure.errors import CalibrationError
 from howsure.stats.splits import SplitScheme, crossfit_folds
 

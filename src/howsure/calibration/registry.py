@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from howsure.calibration.base import Calibrator, FORMAT_NAME, FORMAT_VERSION
-from howsure.core.validation import MODES
 from howsure.calibration.fitting import check_fit_fingerprint, fit_fingerprint
+from howsure.core.validation import MODES
 from howsure.errors import CalibrationError
 
 CALIBRATORS: dict[str, str] = {

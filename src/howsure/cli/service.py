@@ -18,10 +18,10 @@ from rich.markup import escape
 
 from howsure.cli.app import app, command, console, err_console, fail
 from howsure.cli.scoring import DeviceOption, open_backend
+from howsure.decisions.policy import Policy
 from howsure.models import DEFAULT_MODEL
 from howsure.service import auth
 from howsure.service.hardening import exposure_warning
-from howsure.decisions.policy import Policy
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens: created once, stored hashed, revocable.", no_args_is_help=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.certification import ThresholdCertificate
 from howsure.core.validation import check_confidences
+from howsure.decisions.certification import ThresholdCertificate
 from howsure.decisions.selective import selective_counts
 from howsure.errors import PolicyError
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.certification import certify_per_class, certify_threshold
 from howsure.core.validation import check_class_indices, check_confidences, check_delta, check_target
+from howsure.decisions.certification import certify_per_class, certify_threshold
 from howsure.decisions.costs import CostModel, optimal_threshold
-from howsure.decisions.policy import MAX_REFERENCE, REFERENCE_DIGITS, Policy
+from howsure.decisions.policy import MAX_REFERENCE, Policy, REFERENCE_DIGITS
 from howsure.decisions.pvalues import DEFAULT_METHOD, min_items_to_certify
 from howsure.decisions.walks import DEFAULT_STARTS, calibrated_starts
 from howsure.errors import PolicyError

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from howsure.decisions.certification import certify_threshold
 from howsure.core.validation import check_confidences, check_delta, check_target
+from howsure.decisions.certification import certify_threshold
 from howsure.decisions.planning import planned_automation_share
 from howsure.decisions.pvalues import DEFAULT_METHOD, METHODS, binomial_p_value
 from howsure.decisions.selective import selective_counts

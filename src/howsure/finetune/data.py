@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from howsure.calibration.fitting import HASH_DIGITS, fit_fingerprint, item_hashes
-from howsure.errors import DataError
 from howsure.core.task import Task
+from howsure.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
+from howsure.backends.labels import LabelVocabulary, build_label_vocabulary
 from howsure.backends.transformers.cache import batch_prefix_cache, cache_keyword, output_cache
+from howsure.core.task import Task
 from howsure.errors import DataError
 from howsure.finetune.loss import label_log_probs
-from howsure.backends.labels import build_label_vocabulary, LabelVocabulary
-from howsure.core.task import Task
 
 _TEXT_MARK = "\u2063HOWSURE_FINETUNE_TEXT\u2063"
 

@@ -18,16 +18,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from howsure.backends.transformers.adapters import (
+    METADATA_FILE, base_model_checksum, load_base_model, quiet_peft, read_metadata, resolve_target_modules, write_metadata,
+)
 from howsure.backends.transformers.backend import resolve_device
+from howsure.core.task import Task
 from howsure.errors import ResumeError
-from howsure.backends.transformers.adapters import base_model_checksum, load_base_model, quiet_peft, resolve_target_modules
-from howsure.backends.transformers.adapters import METADATA_FILE, read_metadata, write_metadata
 from howsure.finetune.config import FinetuneConfig
 from howsure.finetune.data import LabelledTexts, split_train_validation
 from howsure.finetune.forward import PromptEncoder, batch_log_probs
 from howsure.finetune.loss import gold_indices, label_cross_entropy
 from howsure.models import DEFAULT_MODEL
-from howsure.core.task import Task
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from howsure.core.scored import ScoredItems
+from howsure.core.scored import ScoredItems, top_label
 from howsure.errors import DataError
 from howsure.io.scored import FALSE_WORDS, TRUE_WORDS, parse_correctness
 from howsure.io.tables import read_table
-from howsure.core.scored import top_label
 
 
 def read_scores_table(path: str | Path, records_key: str | None = None):

@@ -31,10 +31,17 @@ import numpy as np
 
 from howsure import __version__
 from howsure.calibration.fitting import item_hashes
-from howsure.errors import DataError
 from howsure.core.scored import ScoredItems
+from howsure.core.validation import check_delta, check_target
+from howsure.decisions.policy_certification import certify_policy
+from howsure.decisions.recalibration import certify_with_split
+from howsure.errors import DataError
 from howsure.io.scored_tables import read_scores_table, scored_items_from_frame
-from howsure.pipelines.evaluate import evaluate, EvaluationConfig
+from howsure.io.tables import read_table
+from howsure.pipelines.evaluate import EvaluationConfig, evaluate
+from howsure.pipelines.score_job import meta_path
+from howsure.report import json_ready, plots, write_summary
+from howsure.report.comparison import render_comparison_html
 
 SUMMARY_FORMAT = "howsure.comparison"
 SUMMARY_VERSION = 1
@@ -79,7 +86,6 @@ def load_scored_file(path: str | Path, *, records_key: str | None = None, **colu
 def _scoring_meta(path: Path) -> dict | None:
     """What ``howsure score`` recorded about the run (model, dtype, task fingerprint, adapter...)
     beside its output, without the input path and columns; None when there is no meta file."""
-    from howsure.pipelines.score_job import meta_path
 
     meta = meta_path(path)
     if not meta.is_file():
@@ -116,7 +122,6 @@ def groups_from_table(path: str | Path, texts: Sequence[str], *, text_column: st
         No text or category column, a text given two different categories, or a scored text
         the table does not hold.
     """
-    from howsure.io.tables import read_table
 
     frame = read_table(path)
     for column in (text_column, "category"):
@@ -193,8 +198,6 @@ def _confusion(gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> list[l
 
 def _certificates(items: ScoredItems, config: CompareConfig) -> tuple[dict | None, list[dict]]:
     """The certificate at the main target and the automation table over ``config.targets``."""
-    from howsure.decisions.recalibration import certify_with_split
-    from howsure.decisions.policy_certification import certify_policy
 
     evaluation = config.evaluation
     split = certify_with_split(
@@ -293,7 +296,6 @@ def _changes(sides: dict[str, dict]) -> dict[str, dict[str, float | None]]:
 
 
 def _plots(results: dict[str, Any], config: EvaluationConfig) -> list[dict]:
-    from howsure.report import plots
 
     def pair(kind: str, calibrated: bool):
         panels = []
@@ -339,7 +341,6 @@ def compare(base: ScoredFile, tuned: ScoredFile, config: CompareConfig | None = 
     DataError
         The files do not hold the same items (`check_same_items`).
     """
-    from howsure.core.validation import check_delta, check_target
 
     config = config or CompareConfig()
     check_delta(config.delta)
@@ -389,8 +390,6 @@ def compare(base: ScoredFile, tuned: ScoredFile, config: CompareConfig | None = 
 
 def write_comparison(summary: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``comparison.json`` and the self-contained ``comparison.html`` into ``out_dir``."""
-    from howsure.report.comparison import render_comparison_html
-    from howsure.report import json_ready, write_summary
 
     out_dir = Path(out_dir)
     summary = json_ready(summary)

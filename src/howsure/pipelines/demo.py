@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from howsure.backends import load_backend
+from howsure.core.task import load_task
 from howsure.core.validation import check_delta, check_target
 from howsure.decisions.recalibration import certify_with_split
 from howsure.io.scored_tables import load_scored_items
@@ -23,9 +24,8 @@ from howsure.io.tables import read_table
 from howsure.io.texts import extract_texts, sample_path
 from howsure.models import DEFAULT_MODEL
 from howsure.pipelines.evaluate import EvaluationConfig, evaluate
-from howsure.report import write_summary
 from howsure.pipelines.score_job import score_rows
-from howsure.core.task import load_task
+from howsure.report import write_summary
 
 SAMPLE = "rt_polarity_2000.csv"
 STAGES = ("load", "scoring", "calibration", "report", "certification")

@@ -20,13 +20,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from howsure import __version__
-from howsure.report import plots
 from howsure.calibration import MODES, fit_calibrator, make_calibrator, save_calibrator
-from howsure.core.scored import ScoredItems
+from howsure.core.scored import ScoredItems, top_label
 from howsure.errors import CalibrationError
-from howsure.core.scored import top_label
+from howsure.report import plots, write_report
 from howsure.stats.metrics import summarize
-from howsure.report import write_report
 from howsure.stats.splits import calibration_test_split, crossfit_folds
 
 MODE_DESCRIPTIONS = {

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from howsure.decisions.policy import Policy
 from howsure.errors import DataError
 from howsure.io.scored import read_scored
-from howsure.decisions.policy import Policy
 
 
 @dataclass

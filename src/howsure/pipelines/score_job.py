@@ -23,10 +23,10 @@ from typing import Callable
 
 from howsure.backends.base import Backend
 from howsure.backends.cache import adapter_record, scorer_adapter
-from howsure.io.texts import TextRows
-from howsure.errors import DataError, ResumeError
 from howsure.backends.labels import warn_if_low_label_mass
 from howsure.core.task import Task
+from howsure.errors import DataError, ResumeError
+from howsure.io.texts import TextRows
 
 CHUNK_ROWS = 256
 INVALID_POLICIES = ("error", "skip")

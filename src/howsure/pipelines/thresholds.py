@@ -9,21 +9,23 @@ from typing import Any
 
 import numpy as np
 
+from howsure.calibration import load_calibrator
 from howsure.core.scored import ScoredItems
-from howsure.decisions.certification import certify_threshold, ThresholdCertificate
+from howsure.core.task import load_task
 from howsure.core.validation import check_delta, check_target
-from howsure.decisions.costs import CostModel, manager_table, PolicyRow
-from howsure.decisions.pvalues import min_items_to_certify
-from howsure.decisions.selective import selective_counts
-from howsure.decisions.walks import DEFAULT_STARTS
-from howsure.errors import DataError, PolicyError
-from howsure.decisions.recalibration import certify_with_split, check_calibrator_overlap, raw_calibration_note, SplitCertification
-from howsure.io.scored import read_scored
-from howsure.pipelines.adapter_guard import check_adapter_overlap
+from howsure.decisions.certification import ThresholdCertificate, certify_threshold
+from howsure.decisions.costs import CostModel, PolicyRow, manager_table
 from howsure.decisions.policy import Policy
 from howsure.decisions.policy_certification import certify_policy
-from howsure.core.task import load_task
-from howsure.decisions.walks import top_slice_below_target
+from howsure.decisions.pvalues import min_items_to_certify
+from howsure.decisions.recalibration import (
+    SplitCertification, certify_with_split, check_calibrator_overlap, raw_calibration_note,
+)
+from howsure.decisions.selective import selective_counts
+from howsure.decisions.walks import DEFAULT_STARTS, top_slice_below_target
+from howsure.errors import DataError, PolicyError
+from howsure.io.scored import read_scored
+from howsure.pipelines.adapter_guard import check_adapter_overlap
 
 DEFAULT_VOLUME = 1000  # per-day figures are "per 1,000 items" when no volume is given
 
@@ -118,7 +120,6 @@ def run_thresholds(
             )
     calibrator_obj = overlap = None
     if calibrator is not None:
-        from howsure.calibration import load_calibrator  # scikit-learn: only when a calibrator is used
 
         calibrator_obj = load_calibrator(calibrator)
         overlap = check_calibrator_overlap(calibrator_obj, texts=items.texts, ids=items.real_ids,

@@ -29,8 +29,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from howsure.backends.base import Backend
+from howsure.core.task import Task, load_task
 from howsure.errors import DataError, TaskError
-from howsure.core.task import load_task, Task
 
 
 @dataclass

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from howsure.errors import DataError
-from howsure.stats.metrics import METRICS
-# metric_change: the evaluation report's own arrow and better/worse rule, so both reports read alike.
 from howsure.report.html import format_interval, metric_change, png_data_uri
 from howsure.report.plots import display_from_dict, figure_png
+from howsure.stats.metrics import METRICS
 
 SIDES = ("base", "tuned")
 

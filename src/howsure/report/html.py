@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from howsure.errors import DataError
-from howsure.stats.metrics import METRICS
 from howsure.report.plots import display_from_dict, figure_png
+from howsure.stats.metrics import METRICS
 
 SUMMARY_FORMAT = "howsure.evaluation"
 SUMMARY_VERSION = 1

@@ -19,12 +19,12 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from howsure.core.validation import check_top_label
 from howsure.decisions.simulation import certified_threshold, sample_size_draws
 from howsure.errors import DataError
-from howsure.core.validation import check_top_label
 from howsure.stats.binning import STRATEGY_NAMES
 from howsure.stats.intervals import clopper_pearson
-from howsure.stats.reliability import reliability_curve, ReliabilityCurve
+from howsure.stats.reliability import ReliabilityCurve, reliability_curve
 
 # Colours chosen to stay apart for the common colour-vision deficiencies.
 RIGHT_COLOUR = "#1b9e77"

@@ -34,7 +34,6 @@ from howsure.backends.base import Backend
 from howsure.backends.openmp import release_thread_pool
 from howsure.errors import DataError, PolicyError
 from howsure.service.admission import RequestLimits
-# clopper_pearson and audit_accuracy lived here; they stay importable from this module.
 from howsure.service.audit import audit_accuracy, clopper_pearson
 from howsure.service.errors import ServiceUnavailable, error_response, install_error_handlers
 from howsure.service.hardening import DOCS_PATHS, SecurityHeaders

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from howsure.service.db import items as items_t
-from howsure.service.db import reviews as reviews_t
+from howsure.service.db import items as items_t, reviews as reviews_t
 from howsure.service.schemas import AuditAccuracy, Interval
 from howsure.stats.intervals import clopper_pearson_one as clopper_pearson
 

@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from howsure.errors import ClaimError, DataError, DatabaseUnavailable, HowsureError, PolicyError, StoreError, TaskError
+from howsure.errors import (
+    ClaimError, DatabaseUnavailable, DataError, HowsureError, PolicyError, StoreError, TaskError,
+)
 from howsure.service import auth, health
 from howsure.service.admission import ClientGone, RequestTooLarge
 from howsure.service.batching import BatcherClosed

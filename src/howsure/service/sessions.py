@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from howsure.errors import StoreError
-from howsure.service.db import sessions as sessions_t
-from howsure.service.db import tokens as tokens_t
-from howsure.service.db import users as users_t
+from howsure.service.db import sessions as sessions_t, tokens as tokens_t, users as users_t
 from howsure.service.store.records import UserRecord, hash_token
 
 if TYPE_CHECKING:

@@ -15,15 +15,15 @@ from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from howsure.backends.base import Backend
-from howsure.errors import ClaimError, PolicyError
+from howsure.core.task import Task
 from howsure.decisions.policy import Policy, adapter_checksum
+from howsure.errors import ClaimError, PolicyError
 from howsure.service import auth, sessions
 from howsure.service.admission import RequestLimits
 from howsure.service.batching import MicroBatcher
 from howsure.service.errors import ServiceUnavailable
 from howsure.service.store import ItemRecord, NewItem, PolicyRecord, ReviewStore, UserRecord
 from howsure.service.throttle import FailureThrottle, address_key
-from howsure.core.task import Task
 
 __all__ = ["BackendFactory", "LoadedPolicy", "Service", "get_service"]
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from howsure.backends.transformers.adapters import adapter_info, trained_hashes
 from howsure.calibration.fitting import item_hashes
 from howsure.core.task import Task
 from howsure.decisions.policy import adapter_checksum
 from howsure.decisions.recalibration import hash_share
 from howsure.errors import DataError, PolicyError
-from howsure.service.feedback import recalibrate
 from howsure.finetune.data import LabelledTexts
-from howsure.backends.transformers.adapters import adapter_info, trained_hashes
+from howsure.service.feedback import recalibrate
 
 if TYPE_CHECKING:
     from howsure.service.store import LabelledItem, PolicyRecord, ReviewStore

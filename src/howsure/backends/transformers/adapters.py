@@ -20,9 +20,9 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from howsure.core.task import Task
 from howsure.errors import DataError, ModelError, TaskError
 from howsure.models import resolve_model
-from howsure.core.task import Task
 
 #: Module names whose linear children the default target covers: attention and MLP blocks.
 BLOCK_SUFFIXES = (".self_attn", ".attn", ".attention", ".mlp")

@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from howsure.service import auth
 from howsure.service.errors import found_or_404
-from howsure.service.schemas import MAX_ID, ErrorResponse
+from howsure.service.schemas import ErrorResponse, MAX_ID
 from howsure.service.state import Service, get_service
 from howsure.service.store import ItemRecord, ReviewStore, UserRecord
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from howsure import __version__
-from howsure.errors import ClaimError, DataError, DatabaseUnavailable, StoreError
+from howsure.errors import ClaimError, DatabaseUnavailable, DataError, StoreError
 from howsure.service import auth, health, sessions
 from howsure.service.hardening import PAGE_CSP
 from howsure.service.routers.stats import gather_stats

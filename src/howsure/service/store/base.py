@@ -18,9 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from howsure.errors import DatabaseUnavailable, StoreError
 from howsure.service import db
-from howsure.service.db import events as events_t
-from howsure.service.db import items as items_t
-from howsure.service.db import policies as policies_t
+from howsure.service.db import events as events_t, items as items_t, policies as policies_t
 from howsure.service.dbwait import WriteGate
 
 __all__ = ["StoreBase", "WRITE_RETRIES", "dumps", "as_datetime", "chunks", "waiting"]

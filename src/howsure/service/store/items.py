@@ -10,9 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from howsure.errors import StoreError
-from howsure.service.db import items as items_t
-from howsure.service.db import policies as policies_t
-from howsure.service.db import reviews as reviews_t
+from howsure.service.db import items as items_t, policies as policies_t, reviews as reviews_t
 from howsure.service.store.base import StoreBase, chunks, dumps
 from howsure.service.store.records import ItemRecord, NewItem, ReviewRecord, item_record, review_record
 from howsure.service.store.validation import check_int, check_name, check_new_item

@@ -7,12 +7,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from howsure.decisions.policy import Policy
 from howsure.errors import StoreError
 from howsure.service.db import policies as policies_t
 from howsure.service.store.base import StoreBase, dumps
 from howsure.service.store.records import PolicyRecord, policy_record
 from howsure.service.store.validation import check_int, check_name, check_text
-from howsure.decisions.policy import Policy
 
 __all__ = ["PolicyStore"]
 

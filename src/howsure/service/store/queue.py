@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from howsure.errors import ClaimError, StoreError
-from howsure.service.db import items as items_t
-from howsure.service.db import reviews as reviews_t
+from howsure.service.db import items as items_t, reviews as reviews_t
 from howsure.service.store.base import WRITE_RETRIES, waiting
 from howsure.service.store.items import ItemStore
 from howsure.service.store.records import ItemRecord, ReviewRecord

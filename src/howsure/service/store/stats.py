@@ -8,8 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from howsure.service.db import items as items_t
-from howsure.service.db import reviews as reviews_t
+from howsure.service.db import items as items_t, reviews as reviews_t
 from howsure.service.store.base import StoreBase, as_datetime, waiting
 from howsure.service.store.records import LabelledItem
 from howsure.service.store.validation import check_int

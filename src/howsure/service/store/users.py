@@ -12,10 +12,11 @@ from sqlalchemy.exc import IntegrityError
 
 from howsure.errors import DatabaseUnavailable, StoreError
 from howsure.service import db
-from howsure.service.db import tokens as tokens_t
-from howsure.service.db import users as users_t
+from howsure.service.db import tokens as tokens_t, users as users_t
 from howsure.service.store.base import StoreBase
-from howsure.service.store.records import TOKEN_PREFIX, TokenRecord, UserRecord, hash_token, token_record, user_record
+from howsure.service.store.records import (
+    TOKEN_PREFIX, TokenRecord, UserRecord, hash_token, token_record, user_record,
+)
 from howsure.service.store.validation import check_name, check_text
 
 __all__ = ["UserStore", "LAST_USED_RESOLUTION"]
