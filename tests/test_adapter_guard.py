@@ -20,7 +20,7 @@ from howsure.backends.cache import adapter_checksum
 from howsure.cli import app
 from howsure.decisions.policy import Policy
 from howsure.finetune import FinetuneConfig, LabelledTexts, finetune, trained_hashes
-from howsure.task import load_task
+from howsure.core.task import load_task
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[1] / "src"
