@@ -143,11 +143,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     # The policy: calibrator fitted on one half, threshold certified on the other half, so the
     # certificate's assumption (calibrator fitted on other items) holds; the default method
     # (fallback) needs nothing more than iid items.
-    policy = certify_with_split(
-        items.probabilities, items.labels, calibrator=config.calibrator, test_size=0.5, seed=config.seed,
-        texts=items.texts, ids=items.ids, target_accuracy=config.target_accuracy, delta=config.delta,
-        labels=items.label_names, task=task, model_id=config.model,
-    ).policy
+    policy = certify_halves(items, config, task)
     policy_path = out_dir / "policy.json"
     policy.save(policy_path)
     clock.lap("certification")
@@ -158,6 +154,16 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     result.stage_seconds = evaluation.summary["stage_seconds"] = clock.table()
     write_summary(evaluation.summary, written["summary"])
     return result
+
+
+def certify_halves(items, config: DemoConfig, task: Task):
+    """The policy: calibrator fitted on one half, threshold certified on the other half (the
+    halves depend only on the labels, the texts and the seed, so both models get the same)."""
+    return certify_with_split(
+        items.probabilities, items.labels, calibrator=config.calibrator, test_size=0.5, seed=config.seed,
+        texts=items.texts, ids=items.ids, target_accuracy=config.target_accuracy, delta=config.delta,
+        labels=items.label_names, task=task, model_id=config.model,
+    ).policy
 
 
 def _finetune_stages(result: DemoResult, out_dir: Path, config: DemoConfig, task: Task, rows, base_items,
@@ -199,11 +205,7 @@ def _finetune_stages(result: DemoResult, out_dir: Path, config: DemoConfig, task
                          command="howsure demo")
     result.comparison_path, _ = write_comparison(comparison, out_dir / "comparison")
     # The fine-tuned model's policy: certified exactly as the base one (same halves, same seed).
-    tuned_policy = certify_with_split(
-        tuned_items.probabilities, tuned_items.labels, calibrator=config.calibrator, test_size=0.5, seed=config.seed,
-        texts=tuned_items.texts, ids=tuned_items.ids, target_accuracy=config.target_accuracy, delta=config.delta,
-        labels=tuned_items.label_names, task=task, model_id=config.model,
-    ).policy
+    tuned_policy = certify_halves(tuned_items, config, task)
     result.tuned_policy_path = out_dir / "tuned" / "policy.json"
     tuned_policy.save(result.tuned_policy_path)
     result.automation = result.summary["automation"] = automation_table(comparison, config, adapter)
