@@ -31,7 +31,7 @@ def demo(
                                            "instead of training one."),
 ) -> None:
     """Score 2,000 Rotten Tomatoes sentences, calibrate honestly, certify a threshold, write a report;
-    then fine-tune on 400 other sentences and show what the fine-tuned model certifies."""
+    then fine-tune on other sentences (the bundled training sample) and show what it certifies."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from howsure.cli.evaluation import print_summary
