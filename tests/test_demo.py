@@ -38,7 +38,8 @@ def record_fits_and_certifications(monkeypatch) -> tuple[dict[int, np.ndarray], 
 
 def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--model", str(tiny_model_dir), "--limit", "300", "--target", "0.6"]
+    args = ["demo", "--out", str(out), "--model", str(tiny_model_dir), "--limit", "300", "--target", "0.6",
+            "--no-finetune"]
     fitted, certified = record_fits_and_certifications(monkeypatch)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -79,6 +80,7 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir, monkeypa
     redrawn = CliRunner().invoke(app, ["report", str(out / "summary.json"), "--out", str(tmp_path / "again.html")])
     assert redrawn.exit_code == 0, redrawn.output
     assert "report:" in result.output and "accuracy" in result.output
+    assert "automation" not in summary and not (out / "adapter").exists()  # the short path trains nothing
     # The tiny random model puts almost nothing on the labels: said once, as a warning line.
     assert " ".join(result.output.split()).count("warning: median probability on the labels is") == 1
     again = CliRunner().invoke(app, args)  # scores are reused, not recomputed

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.model, pytest.mark.browser]
 def test_demo_on_the_bundled_model_and_its_report_in_chromium(tmp_path, bundled_model_ready):
     sync_api = pytest.importorskip("playwright.sync_api")
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--threads", "2"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--threads", "2", "--no-finetune"])
     assert result.exit_code == 0, result.output
     assert len((out / "scores.jsonl").read_text().splitlines()) == 2000
     summary = json.loads((out / "summary.json").read_text())
