@@ -12,6 +12,7 @@ from rich.markup import escape
 from howsure.cli.app import command, console, err_console
 from howsure.cli.scoring import DeviceOption, DtypeOption, one_line_warnings
 from howsure.models import DEFAULT_MODEL
+from howsure.cli.evaluation import print_summary
 
 
 @command("demo")
@@ -34,7 +35,6 @@ def demo(
     then fine-tune on other sentences (the bundled training sample) and show what it certifies."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from howsure.cli.evaluation import print_summary
     from howsure.pipelines.demo import DemoConfig, run_demo
 
     started = time.perf_counter()

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.markup import escape
 
-from howsure.backends import load_backend
+from howsure import backends  # backends.load_backend looked up at call time: tests patch it
 from howsure.backends.cache import open_cached_backend
 from howsure.backends.labels import INSPECT_LOW_LABEL_MASS, LowLabelMassWarning
 from howsure.cli.app import app, command, console, err_console
@@ -74,12 +74,12 @@ def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int
 
         def load():
             with one_line_warnings():
-                return load_backend(model, **settings)
+                return backends.load_backend(model, **settings)
 
         return open_cached_backend(load, cache, backend="transformers", model=model, options=settings,
                                    adapter=options.get("adapter"))
     with one_line_warnings(), err_console.status(f"loading {model} …"):
-        return load_backend(model, **settings)
+        return backends.load_backend(model, **settings)
 
 
 def print_cache_use(backend) -> None:
