@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from howsure.core.validation import check_probability_map
 from howsure.errors import StoreError
 from howsure.service import db
 from howsure.service.store.records import NewItem
@@ -38,12 +39,8 @@ def check_int(value: Any, what: str, *, minimum: int = 1) -> int:
 
 
 def check_probabilities(value: Any, what: str) -> None:
-    if not isinstance(value, dict) or not value:
-        raise StoreError(f"{what} must be a non-empty dict label -> probability, got {value!r}")
-    for label, p in value.items():
-        if not isinstance(label, str) or isinstance(p, bool) or not isinstance(p, (int, float)) \
-                or not math.isfinite(p) or not 0 <= p <= 1:
-            raise StoreError(f"{what}: {label!r} -> {p!r} is not a label with a probability in [0, 1]")
+    """A stored item's label -> probability map: core's check, raising StoreError (HTTP 400)."""
+    check_probability_map(value, what, StoreError)
 
 
 def check_new_item(item: Any, position: int) -> None:
