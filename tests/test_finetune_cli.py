@@ -109,7 +109,7 @@ def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, t
         child.wait()
         child.stderr.close()
     assert not (cut / "howsure-finetune.json").exists(), "the run finished before it was killed"
-    checkpoint_step = torch.load(cut / "checkpoint" / "trainer_state.pt", weights_only=False)["state"]["step"]
+    checkpoint_step = torch.load(cut / "checkpoint" / "trainer_state.pt", weights_only=True)["state"]["step"]
     resumed = runner.invoke(app, finetune_args(train, cut, tiny_model_dir, *settings))
     assert resumed.exit_code == 0, resumed.output
     assert f"resumed from step {checkpoint_step}" in flat(resumed.output) and 0 < checkpoint_step < 150

@@ -250,7 +250,13 @@ def _load_checkpoint(source: Path, run_key: str, peft_model, optimizer, schedule
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    saved = torch.load(source / STATE_FILE, map_location="cpu", weights_only=False)
+    try:
+        # weights_only: tensors, containers and numbers only, never arbitrary pickled objects
+        # (the output directory is the user's: its file may not be ours).
+        saved = torch.load(source / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError by cause
+        raise ResumeError(f"cannot read the checkpoint {str(source / STATE_FILE)!r} ({exc.__class__.__name__}); "
+                          "pass --no-resume to start over") from None
     if saved.get("run_key") != run_key:
         raise ResumeError(f"the checkpoint in {str(source.parent)!r} belongs to another run (other task, model, "
                           "data or settings); choose another --output or pass --no-resume to start over")
