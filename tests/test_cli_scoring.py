@@ -124,6 +124,8 @@ def test_inspect_notes_when_the_model_mostly_wants_to_say_something_else(monkeyp
         (["inspect", "hi", "--model", "nope"], "is not a preset"),
         (["inspect", "hi", "--dtype", "int3"], "dtype 'int3' is not one of"),
         (["inspect", "hi", "--device", "tpu"], "device 'tpu' is not one torch knows; use auto, cpu, cuda or cuda:N"),
+        (["inspect", "hi", "--backend", "nope"], "unknown --backend 'nope'; available: "),
+        (["inspect", "hi", "--backend", "nope", "--cache", "c.sqlite"], "unknown --backend 'nope'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args, message, tiny_model_dir):

@@ -16,7 +16,7 @@ from howsure.backends.cache import open_cached_backend
 from howsure.backends.labels import INSPECT_LOW_LABEL_MASS, LowLabelMassWarning
 from howsure.cli.app import app, command, console, err_console
 from howsure.core.task import load_task
-from howsure.errors import DataError
+from howsure.errors import DataError, ModelError
 from howsure.models import DEFAULT_MODEL, cache_dir, list_presets, resolve_model
 from howsure.pipelines.tune_task import load_candidates, rank_candidates
 
@@ -30,6 +30,8 @@ DtypeOption = typer.Option("float32", "--dtype", help="float32 (exact), mixed (b
 ThreadsOption = typer.Option(None, "--threads", help="torch threads (default: torch's choice).")
 DeviceOption = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N.")
 AdapterOption = typer.Option(None, "--adapter", help="LoRA adapter directory from `howsure finetune`, merged into --model.")
+BackendOption = typer.Option("transformers", "--backend", help="What runs the model: "
+                             "transformers (in-process, the default); see docs/backends.md for the others.")
 
 
 @contextlib.contextmanager
@@ -61,25 +63,28 @@ CacheOption = typer.Option(None, "--cache", help="SQLite score cache file: texts
 
 
 def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto",
-                 cache: Optional[Path] = None, **options):
+                 cache: Optional[Path] = None, backend: str = "transformers", **options):
     """Load a backend as every command does: its notices as one line each, a spinner meanwhile;
-    ``options`` go to `load_backend` as they are (``batch_tokens``, say).
+    ``options`` go to `load_backend` as they are (``batch_tokens``, say). ``backend``: a name of
+    `howsure.backends.BACKENDS`.
 
     With ``cache`` (a score cache file, `howsure.backends.cache`) the file is checked now and the
     model loads only when the first text misses it (without a spinner then: a progress bar may
     be showing)."""
 
+    if backend not in backends.BACKENDS:  # now, not at the first cache miss
+        raise ModelError(f"unknown --backend {backend!r}; available: {', '.join(sorted(backends.BACKENDS))}")
     settings = dict(dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device, **options)
     if cache is not None:
 
         def load():
             with one_line_warnings():
-                return backends.load_backend(model, **settings)
+                return backends.load_backend(model, backend, **settings)
 
-        return open_cached_backend(load, cache, backend="transformers", model=model, options=settings,
+        return open_cached_backend(load, cache, backend=backend, model=model, options=settings,
                                    adapter=options.get("adapter"))
-    with one_line_warnings(), err_console.status(f"loading {model} …"):
-        return backends.load_backend(model, **settings)
+    with one_line_warnings(), err_console.status(f"loading {escape(model)} …"):
+        return backends.load_backend(model, backend, **settings)
 
 
 def print_cache_use(backend) -> None:
@@ -108,6 +113,7 @@ def score(
     top_k: int = typer.Option(10, help="Top next tokens kept per text."),
     cache: Optional[Path] = CacheOption,
     adapter: Optional[Path] = AdapterOption,
+    backend_name: str = BackendOption,
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -122,7 +128,8 @@ def score(
     rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
-    backend = open_backend(model, dtype, threads, batch_size, device, cache=cache, adapter=str(adapter) if adapter else None)
+    backend = open_backend(model, dtype, threads, batch_size, device, cache=cache, backend=backend_name,
+                           adapter=str(adapter) if adapter else None)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -160,11 +167,13 @@ def inspect(
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt too."),
     cache: Optional[Path] = CacheOption,
     adapter: Optional[Path] = AdapterOption,
+    backend_name: str = BackendOption,
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
 
     the_task = load_task(task)
-    backend = open_backend(model, dtype, threads, device=device, cache=cache, adapter=str(adapter) if adapter else None)
+    backend = open_backend(model, dtype, threads, device=device, cache=cache, backend=backend_name,
+                           adapter=str(adapter) if adapter else None)
     if show_prompt:
         console.print(backend.prompt(the_task, text), markup=False, highlight=False)
     result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]
