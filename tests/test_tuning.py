@@ -95,3 +95,20 @@ def test_tune_task_cli_writes_the_best_task(tmp_path, tiny_model_dir):
     bad = CliRunner().invoke(app, ["tune-task", "-c", str(candidates), "-i", str(dev), "--text-column", "content",
                                    "--label-map", "0negative", "-m", str(tiny_model_dir)])
     assert bad.exit_code == 2 and "must look like RAW=LABEL" in bad.output
+
+
+def test_tune_task_reruns_from_the_score_cache(tmp_path, tiny_model_dir):
+    candidates = tmp_path / "c.toml"
+    candidates.write_text(CANDIDATES)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("label\tcontent\n1\tgood\n0\tbad\n1\tgreat\n0\tawful\n")
+    command = ["tune-task", "-c", str(candidates), "-i", str(dev), "--text-column", "content", "--label-map", "0=negative",
+               "--label-map", "1=positive", "-m", str(tiny_model_dir), "--cache", str(tmp_path / "scores.sqlite")]
+    first = CliRunner().invoke(app, command + ["--json-out", str(tmp_path / "first.json")])
+    assert first.exit_code == 0, first.output
+    assert "score cache: 0 text(s)" in " ".join(first.output.split())
+    second = CliRunner().invoke(app, command + ["--json-out", str(tmp_path / "second.json")])
+    assert second.exit_code == 0, second.output
+    # every candidate's every text comes from the cache: the model scores nothing the second time
+    assert ", 0 scored by the model" in " ".join(second.output.split())
+    assert (tmp_path / "first.json").read_text() == (tmp_path / "second.json").read_text()

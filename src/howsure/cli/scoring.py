@@ -263,6 +263,8 @@ def tune_task(
     best_out: Optional[Path] = typer.Option(None, "--best-out", help="Write the winning task as TOML here."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the ranking as JSON here."),
     adapter: Optional[Path] = AdapterOption,
+    cache: Optional[Path] = CacheOption,
+    backend_name: str = BackendOption,
 ) -> None:
     """Rank candidate prompts, verbalizers and variant rules on a dev split by AUROC, then log loss."""
     import json
@@ -280,7 +282,8 @@ def tune_task(
     texts = rows.texts
     if limit:
         texts, gold = texts[:limit], gold[:limit]
-    backend = open_backend(model, dtype, threads, device=device, adapter=str(adapter) if adapter else None)
+    backend = open_backend(model, dtype, threads, device=device, cache=cache, backend=backend_name,
+                           adapter=str(adapter) if adapter else None)
     with Progress(console=err_console) as bar:
         job = bar.add_task("candidates", total=len(texts) * len(tasks))
         results = rank_candidates(backend, tasks, texts, gold, progress=lambda n: bar.advance(job, n))
@@ -292,6 +295,7 @@ def tune_task(
         table.add_row(*(escape(str(row[c])) for c in ("name", "variant_rule", "auroc", "auroc_se", "log_loss", "accuracy",
                                                       "mean_label_mass")))
     console.print(table)
+    print_cache_use(backend)
     if json_out:
         json_out.write_text(json.dumps([r.row() | {"task": r.task.to_dict()} for r in results], indent=2))
     if best_out:
