@@ -11,7 +11,7 @@ backend applies to its whole vocabulary. What the server did not return is unkno
   plus what the unreturned tokens can hold. Every unreturned token has probability <= the k-th
   returned one (``p_k``) and together they hold at most ``1 - returned mass``. Under ``exact`` a
   label's answers begin with one token per verbalizer, so at most ``min(1 - returned,
-  n_verbalizers * p_k)`` of it is unseen; under ``variants`` any number of tokens may spell a
+  n_unreturned_verbalizers * p_k)`` of it is unseen; under ``variants`` any number of tokens may spell a
   verbalizer, so the bound is ``1 - returned``.
 
 The point estimate (``label_mass``, ``probabilities``) is the mass seen, as if the rest were
@@ -72,9 +72,12 @@ class AnswerMatcher:
         return [j for j, answers in enumerate(self.answers)
                 if any(a != key and a.startswith(key) for a in answers)]
 
-    def unseen_bound(self, j: int, unseen_total: float, kth: float) -> float:
+    def unseen_bound(self, j: int, seen: set[str], unseen_total: float, kth: float) -> float:
+        """At most how much of label ``j`` the server did not return, ``seen`` being its answers
+        returned as whole tokens: under ``exact`` each other answer begins with one unreturned
+        token (<= ``kth``); under ``variants`` any number of tokens may spell one."""
         if self.rule == "exact":
-            return min(unseen_total, len(self.answers[j]) * kth)
+            return min(unseen_total, sum(a not in seen for a in self.answers[j]) * kth)
         return unseen_total
 
 
@@ -99,11 +102,13 @@ def scores_from_top_logprobs(matcher: AnswerMatcher, top: Sequence[tuple[str, fl
     n_labels = len(matcher.labels)
     lower = np.zeros(n_labels)
     begun = np.zeros(n_labels)
+    seen: list[set[str]] = [set() for _ in range(n_labels)]
     counted: dict[str, list[tuple[str, float]]] = {label: [] for label in matcher.labels}
     for token, p in probs:
         owner = matcher.owner(token)
         if owner is not None:
             lower[owner] += p
+            seen[owner].add(matcher.key(token))
             counted[matcher.labels[owner]].append((token, p))
             continue
         for j in matcher.begins(token):
@@ -111,7 +116,7 @@ def scores_from_top_logprobs(matcher: AnswerMatcher, top: Sequence[tuple[str, fl
     returned = float(sum(p for _, p in probs))
     unseen_total = max(0.0, 1.0 - returned)
     kth = probs[-1][1] if probs else 1.0
-    upper = np.array([min(1.0, lower[j] + begun[j] + matcher.unseen_bound(j, unseen_total, kth))
+    upper = np.array([min(1.0, lower[j] + begun[j] + matcher.unseen_bound(j, seen[j], unseen_total, kth))
                       for j in range(n_labels)])
     total = float(lower.sum())
     probabilities = lower / total if total > 0 else np.full(n_labels, 1.0 / n_labels)
