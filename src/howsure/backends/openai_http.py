@@ -126,7 +126,7 @@ class ServerClient:
                     return self._json(response, url)
                 if status not in RETRY_STATUSES and status < 500:
                     raise self._refused(response, url)
-                failure = f"HTTP {status}"
+                failure = f"HTTP {status}: {_error_detail(response)}"
                 wait_hint = retry_after_s(response.headers.get("retry-after"))
             if attempt >= retry.max_retries:
                 raise ModelError(
