@@ -11,6 +11,7 @@ import secrets
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from howsure.backends.labels import LowLabelMassWarning
 from howsure.backends.openai import OpenAIBackend
 from howsure.backends.openai_server import free_loopback_port, llama_cpp_server
 from howsure.cli import app
@@ -164,6 +166,19 @@ def test_chat_top_logprobs_agree_with_transformers_and_intervals_hold_below_the_
             else:  # seen: what the wider answer saw
                 assert low == pytest.approx(w.label_mass[j], rel=1e-6)
     assert unseen >= len(TEXTS)  # small top_logprobs really pushed labels out
+
+
+def test_labels_outside_the_returned_mass_warn_once_per_backend(llama_server, key):
+    task = Task(instruction="Is this review positive or negative?\n\n{text}",
+                labels={"zebra": ["zebra"], "xylophone": ["xylophone"]}, variant_rule="exact")
+    backend = OpenAIBackend(MODEL, base_url=llama_server, top_logprobs=5)
+    with pytest.warns(LowLabelMassWarning, match="median 0.000 of the probability the server returned in its top 5"):
+        [scores] = backend.label_scores(task, TEXTS[:1])
+    assert scores.label_mass.tolist() == [0.0, 0.0] and np.all(scores.label_mass_bounds[:, 1] > 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend.label_scores(task, TEXTS[1:2])
+    assert not [w for w in caught if issubclass(w.category, LowLabelMassWarning)]
 
 
 def test_completions_echo_scores_multi_token_verbalizers_by_the_chain_rule(llama_server, key, bundled_backend):
