@@ -8,7 +8,10 @@ import http.server
 import json
 import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -84,6 +87,8 @@ class FaultProxy:
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
             return
+        if action == "slow":
+            time.sleep(0.5)
         if action in ("429", "503", "down"):
             handler.send_response(429 if action == "429" else 503)
             if action == "429":
@@ -238,6 +243,36 @@ def test_a_run_that_fails_midway_resumes_without_rescoring_or_duplicating(llama_
     assert len(healthy.posts()) == len(TEXTS) - 3  # nothing already written was sent again
     assert [r["id"] for r in records] == [f"id{i}" for i in range(len(TEXTS))]
     assert json.loads(meta_path(out).read_text())["server"]["base_url"] == healthy.url
+
+
+def test_a_killed_run_resumes_without_rescoring_or_duplicating(llama_server, key, proxy, tmp_path):
+    slow = proxy(("slow",))
+    out = tmp_path / "out.jsonl"
+    script = f"""
+from howsure.backends.openai import OpenAIBackend
+from howsure.core.task import load_task
+from howsure.io.texts import TextRows
+from howsure.pipelines.score_job import score_rows
+texts = {TEXTS!r}
+rows = TextRows(list(range(len(texts))), texts, [f"id{{i}}" for i in range(len(texts))], [None] * len(texts))
+score_rows(OpenAIBackend({MODEL!r}, base_url={slow.url!r}, concurrency=1), load_task("sentiment"), rows,
+           {str(out)!r}, chunk_rows=2)
+"""
+    run = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not (out.exists() and len(out.read_text().splitlines()) >= 2) and run.poll() is None:
+        assert time.monotonic() < deadline, "the scoring run wrote nothing"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    kept = out.read_bytes().count(b"\n")  # whole lines: a torn last one is cut on resume
+    assert 2 <= kept < len(TEXTS), "killed too late to test a resume"
+    slow.reset(("ok",))
+    summary = score_rows(OpenAIBackend(MODEL, base_url=slow.url), load_task("sentiment"), text_rows(TEXTS), out,
+                         chunk_rows=2)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"id{i}" for i in range(len(TEXTS))]
+    assert summary.already_done == kept and len(slow.posts()) == len(TEXTS) - kept
 
 
 def flat(output: str) -> str:
