@@ -29,7 +29,7 @@ from howsure.cli import app
 from howsure.core.task import Task, load_task
 from howsure.errors import ModelError
 from howsure.io.texts import TextRows
-from howsure.models import DEFAULT_MODEL, PRESETS, preset_file
+from howsure.models import DEFAULT_MODEL, PRESETS, preset_file, resolve_model
 from howsure.pipelines.score_job import meta_path, score_rows
 
 pytestmark = [pytest.mark.model,
@@ -203,6 +203,32 @@ def test_completions_echo_scores_multi_token_verbalizers_by_the_chain_rule(llama
     # the chat endpoint sees only the first token, which both answers share: no lower mass at all
     [chat] = OpenAIBackend(MODEL, base_url=llama_server, endpoint="chat").label_scores(task, TEXTS[:1])
     assert chat.label_mass.tolist() == [0.0, 0.0] and np.all(chat.label_mass_bounds[:, 1] >= server.label_mass)
+
+
+def test_an_echo_paired_one_position_late_is_read_realigned(llama_server, key, bundled_model_ready):
+    """Without a BOS token first, llama-cpp-python 0.3 pairs each echoed token with the next
+    position's log-probabilities; the backend finds that and reads the echo accordingly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    task = Task(instruction="Is this movie review positive or negative?\n\nReview: {text}",
+                labels={"positive": ["positive"], "negative": ["negative"]}, variant_rule="exact")
+    echo = OpenAIBackend(MODEL, base_url=llama_server, endpoint="completions", top_logprobs=20)
+    [server] = echo.label_scores(task, TEXTS[:1])
+    assert echo._echo_shift == 1
+    path, _ = resolve_model(bundled_model_ready)
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    ids = tokenizer.encode(task.plain_prompt(TEXTS[0]), add_special_tokens=False)  # no BOS, as the server
+    with torch.inference_mode():
+        log_probs = model(torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)
+    reference = np.array([log_probs[tokenizer.encode(" " + word, add_special_tokens=False)].sum().exp().item()
+                          for word in ("positive", "negative")])
+    for (low, high), expected in zip(server.label_mass_bounds, reference):
+        if low == high:  # the answer token was among the 20 echoed at its position: read, not bounded
+            assert abs(np.log(low) - np.log(expected)) < 0.25, (server.label_mass_bounds, reference)
+        else:
+            assert low <= expected <= high, (server.label_mass_bounds, reference)
+    assert server.label_mass_bounds[:, 0].max() > 0  # one was read, so the check above compared values
 
 
 def test_scoring_through_429_503_and_dropped_connections_writes_every_row_once(llama_server, key, proxy, tmp_path):
