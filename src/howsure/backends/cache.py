@@ -39,9 +39,10 @@ META_TABLE = "howsure_score_cache"
 SCORES_TABLE = "howsure_scores"
 BUSY_TIMEOUT_S = 60.0
 """How long a writer waits for another process's transaction on the same file before failing."""
-SCORE_OPTIONS = ("dtype", "device", "exact_ties")
+SCORE_OPTIONS = ("dtype", "device", "exact_ties", "base_url", "endpoint", "top_logprobs")
 """Backend options that change the scores, so they are part of the key (batch sizes and thread
-counts change only the speed)."""
+counts change only the speed; a server's URL says which server's model it is, its top k how wide
+the label mass bounds are). An API key is never an option here."""
 _LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...), under every SQLite's variable limit
 
 
@@ -136,6 +137,8 @@ def scores_to_json(scores: LabelScores) -> str:
         "other_mass": float(scores.other_mass),
         "top_tokens": [[token, float(p)] for token, p in scores.top_tokens],
         "variants": {label: [[token, float(p)] for token, p in rows] for label, rows in scores.variants.items()},
+        "label_mass_bounds": (None if scores.label_mass_bounds is None
+                              else np.asarray(scores.label_mass_bounds, dtype=np.float64).tolist()),
     }, ensure_ascii=False)
 
 
@@ -148,6 +151,8 @@ def scores_from_json(text: str) -> LabelScores:
         other_mass=float(data["other_mass"]),
         top_tokens=[(token, float(p)) for token, p in data["top_tokens"]],
         variants={label: [(token, float(p)) for token, p in rows] for label, rows in data["variants"].items()},
+        label_mass_bounds=(None if data.get("label_mass_bounds") is None
+                           else np.asarray(data["label_mass_bounds"], dtype=np.float64)),
     )
 
 

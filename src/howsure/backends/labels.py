@@ -151,11 +151,17 @@ def _encode(tokenizer, text: str) -> tuple[int, ...]:
     return tuple(tokenizer.encode(text, add_special_tokens=False))
 
 
+def continuation_text(context: str, verbalizer: str) -> str:
+    """How ``verbalizer`` is written after ``context`` under the ``exact`` rule: a space between
+    them unless the context is empty or already ends in whitespace."""
+    return verbalizer if (not context or context[-1].isspace()) else " " + verbalizer
+
+
 def _continuation(tokenizer, context: str, verbalizer: str) -> tuple[int, ...]:
     """Tokens of ``verbalizer`` as they follow ``context`` (lm-evaluation-harness's split):
     encode(context + answer) minus encode(context). A space separates them unless the context
     already ends in whitespace."""
-    answer = verbalizer if (not context or context[-1].isspace()) else " " + verbalizer
+    answer = continuation_text(context, verbalizer)
     whole = _encode(tokenizer, context + answer)
     head = _encode(tokenizer, context)
     if whole[: len(head)] == head and len(whole) > len(head):

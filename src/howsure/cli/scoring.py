@@ -32,6 +32,25 @@ DeviceOption = typer.Option("auto", "--device", help="auto (a CUDA GPU if torch 
 AdapterOption = typer.Option(None, "--adapter", help="LoRA adapter directory from `howsure finetune`, merged into --model.")
 BackendOption = typer.Option("transformers", "--backend", help="What runs the model: "
                              "transformers (in-process, the default); see docs/backends.md for the others.")
+BaseUrlOption = typer.Option(None, "--base-url", help="--backend openai: the server's API root, e.g. http://127.0.0.1:8000/v1.")
+ApiKeyEnvOption = typer.Option(None, "--api-key-env", help="--backend openai: environment variable holding the API key "
+                               "(default OPENAI_API_KEY; unset: no key is sent).")
+TopLogprobsOption = typer.Option(20, "--top-logprobs", help="--backend openai: top tokens the server returns per answer.")
+EndpointOption = typer.Option("chat", "--endpoint", help="--backend openai: chat, or completions (echo: the exact rule "
+                              "by the chain rule).")
+TokenizerOption = typer.Option(None, "--tokenizer", help="--backend openai --endpoint completions: preset, directory or "
+                               "hub id whose chat template renders the prompt.")
+
+
+def server_options(backend: str, base_url: Optional[str], api_key_env: Optional[str], top_logprobs: int,
+                   endpoint: str, tokenizer: Optional[str]) -> dict:
+    """The openai backend's options (docs/backends.md); naming the key's variable, never the key."""
+    if backend != "openai":
+        if base_url or api_key_env or tokenizer:
+            raise ModelError(f"--base-url, --api-key-env and --tokenizer are for --backend openai, not {backend!r}")
+        return {}
+    return dict(base_url=base_url, api_key_env=api_key_env, top_logprobs=top_logprobs, endpoint=endpoint,
+                tokenizer=tokenizer)
 
 
 @contextlib.contextmanager
@@ -114,6 +133,11 @@ def score(
     cache: Optional[Path] = CacheOption,
     adapter: Optional[Path] = AdapterOption,
     backend_name: str = BackendOption,
+    base_url: Optional[str] = BaseUrlOption,
+    api_key_env: Optional[str] = ApiKeyEnvOption,
+    top_logprobs: int = TopLogprobsOption,
+    endpoint: str = EndpointOption,
+    tokenizer: Optional[str] = TokenizerOption,
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -129,7 +153,8 @@ def score(
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
     backend = open_backend(model, dtype, threads, batch_size, device, cache=cache, backend=backend_name,
-                           adapter=str(adapter) if adapter else None)
+                           adapter=str(adapter) if adapter else None,
+                           **server_options(backend_name, base_url, api_key_env, top_logprobs, endpoint, tokenizer))
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -168,12 +193,18 @@ def inspect(
     cache: Optional[Path] = CacheOption,
     adapter: Optional[Path] = AdapterOption,
     backend_name: str = BackendOption,
+    base_url: Optional[str] = BaseUrlOption,
+    api_key_env: Optional[str] = ApiKeyEnvOption,
+    top_logprobs: int = TopLogprobsOption,
+    endpoint: str = EndpointOption,
+    tokenizer: Optional[str] = TokenizerOption,
 ) -> None:
     """Show what the model puts at the answer position for one text, and how labels are read."""
 
     the_task = load_task(task)
     backend = open_backend(model, dtype, threads, device=device, cache=cache, backend=backend_name,
-                           adapter=str(adapter) if adapter else None)
+                           adapter=str(adapter) if adapter else None,
+                           **server_options(backend_name, base_url, api_key_env, top_logprobs, endpoint, tokenizer))
     if show_prompt:
         console.print(backend.prompt(the_task, text), markup=False, highlight=False)
     result = backend.label_scores(the_task, [text], top_k=top_k, details=True)[0]
@@ -202,6 +233,9 @@ def inspect(
         )
     labels.add_row("(other)", "everything else", f"{result.other_mass:.2%}", "")
     console.print(labels)
+    if result.label_mass_bounds is not None:  # a server's top k: what it did not return is unknown
+        console.print("label mass bounds: " + ", ".join(f"{escape(label)} [{lo:.2%}, {hi:.2%}]" for label, (lo, hi)
+                                                        in zip(result.labels, result.label_mass_bounds)), highlight=False)
     console.print(f"-> [bold]{escape(result.prediction.upper())}[/] {result.confidence:.2%}")
     mass = float(result.label_mass.sum())
     if mass < INSPECT_LOW_LABEL_MASS:

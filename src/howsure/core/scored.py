@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from howsure.core.validation import check_distribution
+from howsure.errors import DataError
 
 
 @dataclass
@@ -85,3 +86,41 @@ def top_label(probabilities, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray
     prediction = probabilities.argmax(axis=1)
     confidence = probabilities[np.arange(len(prediction)), prediction]
     return (prediction == labels).astype(float), confidence, prediction
+
+
+def conservative_rows(probabilities, bounds) -> np.ndarray:
+    """The label distributions calibration and certification use when each label's mass is
+    known only as an interval (a server's top-k log-probabilities, `LabelScores.label_mass_bounds`).
+
+    Each row keeps its predicted label (the argmax of ``probabilities``, the point estimate) and
+    takes the worst case the intervals allow for it: the predicted label at its lower mass, every
+    other label at its upper mass, normalised::
+
+        p'(pred) = lower(pred) / (lower(pred) + sum_{j != pred} upper(j))
+        p'(j)    = upper(j)    / (lower(pred) + sum_{j != pred} upper(j))
+
+    so the predicted label's probability is never above what the server's answer supports. A
+    row whose masses are all zero keeps its point estimate (nothing was seen to be pessimistic
+    about). Where the intervals overlap, another label may come out ahead in the returned row:
+    the server's answer did not settle which label is first.
+
+    Parameters
+    ----------
+    probabilities : array-like, shape (n, K)
+        Point-estimate label distributions (rows sum to 1).
+    bounds : array-like, shape (n, K, 2)
+        Lower and upper label masses.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    bounds = np.asarray(bounds, dtype=np.float64)
+    if bounds.shape != probabilities.shape + (2,):
+        raise DataError(f"label mass bounds have shape {bounds.shape}, expected {probabilities.shape + (2,)} "
+                        "(a [lower, upper] pair per label)")
+    if not np.all(np.isfinite(bounds)) or np.any(bounds[..., 0] > bounds[..., 1] + 1e-9) or np.any(bounds < 0):
+        raise DataError("label mass bounds must be finite pairs 0 <= lower <= upper")
+    rows = np.arange(len(probabilities))
+    predicted = probabilities.argmax(axis=1)
+    worst = bounds[..., 1].copy()
+    worst[rows, predicted] = bounds[rows, predicted, 0]
+    total = worst.sum(axis=1, keepdims=True)
+    return np.where(total > 0, worst / np.where(total > 0, total, 1.0), probabilities)

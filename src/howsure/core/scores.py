@@ -29,6 +29,10 @@ class LabelScores:
     variants : dict[str, list[tuple[str, float]]]
         Per label, each token (or token sequence) counted for it and its probability; filled
         when the caller asked for details (``inspect``), else empty.
+    label_mass_bounds : ndarray, shape (n_labels, 2), or None
+        Where the backend saw only part of the distribution (a server's top k log-probabilities):
+        each label's mass lies in ``[lower, upper]``; ``label_mass`` is the lower end (the mass
+        seen). None when the backend read the whole distribution. See `conservative_rows`.
     """
 
     labels: list[str]
@@ -37,6 +41,7 @@ class LabelScores:
     other_mass: float
     top_tokens: list[tuple[str, float]] = field(default_factory=list)
     variants: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    label_mass_bounds: np.ndarray | None = None
 
     @property
     def prediction(self) -> str:
@@ -50,7 +55,7 @@ class LabelScores:
 
     def to_record(self) -> dict:
         """JSON-ready form, as written by ``howsure score``."""
-        return {
+        record = {
             "prediction": self.prediction,
             "confidence": round(self.confidence, 8),
             "probabilities": {k: round(float(v), 8) for k, v in zip(self.labels, self.probabilities)},
@@ -58,3 +63,7 @@ class LabelScores:
             "other_mass": round(float(self.other_mass), 8),
             "top_tokens": [[t, round(float(p), 8)] for t, p in self.top_tokens],
         }
+        if self.label_mass_bounds is not None:
+            record["label_mass_bounds"] = {k: [round(float(lo), 8), round(float(hi), 8)]
+                                           for k, (lo, hi) in zip(self.labels, self.label_mass_bounds)}
+        return record

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from howsure.core.scored import ScoredItems
+from howsure.core.scored import ScoredItems, conservative_rows
 from howsure.errors import DataError, PolicyError
 from howsure.io.records import read_records
 
@@ -112,9 +112,13 @@ def read_scored(
     if isinstance(values[0], dict):
         names, probabilities = _label_probabilities(values, prob_column, labels)
         predicted_index = probabilities.argmax(axis=1)
+        kind = "label probabilities"
+        bounds = mass_bounds(records, names)
+        if bounds is not None:  # a server's top k only: the predicted label at its worst case
+            probabilities = conservative_rows(probabilities, bounds)
+            kind = "label probabilities, conservative within label mass bounds"
         confidence = probabilities[np.arange(len(records)), predicted_index]
         predicted = [names[i] for i in predicted_index]
-        kind = "label probabilities"
     else:
         try:
             confidence = np.array([float(v) for v in values])
@@ -178,6 +182,27 @@ def _label_probabilities(values: list[Any], prob_column: str, labels: list[str] 
         except (TypeError, ValueError):
             raise DataError(f"record {i}: probabilities must be numbers, got {value!r}") from None
     return list(names), probabilities
+
+
+def mass_bounds(records: list[dict[str, Any]], names: list[str]) -> np.ndarray | None:
+    """The (n, K, 2) ``label_mass_bounds`` of `howsure score` records from a server's top k
+    (`LabelScores.label_mass_bounds`), in ``names`` order; None when no record has them.
+    `DataError` when only some records have them or one is not a [lower, upper] pair per label."""
+    present = [isinstance(_parse_value(r.get("label_mass_bounds")), dict) for r in records]
+    if not any(present):
+        return None
+    if not all(present):
+        raise DataError(f"record {present.index(False)} has no label_mass_bounds but others do: one file "
+                        "holds scores of two kinds of backend; score it again with one")
+    bounds = np.empty((len(records), len(names), 2))
+    for i, record in enumerate(records):
+        value = _parse_value(record["label_mass_bounds"])
+        try:
+            bounds[i] = [[float(value[name][0]), float(value[name][1])] for name in names]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise DataError(f"record {i}: label_mass_bounds {value!r} is not a [lower, upper] pair for each "
+                            f"of the labels {names}") from None
+    return bounds
 
 
 def _two_label_distribution(confidence: np.ndarray, predicted: list[str], names: list[str]) -> np.ndarray | None:

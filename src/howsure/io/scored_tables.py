@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from howsure.core.scored import ScoredItems, top_label
+from howsure.core.scored import ScoredItems, conservative_rows, top_label
 from howsure.errors import DataError
-from howsure.io.scored import FALSE_WORDS, TRUE_WORDS, parse_correctness
+from howsure.io.scored import FALSE_WORDS, TRUE_WORDS, mass_bounds, parse_correctness
 from howsure.io.tables import read_table
 
 
@@ -200,7 +200,12 @@ def _from_score_output(frame, gold_column: str) -> ScoredItems:
             f"{names} ({len(unknown)} rows like this); rename gold values with --label-map VALUE=LABEL,..."
         )
     labels = np.array([index[g] for g in gold])
-    correct, confidence, _ = top_label(matrix, labels)
+    correct, confidence, predicted = top_label(matrix, labels)
+    if "label_mass_bounds" in frame.columns:  # a server's top k: the predicted label at its worst case
+        bounds = mass_bounds([{"label_mass_bounds": v} for v in frame["label_mass_bounds"].tolist()], names)
+        if bounds is not None:
+            matrix = conservative_rows(matrix, bounds)
+            confidence = matrix[np.arange(len(matrix)), predicted]
     return ScoredItems(correct, confidence, matrix, labels, names)
 
 

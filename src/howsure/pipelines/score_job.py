@@ -57,6 +57,7 @@ def run_meta(backend: Backend, task: Task, source: str, columns: dict, top_k: in
         "input": source,
         "columns": columns,
         "top_k": top_k,
+        "server": getattr(backend, "server", None),  # the openai backend's URL, endpoint and top k; never a key
     }
 
 
@@ -79,7 +80,7 @@ def _resume_state(output: Path, meta: dict, rows: TextRows) -> tuple[set[str], l
     previous = json.loads(sidecar.read_text("utf-8"))
     again = "pass --overwrite to start again or choose another output"
     # Sidecars written before top_k was recorded: the stored records' top tokens tell it.
-    compared = ("model", "dtype", "task_fingerprint", "columns") + (("top_k",) if "top_k" in previous else ())
+    compared = ("model", "dtype", "task_fingerprint", "columns", "server") + (("top_k",) if "top_k" in previous else ())
     for key in compared:
         if previous.get(key) != meta.get(key):
             raise ResumeError(

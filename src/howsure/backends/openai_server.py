@@ -1,0 +1,77 @@
+"""A local OpenAI-compatible server to score against: llama-cpp-python's, on a GGUF file, on a
+free loopback port, for as long as a ``with`` block runs. The tests and `bench/` use it; users
+who want a server of their own start one as docs/backends.md shows."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from howsure.errors import ModelError
+
+START_TIMEOUT_S = 180.0
+
+
+def free_loopback_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def llama_cpp_server(gguf: str | os.PathLike, *, alias: str, threads: int = 2, api_key: str | None = None,
+                     n_ctx: int = 2048, port: int | None = None,
+                     timeout_s: float = START_TIMEOUT_S) -> Iterator[str]:
+    """Run ``python -m llama_cpp.server`` on ``gguf``, serving it as model ``alias``; yield its
+    base URL (``http://127.0.0.1:PORT/v1``) once ``/models`` answers, stop it afterwards.
+
+    ``--logits_all true`` is passed because llama-cpp-python returns log-probabilities only
+    then. ``api_key``: the server then refuses requests without it (it is passed on the
+    server's command line, so use a throwaway one). `ModelError` with the server's last output
+    when it exits or does not answer within ``timeout_s``."""
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise ModelError(f"GGUF file {str(gguf)!r} does not exist")
+    port = port or free_loopback_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+               "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads), "--n_ctx", str(n_ctx),
+               "--logits_all", "true", "--verbose", "false"] + (["--api_key", api_key] if api_key else [])
+    url = f"http://127.0.0.1:{port}/v1"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    if httpx.get(f"{url}/models", headers=headers, timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read().decode("utf-8", "replace")[-1500:]
+                    raise ModelError(f"llama-cpp-python's server on {str(gguf)!r} did not start "
+                                     f"(exit code {server.poll()}): {tail}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+__all__ = ["START_TIMEOUT_S", "free_loopback_port", "llama_cpp_server"]
