@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
 from howsure.backends import load_backend
+from howsure.cli import app
 from howsure.core.task import load_task
 from howsure.errors import DataError, ModelError
 from howsure.io.texts import TextRows
@@ -81,6 +84,20 @@ def crash_once_loader(marker: str, nth: int, model: str, options: dict):
     return CrashOnce(load_backend(model, **options), marker, nth)
 
 
+def test_cli_unreachable_address_is_one_line(tmp_path):
+    """First in the file: the session cluster is not up yet, so the command really connects."""
+    import ray
+
+    assert not ray.is_initialized()
+    source = tmp_path / "texts.csv"
+    source.write_text("text\nfine\n")
+    result = CliRunner().invoke(app, ["score", "-i", str(source), "-o", str(tmp_path / "o.jsonl"),
+                                      "--engine", "ray", "--address", "127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert "could not reach the Ray cluster at --address '127.0.0.1:9'" in " ".join(result.output.split())
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_two_actors_equal_single_process_byte_for_byte(cluster, tiny_model_dir, single_process, tmp_path):
     out = tmp_path / "ray.jsonl"
     seen = []
@@ -110,20 +127,18 @@ def test_a_killed_actor_loses_and_duplicates_no_row(cluster, tiny_model_dir, sin
 
 
 def test_killed_driver_resumes_without_rescoring(cluster, tiny_model_dir, tmp_path):
-    """`howsure score --engine ray --address` in a subprocess, SIGKILLed once the first chunk is
-    on disk; the same command again finishes the file, rescoring nothing."""
-    texts = TEXTS * 2  # 1000 rows: four chunks of 256
+    """`howsure score --engine ray --address` in a subprocess, SIGKILLed once its first chunk is
+    on disk; the same job again (in this process, to spare a second start-up) finishes the file
+    and rescores nothing."""
+    texts = TEXTS + TEXTS[:100]  # 600 rows: chunks of 256, 256 and 88
+    total = len(texts)
     source = tmp_path / "texts.csv"
     source.write_text("text\n" + "".join(f"{t}\n" for t in texts))
-    reference = tmp_path / "single.jsonl"
-    score_rows(load_backend(str(tiny_model_dir)), load_task("sentiment"),
-               TextRows(list(range(1000)), texts, [str(i) for i in range(1000)], [None] * 1000),
-               reference, source=str(source), columns={"text": "text", "id": None, "label": None})
     out = tmp_path / "ray.jsonl"
     command = [sys.executable, "-m", "howsure", "score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir),
                "--engine", "ray", "--address", cluster, "--actors", "2"]
-    env = dict(os.environ, PYTHONPATH=str(SRC))
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=str(SRC)), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and driver.poll() is None:
         if out.exists() and out.read_bytes().count(b"\n") >= 256:
@@ -132,11 +147,16 @@ def test_killed_driver_resumes_without_rescoring(cluster, tiny_model_dir, tmp_pa
     driver.send_signal(signal.SIGKILL)
     log = driver.communicate()[0].decode(errors="replace")
     written = out.read_bytes().count(b"\n") if out.exists() else 0
-    assert 256 <= written < 1000, f"killed with {written} rows written; driver said:\n{log}"
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    done = (written // 256) * 256  # whole chunks only: a torn last line is cut and scored again
-    assert f"scored {1000 - done} text(s), {done} already done" in again.stdout
+    assert 256 <= written < total, f"killed with {written} rows written; the driver said:\n{log}"
+
+    as_the_cli = dict(source=str(source), columns={"text": "text", "id": None, "label": None})
+    the_rows = TextRows(list(range(total)), texts, [str(i) for i in range(total)], [None] * total)
+    settings = dict(dtype="float32", threads=None, batch_size=32, install=False, device="auto", adapter=None, cache=None)
+    summary = ray_engine.score_rows_on_ray(str(tiny_model_dir), "transformers", settings, load_task("sentiment"),
+                                           the_rows, out, actors=2, **as_the_cli)
+    assert (summary.already_done, summary.scored_now) == (written, total - written)
+    reference = tmp_path / "single.jsonl"
+    score_rows(load_backend(str(tiny_model_dir)), load_task("sentiment"), the_rows, reference, **as_the_cli)
     assert out.read_bytes() == reference.read_bytes()
 
 
@@ -151,17 +171,6 @@ def test_clear_errors_without_ray_or_cluster(monkeypatch):
         ray_engine.score_rows_on_ray("m", "transformers", {}, load_task("sentiment"), rows(), "x.jsonl", actors=0)
 
 
-def test_cli_unreachable_address_is_one_line(tmp_path):
-    source = tmp_path / "texts.csv"
-    source.write_text("text\nfine\n")
-    result = subprocess.run([sys.executable, "-m", "howsure", "score", "-i", str(source), "-o", str(tmp_path / "o.jsonl"),
-                             "--engine", "ray", "--address", "127.0.0.1:9"],
-                            env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "could not reach the Ray cluster at --address '127.0.0.1:9'" in result.stderr
-    assert not (tmp_path / "o.jsonl").exists()
-
-
 @pytest.mark.model
 def test_bundled_model_on_ray_equals_single_process(cluster, bundled_model_ready, tmp_path):
     texts = ["A gorgeous, witty, seductive movie.", "The worst film of the year, dull and stupid.",
@@ -171,5 +180,5 @@ def test_bundled_model_on_ray_equals_single_process(cluster, bundled_model_ready
     score_rows(load_backend(bundled_model_ready, threads=1), task, rows(texts), single, chunk_rows=10)
     out = tmp_path / "ray.jsonl"
     ray_engine.score_rows_on_ray(bundled_model_ready, "transformers", {"threads": 1}, task, rows(texts), out,
-                                 actors=2, chunk_rows=10)
+                                 actors=1, chunk_rows=10)
     assert out.read_bytes() == single.read_bytes()
