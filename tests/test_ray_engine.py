@@ -182,3 +182,19 @@ def test_bundled_model_on_ray_equals_single_process(cluster, bundled_model_ready
     ray_engine.score_rows_on_ray(bundled_model_ready, "transformers", {"threads": 1}, task, rows(texts), out,
                                  actors=1, chunk_rows=10)
     assert out.read_bytes() == single.read_bytes()
+
+
+def test_backend_errors_arrive_as_themselves(cluster, tiny_model_dir, tmp_path):
+    """A bad option fails in the first load on the cluster, a text too long for the model in an
+    actor: either way the backend's own typed error, and nothing is written for the bad chunk."""
+    task = load_task("sentiment")
+    with pytest.raises(ModelError, match="dtype 'float64' is not one of"):
+        ray_engine.score_rows_on_ray(str(tiny_model_dir), "transformers", {"dtype": "float64"}, task, rows(TEXTS[:4]),
+                                     tmp_path / "bad-option.jsonl", actors=1)
+    long = TEXTS[:10] + ["good " * 600]  # the tiny model has 512 positions
+    out = tmp_path / "too-long.jsonl"
+    with pytest.raises(DataError, match="more than the model's 512"):
+        ray_engine.score_rows_on_ray(str(tiny_model_dir), "transformers", OPTIONS, task, rows(long), out,
+                                     actors=1, chunk_rows=5)
+    written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert written == [f"id{i}" for i in range(len(written))] and len(written) in (0, 5, 10)  # whole chunks

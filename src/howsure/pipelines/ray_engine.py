@@ -20,6 +20,7 @@ and batches them exactly as a single process does. Results stream back in input 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -133,6 +134,18 @@ class _ChunkScorer:
         return {"chunk": np.asarray(batch["chunk"]), "scores": scored}
 
 
+def howsure_cause(exc: BaseException) -> HowsureError | None:
+    """The howsure error a Ray exception wraps (Ray keeps it as ``cause``, Ray Data as the
+    ``__cause__`` of its own), so the command prints the backend's one line; None when none."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, HowsureError):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
 def _describe(load: Callable[[], Backend]) -> ClusterBackend:
     backend = load()
     return ClusterBackend(backend.model_id, getattr(backend, "dtype", None), getattr(backend, "adapter", None))
@@ -155,17 +168,21 @@ def score_chunks_on_ray(load: Callable[[], Backend], task: Task, chunks: Sequenc
                                   override_num_blocks=len(chunks))
     dataset.context.execution_options.preserve_order = True  # chunks come back in input order
     dataset.context.enable_progress_bars = False  # the caller shows one bar for the whole file
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset on the user's terminal
     scored = dataset.map_batches(
         _ChunkScorer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(actors, len(chunks))),
         fn_constructor_kwargs={"load": load, "task": task, "top_k": top_k},
         num_cpus=num_cpus, num_gpus=num_gpus,
     )
     expected = 0
-    for item in scored.iter_rows():
-        if int(item["chunk"]) != expected:
-            raise ModelError(f"Ray returned chunk {int(item['chunk'])} where chunk {expected} was due")
-        expected += 1
-        yield [scores_from_json(text) for text in item["scores"]]
+    try:
+        for item in scored.iter_rows():
+            if int(item["chunk"]) != expected:
+                raise ModelError(f"Ray returned chunk {int(item['chunk'])} where chunk {expected} was due")
+            expected += 1
+            yield [scores_from_json(text) for text in item["scores"]]
+    except Exception as exc:  # a backend's own error (a text too long ...) arrives wrapped by Ray
+        raise howsure_cause(exc) or exc
     if expected != len(chunks):
         raise ModelError(f"Ray returned {expected} of {len(chunks)} chunks")
 
@@ -202,9 +219,7 @@ def score_rows_on_ray(
             identity = ray.get(ray.remote(_describe).options(max_retries=0, num_cpus=num_cpus, num_gpus=num_gpus)
                                .remote(load))
         except ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, HowsureError):
-                raise exc.cause from None
-            raise ModelError(f"loading {model!r} on the Ray cluster failed: {exc.cause!r}") from None
+            raise howsure_cause(exc) or ModelError(f"loading {model!r} on the Ray cluster failed: {exc.cause!r}") from None
         engine = functools.partial(score_chunks_on_ray, load, actors=actors, num_cpus=num_cpus, num_gpus=num_gpus)
         return score_rows(identity, task, rows, output, score_chunks=engine, **score_options)
     finally:
