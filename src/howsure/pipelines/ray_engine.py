@@ -35,6 +35,7 @@ from howsure.backends.base import Backend
 from howsure.backends.cache import scores_from_json, scores_to_json
 from howsure.core.scores import LabelScores
 from howsure.core.task import Task
+from howsure import errors
 from howsure.errors import DataError, HowsureError, ModelError
 from howsure.io.texts import TextRows
 from howsure.pipelines.score_job import ScoreSummary, score_rows
@@ -127,16 +128,21 @@ class _ChunkScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         scored = np.empty(len(batch["chunk"]), dtype=object)
+        failed = np.full(len(batch["chunk"]), "", dtype=object)
         for i, texts in enumerate(batch["texts"]):
-            scores = self.backend.label_scores(self.task, [str(t) for t in texts], top_k=self.top_k)
+            try:
+                scores = self.backend.label_scores(self.task, [str(t) for t in texts], top_k=self.top_k)
+            except HowsureError as exc:  # sent back as data: Ray's wrapping loses the exception itself
+                scored[i], failed[i] = [], f"{type(exc).__name__}:{exc}"
+                continue
             # JSON that `scores_from_json` turns back into equal floats (the score cache's format).
             scored[i] = [scores_to_json(s) for s in scores]
-        return {"chunk": np.asarray(batch["chunk"]), "scores": scored}
+        return {"chunk": np.asarray(batch["chunk"]), "scores": scored, "error": failed}
 
 
 def howsure_cause(exc: BaseException) -> HowsureError | None:
-    """The howsure error a Ray exception wraps (Ray keeps it as ``cause``, Ray Data as the
-    ``__cause__`` of its own), so the command prints the backend's one line; None when none."""
+    """The howsure error a Ray exception wraps (a Ray task's keeps it as ``cause``), so the
+    command prints the backend's one line; None when none."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, HowsureError):
@@ -144,6 +150,13 @@ def howsure_cause(exc: BaseException) -> HowsureError | None:
         seen.add(id(exc))
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
     return None
+
+
+def backend_error(sent: str) -> HowsureError:
+    """The typed error an actor sent back as ``"ClassName:message"``."""
+    name, _, message = sent.partition(":")
+    kind = getattr(errors, name, None)
+    return kind(message) if isinstance(kind, type) and issubclass(kind, HowsureError) else ModelError(message)
 
 
 def _describe(load: Callable[[], Backend]) -> ClusterBackend:
@@ -179,9 +192,11 @@ def score_chunks_on_ray(load: Callable[[], Backend], task: Task, chunks: Sequenc
         for item in scored.iter_rows():
             if int(item["chunk"]) != expected:
                 raise ModelError(f"Ray returned chunk {int(item['chunk'])} where chunk {expected} was due")
+            if item["error"]:
+                raise backend_error(item["error"])
             expected += 1
             yield [scores_from_json(text) for text in item["scores"]]
-    except Exception as exc:  # a backend's own error (a text too long ...) arrives wrapped by Ray
+    except Exception as exc:  # a howsure error Ray wrapped; anything else as Ray raised it
         raise howsure_cause(exc) or exc
     if expected != len(chunks):
         raise ModelError(f"Ray returned {expected} of {len(chunks)} chunks")
