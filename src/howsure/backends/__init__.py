@@ -15,6 +15,7 @@ from howsure.errors import ModelError
 BACKENDS: dict[str, str] = {
     "transformers": "howsure.backends.transformers.backend:TransformersBackend",
     "openai": "howsure.backends.openai:OpenAIBackend",
+    "vllm": "howsure.backends.vllm:VLLMBackend",
 }
 
 

@@ -81,6 +81,14 @@ CacheOption = typer.Option(None, "--cache", help="SQLite score cache file: texts
                            "model, options and task come from it, new ones are added (created if missing).")
 
 
+def backend_settings(dtype: str, threads: Optional[int], batch_size: int, device: str, backend: str, **options) -> dict:
+    """The options every command loads ``backend`` with; an unknown name is a `ModelError` now,
+    before a cache, model or cluster opens."""
+    if backend not in backends.BACKENDS:
+        raise ModelError(f"unknown --backend {backend!r}; available: {', '.join(sorted(backends.BACKENDS))}")
+    return dict(dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device, **options)
+
+
 def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int = 32, device: str = "auto",
                  cache: Optional[Path] = None, backend: str = "transformers", **options):
     """Load a backend as every command does: its notices as one line each, a spinner meanwhile;
@@ -91,9 +99,7 @@ def open_backend(model: str, dtype: str, threads: Optional[int], batch_size: int
     model loads only when the first text misses it (without a spinner then: a progress bar may
     be showing)."""
 
-    if backend not in backends.BACKENDS:  # now, not at the first cache miss
-        raise ModelError(f"unknown --backend {backend!r}; available: {', '.join(sorted(backends.BACKENDS))}")
-    settings = dict(dtype=dtype, threads=threads, batch_size=batch_size, install=False, device=device, **options)
+    settings = backend_settings(dtype, threads, batch_size, device, backend, **options)
     if cache is not None:
 
         def load():
@@ -138,6 +144,11 @@ def score(
     top_logprobs: int = TopLogprobsOption,
     endpoint: str = EndpointOption,
     tokenizer: Optional[str] = TokenizerOption,
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (an actor pool on a Ray cluster; "
+                               "same output, see docs/backends.md)."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster (auto, HOST:PORT or "
+                                          "ray://HOST:10001); default: a local cluster on loopback."),
+    actors: int = typer.Option(2, "--actors", help="--engine ray: actors, each with its own copy of the model."),
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -152,20 +163,31 @@ def score(
     rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
-    backend = open_backend(model, dtype, threads, batch_size, device, cache=cache, backend=backend_name,
-                           adapter=str(adapter) if adapter else None,
-                           **server_options(backend_name, base_url, api_key_env, top_logprobs, endpoint, tokenizer))
+    if engine not in ("local", "ray"):
+        raise DataError(f"--engine {engine!r} is not one of local, ray")
+    options = dict(adapter=str(adapter) if adapter else None,
+                   **server_options(backend_name, base_url, api_key_env, top_logprobs, endpoint, tokenizer))
+    backend = None if engine == "ray" else open_backend(model, dtype, threads, batch_size, device, cache=cache,
+                                                        backend=backend_name, **options)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         "texts", TimeRemainingColumn(), console=err_console, transient=False,
     ) as bar:
         job = bar.add_task("scoring", total=len(rows.ids))
-        summary = score_rows(
-            backend, the_task, rows, output, source=str(input), columns=columns,
-            on_invalid="skip" if skip_invalid else "error", overwrite=overwrite, top_k=top_k,
-            progress=lambda done, total: bar.update(job, completed=done, total=total),
-        )
+        job_options = dict(source=str(input), columns=columns, on_invalid="skip" if skip_invalid else "error",
+                           overwrite=overwrite, top_k=top_k,
+                           progress=lambda done, total: bar.update(job, completed=done, total=total))
+        if engine == "ray":
+            from howsure.pipelines.ray_engine import score_rows_on_ray
+
+            settings = backend_settings(dtype, threads, batch_size, device, backend_name, **options)
+            summary = score_rows_on_ray(model, backend_name, dict(settings, cache=cache), the_task, rows, output,
+                                        address=address, actors=actors, num_cpus=threads,
+                                        num_gpus=1 if device.startswith("cuda") or backend_name == "vllm" else None,
+                                        **job_options)
+        else:
+            summary = score_rows(backend, the_task, rows, output, **job_options)
     if summary.skipped:
         table = Table(title=f"{len(summary.skipped)} row(s) skipped (no usable text)")
         table.add_column("row (line in the file)")
@@ -177,7 +199,8 @@ def score(
         f"scored {summary.scored_now} text(s), {summary.already_done} already done "
         f"-> {escape(str(summary.output))}"
     )
-    print_cache_use(backend)
+    if backend is not None:
+        print_cache_use(backend)
 
 
 @command("inspect")
@@ -299,6 +322,11 @@ def tune_task(
     adapter: Optional[Path] = AdapterOption,
     cache: Optional[Path] = CacheOption,
     backend_name: str = BackendOption,
+    base_url: Optional[str] = BaseUrlOption,
+    api_key_env: Optional[str] = ApiKeyEnvOption,
+    top_logprobs: int = TopLogprobsOption,
+    endpoint: str = EndpointOption,
+    tokenizer: Optional[str] = TokenizerOption,
 ) -> None:
     """Rank candidate prompts, verbalizers and variant rules on a dev split by AUROC, then log loss."""
     import json
@@ -317,7 +345,8 @@ def tune_task(
     if limit:
         texts, gold = texts[:limit], gold[:limit]
     backend = open_backend(model, dtype, threads, device=device, cache=cache, backend=backend_name,
-                           adapter=str(adapter) if adapter else None)
+                           adapter=str(adapter) if adapter else None,
+                           **server_options(backend_name, base_url, api_key_env, top_logprobs, endpoint, tokenizer))
     with Progress(console=err_console) as bar:
         job = bar.add_task("candidates", total=len(texts) * len(tasks))
         results = rank_candidates(backend, tasks, texts, gold, progress=lambda n: bar.advance(job, n))

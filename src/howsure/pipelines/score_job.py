@@ -19,17 +19,22 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 from howsure.backends.base import Backend
 from howsure.backends.cache import adapter_record, scorer_adapter
 from howsure.backends.labels import warn_if_low_label_mass
+from howsure.core.scores import LabelScores
 from howsure.core.task import Task
 from howsure.errors import DataError, ResumeError
 from howsure.io.texts import TextRows
 
 CHUNK_ROWS = 256
 INVALID_POLICIES = ("error", "skip")
+
+ChunkScorer = Callable[[Task, Sequence[Sequence[str]], int], Iterable[list[LabelScores]]]
+"""``(task, chunks of texts, top_k)`` -> each chunk's scores, in chunk order, as they finish
+(`howsure.pipelines.ray_engine.score_chunks_on_ray` scores them on a cluster)."""
 
 
 @dataclass
@@ -160,6 +165,7 @@ def score_rows(
     top_k: int = 10,
     progress: Callable[[int, int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    score_chunks: ChunkScorer | None = None,
 ) -> ScoreSummary:
     """Score ``rows`` with ``backend`` into the JSONL file ``output``, resuming if it exists.
 
@@ -192,9 +198,13 @@ def score_rows(
     if progress:
         progress(finished, total)
     with open(output, "a", encoding="utf-8") as handle:
-        for start in range(0, len(todo), chunk_rows):
-            chunk = todo[start : start + chunk_rows]
-            scores = backend.label_scores(task, [rows.texts[i] for i in chunk], top_k=top_k)
+        chunks = [todo[start : start + chunk_rows] for start in range(0, len(todo), chunk_rows)]
+        texts = [[rows.texts[i] for i in chunk] for chunk in chunks]
+        if score_chunks is None:
+            scored = (backend.label_scores(task, chunk_texts, top_k=top_k) for chunk_texts in texts)
+        else:
+            scored = score_chunks(task, texts, top_k)
+        for chunk, scores in zip(chunks, scored):
             lines = []
             for i, score in zip(chunk, scores):
                 record = {"row": rows.row_numbers[i], "id": rows.ids[i], "text": rows.texts[i]}
