@@ -4,14 +4,17 @@ Both train the same model on the same SST-2 training rows, batches, LoRA config 
 `FinetuneConfig`), initial adapter weights and loss (`howsure.finetune.loss`: cross-entropy of
 the label probabilities at the answer position). They differ in how the prompt is run:
 
-* howsure: the shared prompt prefix once per batch, its keys and values broadcast to every row
-  (gradients through them), logits at the answer position only (`howsure.finetune.forward`);
+* howsure: the shared prompt prefix once per batch, its keys and values read by every row
+  (gradients through them), the rows packed without padding, the vocabulary projection at the
+  answer position only (`howsure.finetune.forward`);
 * plain: every row's full prompt, left-padded, all positions' logits, as a hand-written
   peft loop does.
 
-Each runs in its own child process (so each peak RSS is its own): training examples per
-second over the steps after the first (warm-up), the validation loss after the same steps on
-the same held-out rows, and peak memory (``resource.getrusage`` max RSS).
+Each runs in its own child process (so each peak RSS is its own), and the two take their
+optimizer steps in turn, one step each, so that the load of a shared machine falls on both
+alike: training examples per second over the steps after the first (warm-up), the
+validation loss after the same steps on the same held-out rows, and peak memory
+(``resource.getrusage`` max RSS).
 
     python bench/bench_finetune.py                       # bundled model, 2 threads, 10 steps
     python bench/bench_finetune.py --steps 3 --examples 96  # a quick look
@@ -25,6 +28,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +95,7 @@ def run_child(args) -> dict:
     model.train()
     timed_examples, timed_seconds, losses = 0, 0.0, []
     for step in range(args.steps):
+        sys.stdin.readline()  # the parent's turn signal: the two trainers alternate steps
         started = time.perf_counter()
         indices = batch_indices(step, steps_per_epoch, len(train_rows), config)
         loss = loss_of([train_rows[i] for i in indices], train_gold[indices])
@@ -100,9 +105,12 @@ def run_child(args) -> dict:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        seconds = time.perf_counter() - started
         if step:  # the first step warms up allocators and kernels
             timed_examples += len(indices)
-            timed_seconds += time.perf_counter() - started
+            timed_seconds += seconds
+        print(json.dumps({"step": step, "seconds": seconds}), flush=True)
+    sys.stdin.readline()
     model.eval()
     total = 0.0
     with torch.no_grad():
@@ -134,15 +142,31 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_child(args)))
         return
-    results = {}
+    children, logs = {}, {}
     for name in ("howsure", "plain"):
         command = [sys.executable, __file__, "--child", name, "--model", args.model, "--train", args.train,
                    "--examples", str(args.examples), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                    "--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
-        if done.returncode != 0:
-            sys.exit(f"{name} run failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        logs[name] = tempfile.TemporaryFile("w+")
+        children[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                          stderr=logs[name], env={**os.environ})
+    step_seconds = {name: [] for name in children}
+    for step in range(args.steps + 1):  # the last turn is the validation pass
+        for name, child in children.items():
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            line = child.stdout.readline()
+            if not line:
+                logs[name].seek(0)
+                sys.exit(f"the {name} trainer stopped:\n{logs[name].read()[-3000:]}")
+            if step < args.steps:
+                step_seconds[name].append(json.loads(line)["seconds"])
+                print(f"step {step + 1}/{args.steps} {name}: {step_seconds[name][-1]:.2f} s", file=sys.stderr)
+            else:
+                children[name].result = json.loads(line)
+    results = {name: child.result for name, child in children.items()}
+    for child in children.values():
+        child.wait()
     print(f"{args.steps} steps of {args.batch_size} rows, {args.threads} threads, model {args.model}")
     print(f"{'':28}{'howsure':>12}{'plain peft':>12}")
     for key, label, form in (("examples_per_second", "training examples/s", "{:12.2f}"),
@@ -152,7 +176,10 @@ def main() -> None:
                              ("prompt_tokens_per_row", "tokens run per row", "{:12.1f}")):
         print(f"{label:28}" + "".join(form.format(results[n][key]) for n in ("howsure", "plain")))
     speedup = results["howsure"]["examples_per_second"] / results["plain"]["examples_per_second"]
-    print(f"speed-up: {speedup:.2f}x (target >= 2x)")
+    # Per step pair (each pair ran back to back): the spread says how much the load moved.
+    pairs = sorted(p / h for h, p in zip(step_seconds["howsure"][1:], step_seconds["plain"][1:]))
+    print(f"speed-up: {speedup:.2f}x (target >= 2x); per step pair: median {pairs[len(pairs) // 2]:.2f}x, "
+          f"range {pairs[0]:.2f}x-{pairs[-1]:.2f}x")
 
 
 if __name__ == "__main__":

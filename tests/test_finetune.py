@@ -150,6 +150,39 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_prompt(tiny_mode
         torch.testing.assert_close(shared_grads[name], whole_grads[name], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("task", [SENTIMENT, MULTI], ids=["single-token", "multi-token"])
+def test_packed_rows_give_what_each_row_alone_gives(tiny_model_dir, task, monkeypatch):
+    """Rows packed into shared sequences (several packs, padded to the longest) attend only to
+    the prefix and themselves: each row's log probabilities and its gradient equal those of
+    the row run alone."""
+    from peft import LoraConfig, get_peft_model
+
+    from howsure.finetune import forward
+
+    tokenizer, base = load_base_model(str(tiny_model_dir))
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                            target_modules=resolve_target_modules(base, None)))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    texts = toy_data(5).texts + ["short", "a much longer text about a witty seductive movie of the year"]
+    encoder = PromptEncoder(tokenizer, task)
+    rows = encoder.rows(texts, 256)
+    monkeypatch.setattr(forward, "PACK_TOKENS", 12)  # several packs of unequal length
+    model.zero_grad()
+    packed = batch_log_probs(model, encoder, rows, torch.device("cpu"))
+    packed[:, 0].sum().backward()
+    packed_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    alone = torch.cat([batch_log_probs(model, encoder, [row], torch.device("cpu")) for row in rows])
+    alone[:, 0].sum().backward()
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=0)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            torch.testing.assert_close(packed_grads[name], parameter.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_an_unknown_target_module_is_named_with_the_models_linear_layers(tiny_model_dir):
     _, base = load_base_model(str(tiny_model_dir))
     assert resolve_target_modules(base, None) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",

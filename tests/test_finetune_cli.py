@@ -77,6 +77,27 @@ def test_score_with_the_adapter_equals_score_with_the_merged_model(tmp_path, tin
     wrong_task = runner.invoke(app, ["inspect", "x", "-m", str(tiny_model_dir), "--adapter", str(tmp_path / "adapter"),
                                      "--task", str(write_other_task(tmp_path))])
     assert wrong_task.exit_code == 2 and "was trained for task 'sentiment'" in flat(wrong_task.output)
+    # serve --adapter: a policy certified on the base model's scores is refused, before any model loads.
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(base_model_policy()), "utf-8")
+    served = runner.invoke(app, ["serve", "--db", str(tmp_path / "reviews.db"), "--policy", str(policy),
+                                 "-m", str(tiny_model_dir), "--adapter", str(tmp_path / "adapter")])
+    assert served.exit_code == 2
+    assert (f"--adapter {tmp_path / 'adapter'} is not the adapter policy version 1 was certified with (the base "
+            "model, no adapter)") in flat(served.output)
+
+
+def base_model_policy() -> dict:
+    """A policy certified on synthetic base-model scores (it records no adapter)."""
+    from howsure.decisions.policy_certification import certify_policy
+
+    rng = np.random.default_rng(0)
+    raw = rng.dirichlet([0.5, 0.5], size=400)
+    truth = [("negative", "positive")[int(i)] for i in raw.argmax(axis=1)]
+    task = {"name": "sentiment", "instruction": "Sentiment of: {text}", "labels": {"negative": ["negative"],
+                                                                                  "positive": ["positive"]}}
+    return certify_policy(raw, truth, target_accuracy=0.8, delta=0.1, labels=["negative", "positive"], task=task,
+                          model_id="test-model").to_dict()
 
 
 def write_other_task(tmp_path: Path) -> Path:

@@ -157,7 +157,7 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
         console.print("no policy stored yet (howsure serve --policy adds one)")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
-    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator"):
+    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator", "adapter"):
         table.add_column(name, no_wrap=True, justify="right" if name in ("version", "threshold", "target") else "left")
     for record in history:
         body = record.body
@@ -167,10 +167,12 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
         if name == "auto":
             name = f"auto ({(calibrator.get('state') or {}).get('chosen', '?')})"
         target = guarantee.get("target_accuracy")
+        adapter = body.get("adapter") or {}  # the LoRA adapter the policy scores through (howsure finetune)
         table.add_row(
             f"{'*' if record.active else ''}{record.version}", escape(record.policy_id),
             record.created_at.strftime("%Y-%m-%d %H:%M"), escape(record.created_by), escape(_threshold(body)),
             "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", escape(str(name)),
+            escape(adapter.get("directory", "-")),
             style="bold" if record.active else None,
         )
     console.print(table)

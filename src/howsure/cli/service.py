@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from howsure.cli.app import app, command, console, err_console, fail
 from howsure.cli.scoring import DeviceOption, open_backend
-from howsure.decisions.policy import Policy
+from howsure.decisions.policy import Policy, adapter_checksum
 from howsure.models import DEFAULT_MODEL
 from howsure.service import auth
 from howsure.service.hardening import exposure_warning
@@ -113,6 +113,10 @@ def serve(
     api_docs: bool = typer.Option(False, "--api-docs",
                                   help="Serve /docs and /redoc (they load their script from a CDN)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter",
+        help="LoRA adapter directory (howsure finetune) to score with, loaded now; the served policy must "
+             "record this adapter (its weights' checksum), as its certificate holds only for those scores."),
 ) -> None:
     """Run the review service: the JSON API under /v1, the review page at /review.
 
@@ -138,12 +142,23 @@ def serve(
         err_console.print(f"review-page sessions are signed with the key in {escape(str(secret_path))}", highlight=False,
                           soft_wrap=True)
     model_name = model or record.body.get("model_id") or DEFAULT_MODEL
-    backend = open_backend(model_name, dtype, threads, batch_size=max_batch, device=device, batch_tokens=batch_tokens)
+    if adapter is not None:
+        recorded = (record.body.get("adapter") or {}).get("checksum")
+        if recorded != adapter_checksum(adapter):
+            raise fail(f"--adapter {adapter} is not the adapter policy version {record.version} was certified "
+                       f"with ({'the base model, no adapter' if recorded is None else 'checksum ' + recorded[:12]}); "
+                       "serve that policy's own adapter, or certify a policy on this adapter's scores")
+    backend = open_backend(model_name, dtype, threads, batch_size=max_batch, device=device, batch_tokens=batch_tokens,
+                           adapter=None if adapter is None else str(adapter))
 
-    def adapter_backend(adapter_model: str, adapter: str | None):
-        # A policy from `howsure finetune --db` scores through its own adapter, loaded like the base.
+    def adapter_backend(adapter_model: str, adapter_dir: str | None):
+        # A policy from `howsure finetune --db` scores through its own adapter, loaded like the base
+        # (the --adapter one is loaded already).
+        if adapter is not None and adapter_model == model_name and adapter_dir is not None \
+                and Path(adapter_dir).resolve() == adapter.resolve():
+            return backend
         return open_backend(adapter_model, dtype, threads, batch_size=max_batch, device=device,
-                            batch_tokens=batch_tokens, adapter=adapter)
+                            batch_tokens=batch_tokens, adapter=adapter_dir)
 
     service_app = create_app(store, backend, backend_factory=adapter_backend, model=model_name, audit_rate=audit_rate, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              lease_seconds=lease_seconds, secure_cookies=secure_cookies, session_secret=secret,

@@ -1,6 +1,7 @@
 """The training forward pass: the task's own prompt, its shared prefix run once per batch with
-its keys and values broadcast to every row (gradients flow back through them), the answer
-position's label log probabilities out (`howsure.finetune.loss`)."""
+its keys and values read by every row (gradients flow back through them), the rows packed
+without padding, the answer position's label log probabilities out (`howsure.finetune.loss`).
+`bench/bench_finetune.py` times it against a plain peft loop."""
 
 from __future__ import annotations
 
@@ -63,15 +64,28 @@ class PromptEncoder:
         return out
 
 
+#: Most tokens packed into one sequence of a pass (a row with its verbalizer feeds never splits):
+#: attention within a pack costs its length squared, so rows go into several packs run as one
+#: batch rather than into one long sequence.
+PACK_TOKENS = 512
+
+
 def batch_log_probs(model, encoder: PromptEncoder, rows: list[EncodedRow], device: torch.device) -> torch.Tensor:
-    """Label log probabilities (len(rows), n_labels) of ``rows``, in their order: the rows that
-    share the prompt prefix in one pass after the prefix (run once here, with gradients), the
-    others in one pass of their whole prompts."""
+    """Label log probabilities (len(rows), n_labels) of ``rows``, in their order, with gradients.
+
+    No token is run twice and almost none is padding: the rows that share the prompt prefix
+    are packed end to end into sequences after the prefix (run once here, with gradients, its
+    keys and values read by every pack), each row attending to the prefix and causally to its
+    own tokens only (a block-diagonal mask, positions continuing the prefix's); the rows that
+    do not share it are packed the same way without a prefix. Multi-token verbalizers ride in
+    the same pass: each row's sequences (minus their last token) follow it, attending to the
+    prefix, that row and themselves. The vocabulary projection runs only where a label token is
+    read."""
     groups = [[i for i, r in enumerate(rows) if r.shares_prefix], [i for i, r in enumerate(rows) if not r.shares_prefix]]
     pieces, order = [], []
     for indices, shared in zip(groups, (True, False)):
         if indices:
-            pieces.append(_pass(model, encoder, [rows[i].suffix for i in indices], shared, device))
+            pieces.append(_packed_pass(model, encoder, [rows[i].suffix for i in indices], shared, device))
             order.extend(indices)
     result = torch.cat(pieces, dim=0)
     if order == sorted(order):
@@ -81,74 +95,112 @@ def batch_log_probs(model, encoder: PromptEncoder, rows: list[EncodedRow], devic
     return result[inverse]
 
 
-def _pass(model, encoder: PromptEncoder, suffixes: list[list[int]], shared: bool, device) -> torch.Tensor:
+@dataclass
+class _Pack:
+    """One packed sequence: its tokens, their positions, the segment (a row, or one of its
+    verbalizer feeds) of each token, and each segment's row segment (-1 for a row itself)."""
+
+    tokens: list[int]
+    positions: list[int]
+    segment_of: list[int]
+    parent_of: list[int]
+
+
+def _pack_rows(suffixes: list[list[int]], sequences: list[tuple[int, ...]], prefix_len: int):
+    """First-fit-decreasing packs of rows (each with its feeds). Returns the packs and, per row,
+    its answer position and its feeds' positions, as (pack, position) pairs."""
+    feed_len = sum(len(s) - 1 for s in sequences)
+    capacity = max(PACK_TOKENS, max(len(s) for s in suffixes) + feed_len)
+    packs: list[_Pack] = []
+    answer_at: list[tuple[int, int]] = [(0, 0)] * len(suffixes)
+    feeds_at: list[list[list[tuple[int, int]]]] = [[] for _ in suffixes]
+    for row in sorted(range(len(suffixes)), key=lambda r: -len(suffixes[r])):
+        ids = suffixes[row]
+        need = len(ids) + feed_len
+        number = next((n for n, p in enumerate(packs) if len(p.tokens) + need <= capacity), len(packs))
+        if number == len(packs):
+            packs.append(_Pack([], [], [], []))
+        pack = packs[number]
+        row_segment = len(pack.parent_of)
+        pack.parent_of.append(-1)
+        pack.tokens.extend(ids)
+        pack.positions.extend(range(prefix_len, prefix_len + len(ids)))
+        pack.segment_of.extend([row_segment] * len(ids))
+        answer_at[row] = (number, len(pack.tokens) - 1)
+        for seq in sequences:
+            feed = list(seq[:-1])
+            pack.parent_of.append(row_segment)
+            feeds_at[row].append([(number, len(pack.tokens) + j) for j in range(len(feed))])
+            pack.tokens.extend(feed)
+            pack.positions.extend(range(prefix_len + len(ids), prefix_len + len(ids) + len(feed)))
+            pack.segment_of.extend([len(pack.parent_of) - 1] * len(feed))
+    return packs, answer_at, feeds_at
+
+
+def _pack_mask(pack: _Pack, width: int, prefix_len: int) -> torch.Tensor:
+    """(width, prefix_len + width) booleans, True where a query may attend: the prefix, earlier
+    tokens of its own segment, and all of its row when it is a feed. Padding sees only itself
+    (a query that sees nothing would give NaN, which its zero gradient cannot cancel)."""
+    n = len(pack.tokens)
+    segment = torch.tensor(pack.segment_of + [-2 - j for j in range(width - n)])
+    parent = torch.tensor(pack.parent_of + [-1])[torch.where(segment >= 0, segment, len(pack.parent_of))]
+    index = torch.arange(width)
+    sees = ((segment.unsqueeze(1) == segment.unsqueeze(0)) & (index.unsqueeze(1) >= index.unsqueeze(0))) | (
+        parent.unsqueeze(1) == segment.unsqueeze(0))
+    return torch.cat([torch.ones((width, prefix_len), dtype=torch.bool), sees], dim=1)
+
+
+def _packed_pass(model, encoder: PromptEncoder, suffixes: list[list[int]], shared: bool, device) -> torch.Tensor:
     vocab = encoder.vocab
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache_kw = cache_keyword(base)
+    # The decoder without the vocabulary projection, which runs below on the read positions only.
+    decoder = base.get_decoder()
+    cache_kw = cache_keyword(decoder)
     prefix_len = len(encoder.prefix_ids) if shared else 0
-    batch = len(suffixes)
-    longest = max(len(s) for s in suffixes)
+    sequences = vocab.all_sequences if vocab.has_sequences else []
+    packs, answer_at, feeds_at = _pack_rows(suffixes, sequences, prefix_len)
+    width = max(len(p.tokens) for p in packs)
     pad_id = encoder.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else (encoder.tokenizer.eos_token_id or 0)
-    input_ids = torch.full((batch, longest), pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((batch, longest), dtype=torch.long)
-    for row, ids in enumerate(suffixes):
-        input_ids[row, longest - len(ids):] = torch.tensor(ids)
-        suffix_mask[row, longest - len(ids):] = 1
-    lengths = suffix_mask.sum(1)
-    # Left padding: real tokens continue the prefix's positions; pads (masked) reuse the first.
-    pads = (longest - lengths).unsqueeze(1)
-    position_ids = (prefix_len + torch.arange(longest).unsqueeze(0) - pads).clamp(min=prefix_len)
-    attention_mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], 1)
-    input_ids, attention_mask, position_ids, lengths = (t.to(device) for t in (input_ids, attention_mask,
-                                                                                  position_ids, lengths))
+    input_ids = torch.tensor([p.tokens + [pad_id] * (width - len(p.tokens)) for p in packs])
+    position_ids = torch.tensor([p.positions + [prefix_len] * (width - len(p.tokens)) for p in packs])
+    allowed = torch.stack([_pack_mask(p, width, prefix_len) for p in packs]).unsqueeze(1)
     cache = None
     if shared:
         # Once per batch, with gradients: the adapter changes the prefix's keys and values too.
-        prefix_out = model(input_ids=torch.tensor([encoder.prefix_ids], device=device), use_cache=True,
-                           logits_to_keep=1)
+        prefix_out = decoder(input_ids=torch.tensor([encoder.prefix_ids], device=device), use_cache=True)
         layers = [(layer.keys, layer.values) for layer in output_cache(prefix_out).layers]
-        cache = batch_prefix_cache(layers, batch, base.config, read_only=not vocab.has_sequences)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                **{cache_kw: cache}, use_cache=vocab.has_sequences, logits_to_keep=1)
-    next_log_probs = out.logits[:, -1, :].float().log_softmax(-1)
+        cache = batch_prefix_cache(layers, len(packs), base.config, read_only=True)
+    hidden = decoder(input_ids=input_ids.to(device), attention_mask=_mask_for(base, allowed).to(device),
+                     position_ids=position_ids.to(device), **{cache_kw: cache}, use_cache=False).last_hidden_state
+    read = answer_at + [at for row_feeds in feeds_at for feed in row_feeds for at in feed]
+    flat = torch.tensor([pack * width + position for pack, position in read], device=device)
+    logits = base.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[flat])
+    log_probs = logits.float().log_softmax(-1)
+    batch = len(suffixes)
+    next_log_probs = log_probs[:batch]
     sequence_log_probs = None
-    if vocab.has_sequences:
-        sequence_log_probs = _sequence_log_probs(model, base, output_cache(out), attention_mask,
-                                                 prefix_len + lengths, next_log_probs, vocab, cache_kw, pad_id)
+    if sequences:
+        # Feed logits follow the answers, row by row and sequence by sequence; position j of a
+        # feed predicts the sequence's token j + 1 (chain rule).
+        offset = batch
+        per_row = []
+        for row in range(batch):
+            row_columns = []
+            for seq in sequences:
+                total = next_log_probs[row, seq[0]]
+                for j in range(1, len(seq)):
+                    total = total + log_probs[offset + j - 1, seq[j]]
+                offset += len(seq) - 1
+                row_columns.append(total)
+            per_row.append(torch.stack(row_columns))
+        sequence_log_probs = torch.stack(per_row)
     return label_log_probs(next_log_probs, vocab, sequence_log_probs)
 
 
-def _sequence_log_probs(model, base, cache, attention_mask, next_positions, first_log_probs, vocab, cache_kw,
-                        pad_id) -> torch.Tensor:
-    """Chain-rule log probability of every multi-token sequence after each row's prompt, as
-    `TransformersBackend._sequence_probs` computes it, with gradients: one more pass feeds
-    each sequence (minus its last token) after the cached prompt."""
-    from transformers import DynamicCache
-
-    sequences = vocab.all_sequences
-    n_seq = len(sequences)
-    batch = attention_mask.shape[0]
-    device = attention_mask.device
-    width = max(len(s) for s in sequences) - 1
-    feed = torch.full((n_seq, width), pad_id, dtype=torch.long, device=device)
-    for s, seq in enumerate(sequences):
-        feed[s, :len(seq) - 1] = torch.tensor(seq[:-1], device=device)
-    repeated = DynamicCache(
-        ddp_cache_data=[(layer.keys.repeat_interleave(n_seq, 0), layer.values.repeat_interleave(n_seq, 0))
-                        for layer in cache.layers],
-        config=base.config,
-    )
-    mask = torch.cat([attention_mask.repeat_interleave(n_seq, 0),
-                      torch.ones((batch * n_seq, width), dtype=torch.long, device=device)], 1)
-    positions = next_positions.repeat_interleave(n_seq).unsqueeze(1) + torch.arange(width, device=device)
-    out = model(input_ids=feed.repeat(batch, 1), attention_mask=mask, position_ids=positions,
-                **{cache_kw: repeated}, use_cache=True, logits_to_keep=width)
-    steps = out.logits.float().log_softmax(-1).view(batch, n_seq, width, -1)
-    columns = []
-    for s, seq in enumerate(sequences):
-        total = first_log_probs[:, seq[0]]
-        for j in range(1, len(seq)):
-            total = total + steps[:, s, j - 1, seq[j]]
-        columns.append(total)
-    return torch.stack(columns, dim=1)
+def _mask_for(base, allowed: torch.Tensor) -> torch.Tensor:
+    """The 4D mask (True: may attend) in the form the model's attention takes as given: additive
+    floats for eager attention, booleans for the sdpa kinds."""
+    if getattr(base.config, "_attn_implementation", None) == "eager":
+        return torch.zeros(allowed.shape, dtype=base.dtype).masked_fill_(~allowed, torch.finfo(base.dtype).min)
+    return allowed

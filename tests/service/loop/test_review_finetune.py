@@ -161,6 +161,9 @@ def test_finetune_from_reviews_keeps_audited_and_certification_items_out(finetun
     assert set(body["certified_on"]["hashes"]) <= {hashes[i.item_id] for i in labelled}
     assert body["model_id"] == history[1].body["model_id"] and "overlap" not in body
     assert "policy version 2 (" in output and "is now active" in output
+    listing = runner.invoke(app, ["policy", "list", "--db", db], env={"COLUMNS": "400"}).stdout
+    rows = {line.split()[0]: line for line in listing.splitlines() if line.split() and line.split()[0] in ("*2", "1")}
+    assert str(adapter.resolve()) in rows["*2"] and rows["1"].rstrip().endswith("-")  # each policy's adapter
     again = invoke("finetune", "--db", db, "--output", adapter, *FINETUNE_FAST)
     assert again.exit_code == 0, again.output
     assert "already registered as policy version 2" in " ".join(again.output.split())
