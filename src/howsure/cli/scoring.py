@@ -108,6 +108,9 @@ def score(
     top_k: int = typer.Option(10, help="Top next tokens kept per text."),
     cache: Optional[Path] = CacheOption,
     adapter: Optional[Path] = AdapterOption,
+    scorer: str = typer.Option("labels", "--scorer", help="labels (the answer position's label probabilities) or probe "
+                               "(a linear probe's P(label) on its hidden state; needs --probe)."),
+    probe: Optional[Path] = typer.Option(None, "--probe", help="Probe JSON file from `howsure probe fit`."),
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -122,7 +125,19 @@ def score(
     rows = read_texts(input, text_column, id_column, label_column)
     if not skip_invalid:
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
+    if scorer not in ("labels", "probe") or (scorer == "probe") != (probe is not None) or (probe and cache):
+        raise DataError(f"--scorer {scorer!r}: use labels, or probe with --probe FILE (and without --cache)")
+    the_probe = None
+    if probe is not None:
+        from howsure.probes.probe import load_probe
+
+        the_probe = load_probe(probe)
+        the_probe.check_task(the_task)  # before loading the model
     backend = open_backend(model, dtype, threads, batch_size, device, cache=cache, adapter=str(adapter) if adapter else None)
+    if the_probe is not None:
+        from howsure.probes.scorer import ProbeScorer
+
+        backend = ProbeScorer(backend, the_probe)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
