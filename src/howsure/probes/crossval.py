@@ -22,6 +22,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from howsure.errors import DataError
 from howsure.stats.metrics import auroc
@@ -69,7 +70,10 @@ def fit_layer(states: np.ndarray, y: np.ndarray, n_classes: int, layer: int, *, 
     mean = states.mean(axis=0)
     scale = np.maximum(states.std(axis=0), MIN_SCALE)
     model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
-    model.fit((states - mean) / scale, y)
+    # One BLAS thread: these problems are small (a few hundred items by the hidden size), and
+    # threads cost more than they give; on a shared 2-core machine one fit ran 8x faster so.
+    with threadpool_limits(1, user_api="blas"):
+        model.fit((states - mean) / scale, y)
     if n_classes == 2:
         weights, bias = model.coef_.reshape(1, -1), model.intercept_.reshape(1)
     else:
