@@ -200,3 +200,24 @@ def test_probe_fit_and_score_with_the_probe_end_to_end(tmp_path, tiny_model_dir)
                                  "--text-column", "content", "--scorer", "probe"])
     assert result.exit_code == 2 and "--probe" in result.output
     assert model_checksum(backend) == probe.model_checksum
+
+
+def test_bundled_model_probe_on_a_few_sst2_texts(bundled_backend, shared_data):
+    from howsure.io.texts import read_texts
+    from howsure.probes.scorer import ProbeScorer, fit_task_probe
+
+    rows = read_texts(shared_data / "sentiment" / "sst2" / "dev.tsv", "content", None, "label")
+    texts = rows.texts[:18]
+    gold = [{"0": "negative", "1": "positive"}[g] for g in rows.labels[:18]]
+    task = load_task("sentiment")
+    probe, scores, crossfit = fit_task_probe(bundled_backend, task, texts, gold, layers=[10, 20, 29], n_folds=3,
+                                             inner_folds=2)
+    assert scores.layers == [10, 20, 29] and probe.layer in (10, 20, 29)
+    assert set(crossfit.chosen_layers) <= {10, 20, 29} and not np.isnan(crossfit.probabilities).any()
+    assert probe.cv["chosen_layer"] == probe.layer and probe.training["n_items"] == 18
+    scored = ProbeScorer(bundled_backend, probe).label_scores(task, texts[:4])
+    from howsure.backends.transformers.hidden import answer_hidden_states
+
+    states = answer_hidden_states(bundled_backend, task, texts[:4], layers=[probe.layer])
+    np.testing.assert_allclose([s.probabilities for s in scored], probe.predict_proba(states[:, 0]), atol=1e-6)
+    assert scored[0].labels == list(task.labels) and scored[0].other_mass == 0.0
