@@ -92,7 +92,8 @@ def probe_fit(
         mark = "  <- chosen" if layer == probe.layer else ""
         table.add_row(str(layer), f"{value:.4f}{mark}")
     console.print(table)
-    console.print(f"chosen layer: {probe.layer} (AUROC {max(scores.auroc):.4f} cross-validated)", highlight=False)
+    chosen = scores.auroc[scores.layers.index(probe.layer)]
+    console.print(f"chosen layer: {probe.layer} (AUROC {chosen:.4f} cross-validated)", highlight=False)
     if crossfit is not None:
         console.print(f"nested cross-fitted AUROC (layer chosen on training folds only): {crossfit.auroc:.4f}; "
                       f"layers chosen per outer fold: {crossfit.chosen_layers}", highlight=False)
