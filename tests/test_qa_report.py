@@ -88,8 +88,18 @@ def test_probe_from_hidden_states_is_cross_fitted(tmp_path):
 def test_bad_records_name_the_value():
     with pytest.raises(DataError, match="'correct' must be true or false"):
         qa_records_from_dicts([{"id": "a", "correct": "yes", "scores": {}}])
-    with pytest.raises(DataError, match="score 'p' is 1.5"):
+    with pytest.raises(DataError, match="score 'p' has 1.5, outside"):
         qa_records_from_dicts([{"id": "a", "correct": True, "scores": {"p": 1.5}}])
+    with pytest.raises(DataError, match="score 'p' is 'high'"):
+        qa_records_from_dicts([{"id": "a", "correct": True, "scores": {"p": "high"}}])
+
+
+def test_log_probability_scores_are_exponentiated_and_said_so():
+    records = qa_records_from_dicts([{"id": "a", "correct": True, "scores": {"lp": -0.5}},
+                                     {"id": "b", "correct": False, "scores": {"lp": None}},
+                                     {"id": "c", "correct": False, "scores": {"lp": -2.0}}])
+    np.testing.assert_allclose(records.scores["lp"], [np.exp(-0.5), np.nan, np.exp(-2.0)])
+    assert records.notes and "log-probability" in records.notes[0]
     with pytest.raises(DataError, match="ids repeat"):
         qa_records_from_dicts([{"id": "a", "correct": True, "scores": {}}] * 2)
 

@@ -42,8 +42,9 @@ def qa_report_command(
                             command="howsure " + " ".join(sys.argv[1:]))
     write_qa_report(summary, output, json_out)
     table = Table(title=f"{summary['input']['n_items']} questions, accuracy {summary['input']['accuracy']:.1%}")
-    for column in ("estimator", "scored", "null", "AUROC", "ECE cal", "RMS cal", "Brier cal", "answers auto", "flags"):
-        table.add_column(column, justify="left" if column in ("estimator", "flags") else "right")
+    table.add_column("estimator", no_wrap=True, min_width=18)  # the names are what the table is read by
+    for column in ("scored", "null", "AUROC", "ECE cal", "RMS cal", "Brier cal", "answers auto", "flags"):
+        table.add_column(column, justify="left" if column == "flags" else "right")
     for e in summary["estimators"]:
         raw, cal, cert = e["raw"] or {}, e["calibrated"] or {}, e["certification"]
 

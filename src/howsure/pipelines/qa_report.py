@@ -59,14 +59,29 @@ class QARecords:
     correct: np.ndarray  # (n,) bool
     scores: dict[str, np.ndarray]  # estimator -> (n,) float, NaN where the record had null
     judges: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how scores were read (log-probabilities)
 
 
 def _score(value: Any, estimator: str, where: str) -> float:
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DataError(f"{where}: score {estimator!r} is {value!r}; expected a number in [0, 1] or null")
     return float(value)
+
+
+def _as_probabilities(name: str, values: np.ndarray, source: str) -> tuple[np.ndarray, str | None]:
+    """An estimator's scores as numbers in [0, 1]: as they are, or, when every one is <= 0 and
+    some below, read as log-probabilities (``token_mean_logprob``) and exponentiated (a monotone
+    map: AUROC is unchanged). Anything else outside [0, 1] is an error naming it."""
+    present = values[~np.isnan(values)]
+    if present.size == 0 or ((present >= 0) & (present <= 1)).all():
+        return values, None
+    if (present <= 0).all():
+        return np.exp(values), f"{name}: read as a log-probability (every score <= 0); its exp() is the confidence"
+    bad = float(present[(present < 0) | (present > 1)][0])
+    raise DataError(f"{source}: score {name!r} has {bad!r}, outside [0, 1], and its scores are not all "
+                    "log-probabilities (<= 0); write confidences in [0, 1]")
 
 
 def qa_records_from_dicts(records: Sequence[dict], source: str = "the input") -> QARecords:
@@ -94,7 +109,12 @@ def qa_records_from_dicts(records: Sequence[dict], source: str = "the input") ->
             scores[name][i] = _score(record.get("scores", {}).get(name), name, where)
     if len(set(ids)) != len(ids):
         raise DataError(f"{source}: record ids repeat; each question needs its own id")
-    return QARecords(ids, np.array(correct, dtype=bool), scores, judges)
+    notes = []
+    for name in names:
+        scores[name], note = _as_probabilities(name, scores[name], source)
+        if note:
+            notes.append(note)
+    return QARecords(ids, np.array(correct, dtype=bool), scores, judges, notes)
 
 
 def read_qa_records(path: str | Path) -> QARecords:
@@ -193,7 +213,7 @@ def qa_report(records: QARecords, *, hidden: np.ndarray | None = None, config: Q
     own training part) and its chosen layers are stated."""
     config = config or QAReportConfig()
     scores = dict(records.scores)
-    notes = []
+    notes = list(records.notes)
     probe_info = None
     if hidden is not None:
         if hidden.shape[0] != records.correct.size:
