@@ -122,6 +122,7 @@ LAYERS: dict[str, int] = {
     "howsure.models": 2,
     "howsure.stats": 3,
     "howsure.calibration": 4,
+    "howsure.probes": 4,
     "howsure.decisions": 5,
     "howsure.report": 6,
     "howsure.pipelines": 7,

@@ -15,6 +15,8 @@ from howsure.cli import feedback  # noqa: F401  recalibrate, policy, drift, expo
 from howsure.cli import datasets  # noqa: F401  datasets seed-sentiment, datasets seed-cwc
 from howsure.cli import compare  # noqa: F401  compare
 from howsure.cli import finetune  # noqa: F401  finetune
+from howsure.cli import probe  # noqa: F401  probe fit
+from howsure.cli import qa_report  # noqa: F401  qa-report
 from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]

@@ -149,6 +149,9 @@ def score(
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster (auto, HOST:PORT or "
                                           "ray://HOST:10001); default: a local cluster on loopback."),
     actors: int = typer.Option(2, "--actors", help="--engine ray: actors, each with its own copy of the model."),
+    scorer: str = typer.Option("labels", "--scorer", help="labels (the answer position's label probabilities) or probe "
+                               "(a linear probe's P(label) on its hidden state; needs --probe)."),
+    probe: Optional[Path] = typer.Option(None, "--probe", help="Probe JSON file from `howsure probe fit`."),
 ) -> None:
     """Score every text of a file: per-label probabilities, label masses, top tokens.
 
@@ -165,10 +168,25 @@ def score(
         reject_invalid_rows(rows)  # before loading the model: the user fixes the file first
     if engine not in ("local", "ray"):
         raise DataError(f"--engine {engine!r} is not one of local, ray")
+    if scorer not in ("labels", "probe") or (scorer == "probe") != (probe is not None) or (probe and cache):
+        raise DataError(f"--scorer {scorer!r}: use labels, or probe with --probe FILE (and without --cache)")
+    the_probe = None
+    if probe is not None:
+        from howsure.probes.probe import load_probe
+
+        if engine != "local" or backend_name != "transformers":
+            raise DataError("--scorer probe reads hidden states in this process: use it with --backend transformers "
+                            f"and --engine local, not --backend {backend_name!r} --engine {engine!r}")
+        the_probe = load_probe(probe)
+        the_probe.check_task(the_task)  # before loading the model
     options = dict(adapter=str(adapter) if adapter else None,
                    **server_options(backend_name, base_url, api_key_env, top_logprobs, endpoint, tokenizer))
     backend = None if engine == "ray" else open_backend(model, dtype, threads, batch_size, device, cache=cache,
                                                         backend=backend_name, **options)
+    if the_probe is not None:
+        from howsure.probes.scorer import ProbeScorer
+
+        backend = ProbeScorer(backend, the_probe)
     columns = {"text": text_column, "id": id_column, "label": label_column}
     with one_line_warnings(), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

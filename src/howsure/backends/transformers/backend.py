@@ -356,6 +356,22 @@ class TransformersBackend:
                     batch = ordered[start + part:stop:self.pass_workers]
                     yield batch, [full_ids[i][skip:] for i in batch], use_prefix
 
+    def padded_batch(self, suffixes: list[list[int]], prefix_len: int):
+        """Token ids left-padded after a prefix of ``prefix_len`` tokens, with their attention
+        mask, positions and lengths, on the model's device (also read by `hidden`)."""
+        batch, longest = len(suffixes), max(len(s) for s in suffixes)
+        input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((batch, longest), dtype=torch.long)
+        lengths = torch.tensor([len(s) for s in suffixes])
+        for row, ids in enumerate(suffixes):
+            input_ids[row, longest - len(ids):] = torch.tensor(ids)
+            suffix_mask[row, longest - len(ids):] = 1
+        # Real tokens continue the prefix's positions; pads (masked out) reuse the first one.
+        pads = (longest - lengths).unsqueeze(1)
+        position_ids = (prefix_len + torch.arange(longest).unsqueeze(0) - pads).clamp(min=prefix_len)
+        attention_mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], 1)
+        return tuple(t.to(self.device) for t in (input_ids, attention_mask, position_ids, lengths))
+
     def _forward(
         self,
         suffixes: list[list[int]],
@@ -369,19 +385,7 @@ class TransformersBackend:
         chain-rule probabilities of the multi-token sequences, shape (batch, n_sequences).
         """
         batch = len(suffixes)
-        longest = max(len(s) for s in suffixes)
-        input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((batch, longest), dtype=torch.long)
-        lengths = torch.tensor([len(s) for s in suffixes])
-        for row, ids in enumerate(suffixes):
-            input_ids[row, longest - len(ids):] = torch.tensor(ids)
-            suffix_mask[row, longest - len(ids):] = 1
-        # Real tokens continue the prefix's positions; pads (masked out) reuse the first one.
-        pads = (longest - lengths).unsqueeze(1)
-        position_ids = (prefix_len + torch.arange(longest).unsqueeze(0) - pads).clamp(min=prefix_len)
-        attention_mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], 1)
-        input_ids, attention_mask, position_ids, lengths = (
-            t.to(self.device) for t in (input_ids, attention_mask, position_ids, lengths))
+        input_ids, attention_mask, position_ids, lengths = self.padded_batch(suffixes, prefix_len)
         cache = None
         if prefix_cache is not None:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=not vocab.has_sequences)
