@@ -243,3 +243,19 @@ def test_generation_continues_after_the_fixed_answer(trained, tiny_model_dir):
     single = [verbal_outputs(base, tokenizer, VerbalRecords([q], [a], [c], [t]), TASK, max_new_tokens=4)[0]
               for q, a, c, t in zip(records.questions, records.answers, records.correct, records.targets)]
     assert outputs == single
+
+
+def test_the_command_trains_and_a_rerun_has_nothing_to_do(tiny_model_dir, tmp_path):
+    records = toy_records()
+    path = write_jsonl(tmp_path / "qa.jsonl", [
+        {"question": q, "answer": a, "correct": c, "probe": t}
+        for q, a, c, t in zip(records.questions, records.answers, records.correct, records.targets)])
+    command = ["finetune-verbal", "--input", str(path), "--output", str(tmp_path / "out"), "--model",
+               str(tiny_model_dir), "--target-column", "probe", "--max-steps", "2", "--batch-size", "8",
+               "--eval-interval", "1", "--validation-fraction", "0.25"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    assert "in 2 step(s); best validation loss" in " ".join(first.output.split())  # rich wraps long lines
+    assert adapter_info(tmp_path / "out").metadata["data"]["source"] == str(path)
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and "already holds this run's adapter (2 steps)" in " ".join(again.output.split())
