@@ -142,13 +142,26 @@ def compare(args) -> None:
     work = Path(args.workdir)
     adapter = Path(args.adapter or work / "adapter")
     test = read_verbal_file(work / "test.jsonl")
-    overlap = set(item_hashes(test.questions, "text")) & trained_hashes(adapter)
-    if overlap:
-        raise SystemExit(f"{len(overlap)} test questions are in the adapter's training or validation split")
+    if args.limit and args.limit < len(test):  # evenly spaced over the file, so every kind keeps its share
+        keep = np.unique(np.linspace(0, len(test) - 1, args.limit).round().astype(int))
+        test = VerbalRecords(*([part[i] for i in keep] for part in (test.questions, test.answers, test.correct,
+                                                                      test.targets)))
+    if not args.base_only:
+        overlap = set(item_hashes(test.questions, "text")) & trained_hashes(adapter)
+        if overlap:
+            raise SystemExit(f"{len(overlap)} test questions are in the adapter's training or validation split")
     task = verbal_task()
     rows = {"probe target (what was taught)": test.targets}
     said = {}
     for name, with_adapter in (("base model, verbal", False), ("with adapter, verbal", True)):
+        if with_adapter and args.base_only:
+            return
+        # The base model's outputs are kept, so that a later compare (once the adapter is trained) reuses them.
+        kept = work / f"base_outputs_{len(test)}.json"
+        if not with_adapter and kept.exists() and json.loads(kept.read_text())["questions"] == test.questions:
+            said[name] = json.loads(kept.read_text())["outputs"]
+            rows[name] = [confidence_after_answer(o) for o in said[name]]
+            continue
         tokenizer, model = load_base_model(args.model)
         if with_adapter:
             model, _ = apply_adapter(model, adapter, args.model)
@@ -160,6 +173,8 @@ def compare(args) -> None:
         print(f"{name}: {len(outputs)} continuations in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         rows[name] = [confidence_after_answer(o) for o in outputs]
         said[name] = outputs
+        if not with_adapter:
+            kept.write_text(json.dumps({"questions": test.questions, "outputs": outputs}))
     print(f"{len(test)} held-out questions (none trained on or used for validation), "
           f"{sum(test.correct)} answered right ({np.mean(test.correct):.1%})")
     print(f"| confidence | readable | AUROC | ECE | RMS cal. error (bins of 100) | distinct share | mean |")
@@ -187,6 +202,8 @@ def main() -> None:
     parser.add_argument("--test-fraction", type=float, default=0.4)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base-only", action="store_true", help="only the base model's outputs (kept for later)")
+    parser.add_argument("--limit", type=int, default=None, help="compare on LIMIT evenly spaced test questions")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
