@@ -40,6 +40,7 @@ from howsure.calibration.fitting import HASH_DIGITS, item_hashes
 from howsure.finetune.completion_eval import confidence_after_answer, greedy_continuations, score_confidences
 from howsure.finetune.verbal import PromptBuilder, VerbalRecords, read_verbal_file, verbal_task
 
+LEAD_IN = "\nConfidence:"
 KINDS = {
     "a + b (one digit)": lambda rng: (lambda a, b: (f"What is {a} + {b}?", a + b))(*rng.integers(0, 10, 2)),
     "a + 1": lambda rng: (lambda a: (f"What is {a} + 1?", a + 1))(int(rng.integers(1, 100))),
@@ -132,6 +133,10 @@ def prepare(args) -> None:
     print(f"probe: layer {layer} of {model.config.num_hidden_layers}, cross-fitted over 5 folds")
     print(f"{len(items)} questions, {int(correct.sum())} answered right ({correct.mean():.1%}); "
           f"{sum(test_side)} test, {len(items) - sum(test_side)} train -> {work}")
+    # The trainer holds out the questions whose hash is below its validation fraction, and the test
+    # set took those below test_fraction: a validation fraction above it leaves a validation split.
+    print(f"train with --validation-fraction above {args.test_fraction} (e.g. {min(args.test_fraction + 0.1, 0.9):g}): "
+          "the test questions took the hashes below it")
     for kind in KINDS:
         chosen = [i for i in items if i["kind"] == kind]
         print(f"  {kind:<18} {sum(i['correct'] for i in chosen):>3} / {len(chosen)} right, "
@@ -153,28 +158,30 @@ def compare(args) -> None:
     task = verbal_task()
     rows = {"probe target (what was taught)": test.targets}
     said = {}
-    for name, with_adapter in (("base model, verbal", False), ("with adapter, verbal", True)):
+    # The base model rarely says a confidence by itself; led in with "Confidence:" after its answer
+    # it must say a number, the fairest "before" (the lead-in is prefixed again to parse its reply).
+    passes = (("base model, verbal", False, ""), ("base model, led in with 'Confidence:'", False, LEAD_IN),
+              ("with adapter, verbal", True, ""))
+    for name, with_adapter, lead_in in passes:
         if with_adapter and args.base_only:
             return
         # The base model's outputs are kept, so that a later compare (once the adapter is trained) reuses them.
-        kept = work / f"base_outputs_{len(test)}.json"
+        kept = work / f"base_outputs_{len(test)}{'_led' if lead_in else ''}.json"
         if not with_adapter and kept.exists() and json.loads(kept.read_text())["questions"] == test.questions:
             said[name] = json.loads(kept.read_text())["outputs"]
-            rows[name] = [confidence_after_answer(o) for o in said[name]]
-            continue
-        tokenizer, model = load_base_model(args.model)
-        if with_adapter:
-            model, _ = apply_adapter(model, adapter, args.model)
-        started = time.perf_counter()
-        builder = PromptBuilder(tokenizer, task)
-        outputs = greedy_continuations(model, tokenizer, [builder.prompt_ids(q, a) for q, a in
-                                                          zip(test.questions, test.answers)],
-                                       max_new_tokens=args.max_new_tokens, batch_size=32)
-        print(f"{name}: {len(outputs)} continuations in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        rows[name] = [confidence_after_answer(o) for o in outputs]
-        said[name] = outputs
-        if not with_adapter:
-            kept.write_text(json.dumps({"questions": test.questions, "outputs": outputs}))
+        else:
+            tokenizer, model = load_base_model(args.model)
+            if with_adapter:
+                model, _ = apply_adapter(model, adapter, args.model)
+            started = time.perf_counter()
+            builder = PromptBuilder(tokenizer, task)
+            said[name] = greedy_continuations(model, tokenizer, [builder.prompt_ids(q, a + lead_in) for q, a in
+                                                                 zip(test.questions, test.answers)],
+                                              max_new_tokens=args.max_new_tokens, batch_size=32)
+            print(f"{name}: {len(test)} continuations in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            if not with_adapter:
+                kept.write_text(json.dumps({"questions": test.questions, "outputs": said[name]}))
+        rows[name] = [confidence_after_answer(lead_in.strip() + o) for o in said[name]]
     print(f"{len(test)} held-out questions (none trained on or used for validation), "
           f"{sum(test.correct)} answered right ({np.mean(test.correct):.1%})")
     print(f"| confidence | readable | AUROC | ECE | RMS cal. error (bins of 100) | distinct share | mean |")

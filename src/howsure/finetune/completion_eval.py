@@ -9,7 +9,7 @@ distinct confidence values (a constant "Confidence: 0.5" has a share of 1/n and 
 value said for 90 % of the answers or more is flagged), and how many outputs said no readable confidence (counted, never dropped silently:
 the metrics are over the readable ones and the count stands beside them).
 
-TODO(issue 16): switch `parse_verbal_confidence` to the robust parser of `howsure.answers`
+TODO(issue 16): switch `parse_verbal_confidence` to `howsure.answers.estimators.parse_confidence`
 (helper D, branch h/qa: "eighty percent", "high", ...) and the greedy loop to its batched
 generator once it can continue a per-question answer prefix; neither was merged when this was
 written.
