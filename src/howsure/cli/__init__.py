@@ -17,6 +17,7 @@ from howsure.cli import compare  # noqa: F401  compare
 from howsure.cli import finetune  # noqa: F401  finetune
 from howsure.cli import probe  # noqa: F401  probe fit
 from howsure.cli import qa_report  # noqa: F401  qa-report
+from howsure.cli import finetune_verbal  # noqa: F401  finetune-verbal
 from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]

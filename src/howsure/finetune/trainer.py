@@ -71,6 +71,7 @@ def finetune(
     device: str = "cpu",
     source: str | None = None,
     on_step: Callable[[StepReport], None] | None = None,
+    objective: Any = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter for ``task`` on ``data`` and write it to ``output``.
 
@@ -79,11 +80,15 @@ def finetune(
     belongs to the same run (same task, base model, data and config; else `ResumeError`), and
     returns at once when that run already finished. The final adapter is the checkpoint with
     the lowest validation loss. ``on_step`` gets a `StepReport` after every step.
+    ``objective`` (default: the answer-position label loss) replaces the loss: an object with
+    ``fingerprint()``, ``prepare(tokenizer, split, max_length) -> n_train``,
+    ``train_loss(model, rows, device)`` and ``validation_loss(model, batch_size, device)``
+    (`howsure.finetune.verbal.CompletionObjective`).
     """
     output = Path(output)
     split = split_train_validation(data, task, config.validation_fraction)
     checksum = base_model_checksum(model)
-    run_key = _run_key(task, checksum, config, split.manifest)
+    run_key = _run_key(task, checksum, config, split.manifest, objective.fingerprint() if objective is not None else None)
     if not resume:
         _clear_run(output)
     elif (output / METADATA_FILE).exists():
@@ -103,12 +108,14 @@ def finetune(
     with quiet_peft():
         peft_model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha,
                                                      lora_dropout=config.dropout, target_modules=targets, bias="none"))
-    encoder = PromptEncoder(tokenizer, task)
-    train_rows = encoder.rows(split.train.texts, config.max_length)
-    validation_rows = encoder.rows(split.validation.texts, config.max_length)
-    train_gold = gold_indices(split.train.labels, task.label_names)
-    validation_gold = gold_indices(split.validation.labels, task.label_names)
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    if objective is None:
+        encoder = PromptEncoder(tokenizer, task)
+        train_rows = encoder.rows(split.train.texts, config.max_length)
+        validation_rows = encoder.rows(split.validation.texts, config.max_length)
+        train_gold = gold_indices(split.train.labels, task.label_names)
+        validation_gold = gold_indices(split.validation.labels, task.label_names)
+    n_train = objective.prepare(tokenizer, split, config.max_length) if objective is not None else len(train_rows)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -125,6 +132,11 @@ def finetune(
 
     def evaluate() -> float:
         peft_model.eval()
+        if objective is not None:
+            with torch.no_grad(), autocast:
+                mean = objective.validation_loss(peft_model, config.batch_size, the_device)
+            peft_model.train()
+            return mean
         total = 0.0
         order = sorted(range(len(validation_rows)), key=lambda i: len(validation_rows[i].suffix))
         with torch.no_grad(), autocast:
@@ -140,10 +152,13 @@ def finetune(
     latest_validation = state["history"][-1]["validation_loss"] if state["history"] else None
     while state["step"] < total_steps and not stop:
         started = time.perf_counter()
-        rows = batch_indices(state["step"], steps_per_epoch, len(train_rows), config)
+        rows = batch_indices(state["step"], steps_per_epoch, n_train, config)
         with autocast:
-            log_probs = batch_log_probs(peft_model, encoder, [train_rows[i] for i in rows], the_device)
-            loss = label_cross_entropy(log_probs, train_gold[rows].to(the_device))
+            if objective is not None:
+                loss = objective.train_loss(peft_model, rows, the_device)
+            else:
+                log_probs = batch_log_probs(peft_model, encoder, [train_rows[i] for i in rows], the_device)
+                loss = label_cross_entropy(log_probs, train_gold[rows].to(the_device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
@@ -178,6 +193,7 @@ def finetune(
         "base_model": {"id": model, "checksum": checksum},
         "target_modules": targets,
         "data": {"source": source, "n_items": len(data.texts)},
+        **({"objective": objective.fingerprint()} if objective is not None else {}),
         "split": split.manifest,
         "training": {"steps": state["step"], "total_steps": total_steps, "best_step": state["best_step"],
                      "best_validation_loss": state["best_validation_loss"], "device": str(the_device),
@@ -196,10 +212,13 @@ def batch_indices(step: int, steps_per_epoch: int, n_rows: int, config: Finetune
     return order[position * config.batch_size:(position + 1) * config.batch_size].tolist()
 
 
-def _run_key(task: Task, checksum: str, config: FinetuneConfig, manifest: dict[str, Any]) -> str:
-    blob = json.dumps({"task": task.fingerprint(), "base": checksum, "config": config.to_dict(),
-                       "train": manifest["train"]["items"]["hashes"],
-                       "validation": manifest["validation"]["items"]["hashes"]}, sort_keys=True)
+def _run_key(task: Task, checksum: str, config: FinetuneConfig, manifest: dict[str, Any],
+             objective: str | None = None) -> str:
+    parts = {"task": task.fingerprint(), "base": checksum, "config": config.to_dict(),
+             "train": manifest["train"]["items"]["hashes"], "validation": manifest["validation"]["items"]["hashes"]}
+    if objective is not None:  # absent for the label loss, so its run keys stay as they were
+        parts["objective"] = objective
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
