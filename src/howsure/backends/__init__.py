@@ -14,6 +14,7 @@ from howsure.errors import ModelError
 #: name -> "module:Class"; the module is imported only when the backend is asked for.
 BACKENDS: dict[str, str] = {
     "transformers": "howsure.backends.transformers.backend:TransformersBackend",
+    "llamacpp": "howsure.backends.llamacpp:LlamaCppBackend",
 }
 
 
