@@ -16,6 +16,7 @@ BACKENDS: dict[str, str] = {
     "transformers": "howsure.backends.transformers.backend:TransformersBackend",
     "openai": "howsure.backends.openai:OpenAIBackend",
     "vllm": "howsure.backends.vllm:VLLMBackend",
+    "llamacpp": "howsure.backends.llamacpp:LlamaCppBackend",
 }
 
 
