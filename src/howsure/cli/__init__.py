@@ -15,6 +15,7 @@ from howsure.cli import feedback  # noqa: F401  recalibrate, policy, drift, expo
 from howsure.cli import datasets  # noqa: F401  datasets seed-sentiment, datasets seed-cwc
 from howsure.cli import compare  # noqa: F401  compare
 from howsure.cli import finetune  # noqa: F401  finetune
+from howsure.cli import qa  # noqa: F401  qa, datasets closed-qa
 from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]
