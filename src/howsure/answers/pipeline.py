@@ -54,6 +54,7 @@ class QASettings:
     temperature: float = 1.0
     seed: int = 0
     prompt: Prompt = field(default_factory=Prompt)
+    verbal_prompt: Prompt = est.VERBAL_PROMPT
     f1_threshold: float = 0.5
     hidden_at: str = "answer"
 
@@ -93,6 +94,7 @@ def run_meta(generator: AnswerGenerator, settings: QASettings, source: str, judg
         "dtype": getattr(backend, "dtype", None),
         "input": source,
         "prompt_fingerprint": settings.prompt.fingerprint(),
+        "verbal_prompt_fingerprint": settings.verbal_prompt.fingerprint(),
         "max_new_tokens": generator.max_new_tokens,
         "stop": list(generator.stop),
         "estimators": list(settings.estimators),
@@ -106,7 +108,7 @@ def run_meta(generator: AnswerGenerator, settings: QASettings, source: str, judg
     }
 
 
-COMPARED = ("command", "model", "adapter", "dtype", "prompt_fingerprint", "max_new_tokens", "stop", "estimators",
+COMPARED = ("command", "model", "adapter", "dtype", "prompt_fingerprint", "verbal_prompt_fingerprint", "max_new_tokens", "stop", "estimators",
             "samples", "temperature", "seed", "f1_threshold", "llm_judge", "entailment", "hidden")
 
 
@@ -237,9 +239,9 @@ def _chunk(generator, verbal, chunk, settings, judge, entailment, want_hidden):
             row["p_true"] = value
     raw: list[str | None] = [None] * len(chunk)
     if verbal is not None:
-        replies = verbal.generate(est.VERBAL_PROMPT, [est.question_answer_text(q, a) for q, a in zip(texts, said)])
+        replies = verbal.generate(settings.verbal_prompt, [est.question_answer_text(q, a) for q, a in zip(texts, said)])
         for n, reply in enumerate(replies):
-            raw[n] = f"{est.VERBAL_PROMPT.answer_start} {reply.text}".strip()
+            raw[n] = f"{settings.verbal_prompt.answer_start} {reply.text}".strip()
             scores[n]["verbal"] = est.parse_confidence(raw[n])
     for n, answer in enumerate(answers):
         if "consistency" in groups:
