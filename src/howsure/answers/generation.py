@@ -269,27 +269,29 @@ class AnswerGenerator:
 
     def _decode(self, log_probs, cache, attention, positions, *, greedy: bool, temperature: float = 1.0,
                 generator=None, hidden_at_answer: bool = False, prompt_states=None) -> list[_Row]:
-        """Continue every row of ``cache`` token by token until each one stops. Pass j feeds the
+        """Continue every row of ``cache`` token by token until each one stops (a row that stops
+        leaves the batch). Pass j feeds the
         token chosen at pass j - 1 (pass 0 is the prompt's), so the state at an answer's last
         token comes from the pass that chose what follows it; an answer cut by the length limit
         gets one more pass for it when ``hidden_at_answer``."""
+        from transformers import DynamicCache
+
         rows = [_Row() for _ in range(log_probs.shape[0])]
+        active = list(range(len(rows)))  # the rows still decoding: row active[n] is tensor row n
         current = prompt_states
         for step in range(self.max_new_tokens + 1):
             if step == self.max_new_tokens:
                 if hidden_at_answer:
-                    for n, row in enumerate(rows):
-                        if row.done is None:
-                            row.done, row.hidden = "length", current[n]
+                    for n, r in enumerate(active):
+                        rows[r].done, rows[r].hidden = "length", current[n]
                 break
             if greedy:
                 chosen = log_probs.argmax(-1)
             else:
                 chosen = torch.multinomial((log_probs / temperature).softmax(-1), 1, generator=generator).squeeze(1)
             picked = log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1).tolist()
-            for n, (row, token, logprob) in enumerate(zip(rows, chosen.tolist(), picked)):
-                if row.done is not None:
-                    continue
+            for n, (token, logprob) in enumerate(zip(chosen.tolist(), picked)):
+                row = rows[active[n]]
                 reason = self._stops(row.ids, token)
                 if reason:
                     row.done = reason
@@ -300,9 +302,20 @@ class AnswerGenerator:
                     row.logprobs.append(float(logprob))
                     if not hidden_at_answer and len(row.ids) == self.max_new_tokens:
                         row.done = "length"
-            if all(row.done is not None for row in rows):
+            keep = [n for n, r in enumerate(active) if rows[r].done is None]
+            if not keep:
                 break
-            attention = torch.cat([attention, torch.ones((len(rows), 1), dtype=attention.dtype,
+            if len(keep) < len(active):
+                # Finished rows leave the batch: most answers are a few tokens, and every later
+                # pass would otherwise compute them all again.
+                index = torch.tensor(keep, device=chosen.device)
+                chosen, attention, positions = chosen[index], attention[index], positions[index]
+                cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in cache.layers],
+                                     config=self.model.config)
+                if current is not None:
+                    current = current[keep]
+                active = [active[n] for n in keep]
+            attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype,
                                                          device=attention.device)], 1)
             out = self.model(input_ids=chosen.unsqueeze(1), attention_mask=attention,
                              position_ids=(positions + step).unsqueeze(1), **{self.backend._cache_kw: cache},
