@@ -127,6 +127,7 @@ LAYERS: dict[str, int] = {
     "howsure.report": 6,
     "howsure.pipelines": 7,
     "howsure.finetune": 7,
+    "howsure.answers": 7,
     "howsure.service": 8,
     "howsure.cli": 9,
     "howsure.__main__": 9,

@@ -18,6 +18,7 @@ from howsure.cli import finetune  # noqa: F401  finetune
 from howsure.cli import probe  # noqa: F401  probe fit
 from howsure.cli import qa_report  # noqa: F401  qa-report
 from howsure.cli import finetune_verbal  # noqa: F401  finetune-verbal
+from howsure.cli import qa  # noqa: F401  qa, datasets closed-qa
 from howsure.errors import HowsureError
 
 __all__ = ["app", "main"]
