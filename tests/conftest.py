@@ -125,6 +125,13 @@ def private_user_config(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_qa_model_dir(tmp_path_factory) -> Path:
+    """A tiny random chat model whose greedy answers differ between questions (seed 5: the
+    seed-0 model answers one token over and over), for generation tests."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qa"), seed=5)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """Directory of a tiny random chat model (tokenizer with a chat template)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-chat"))

@@ -12,7 +12,6 @@ from howsure.answers.estimators import token_scores
 from howsure.answers.generation import AnswerGenerator, Prompt
 from howsure.backends import load_backend
 from howsure.errors import DataError
-from conftest import build_tiny_model
 
 QUESTIONS = ["Is this good?", "the worst film of the year, dull and stupid", "yes",
              "A gorgeous, witty, seductive movie. very good quite bad", "no or maybe", "sports business"]
@@ -24,10 +23,8 @@ STOP = ("D",)  # a string this random model really writes (after some answers' t
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    # Seed 5: the tiny random model's greedy answers differ between questions (the fixture's
-    # seed-0 model answers one token over and over).
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-qa"), seed=5)
+def model_dir(tiny_qa_model_dir):
+    return tiny_qa_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import build_tiny_model
 from howsure.answers.generation import AnswerGenerator, Prompt
 from howsure.answers.pipeline import QASettings, answer_questions
 from howsure.backends import load_backend
@@ -34,9 +33,8 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory):
-    directory = build_tiny_model(tmp_path_factory.mktemp("tiny-qa-job"), seed=5)
-    return AnswerGenerator(load_backend(str(directory), batch_size=4), max_new_tokens=6, batch_size=4)
+def generator(tiny_qa_model_dir):
+    return AnswerGenerator(load_backend(str(tiny_qa_model_dir), batch_size=4), max_new_tokens=6, batch_size=4)
 
 
 def records(path):
