@@ -1,4 +1,4 @@
-"""Verbal confidence before and after probe-targeted LoRA fine-tuning (docs/answers_verbal.md).
+"""Verbal confidence before and after probe-targeted LoRA fine-tuning (docs/answers.md, "Teaching the model to say it").
 
 Three steps, the middle one the real command line:
 
