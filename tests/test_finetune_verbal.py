@@ -17,7 +17,7 @@ from howsure.cli import app
 from howsure.errors import DataError, ResumeError, TaskError
 from howsure.finetune import FinetuneConfig, trained_hashes
 from howsure.finetune.completion_eval import (
-    confidence_after_answer, parse_verbal_confidence, score_confidences, verbal_outputs,
+    confidence_after_answer, score_confidences, verbal_outputs,
 )
 from howsure.finetune.verbal import (
     IGNORE_INDEX, CompletionObjective, CompletionRow, PromptBuilder, VerbalRecords, completion_cross_entropy,
@@ -214,7 +214,6 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path
     ("I am 90% sure", 0.9), ("Confidence: 1.0", 1.0), ("no idea", None), ("Confidence: 250", None),
 ])
 def test_verbal_confidence_parsing(text, expected):
-    assert parse_verbal_confidence(text) == (None if expected is None else pytest.approx(expected))
     assert confidence_after_answer(text) == (None if expected is None else pytest.approx(expected))
 
 

@@ -9,48 +9,28 @@ distinct confidence values (a constant "Confidence: 0.5" has a share of 1/n and 
 value said for 90 % of the answers or more is flagged), and how many outputs said no readable confidence (counted, never dropped silently:
 the metrics are over the readable ones and the count stands beside them).
 
-TODO(issue 16): switch `parse_verbal_confidence` to `howsure.answers.estimators.parse_confidence`
-(helper D, branch h/qa: "eighty percent", "high", ...) and the greedy loop to its batched
-generator once it can continue a per-question answer prefix; neither was merged when this was
-written.
+The stated number is read by `howsure.answers.estimators.parse_confidence`, the parser
+`howsure qa`'s verbal estimator uses ("Confidence: 0.8", "80%", "eighty percent", "high"), so
+both judge the same words the same way.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from howsure.answers.estimators import parse_confidence
 from howsure.core.task import Task
 from howsure.errors import DataError
 from howsure.finetune.verbal import CONFIDENCE_SEPARATOR, PromptBuilder, VerbalRecords
 from howsure.stats.metrics import auroc, expected_calibration_error, rms_calibration_error
 
-# "Confidence: 0.8", "confidence = 80%", "Confidence: .75"; else a bare "80%".
-_LABELLED = re.compile(r"confidence\s*(?:level|score)?\s*(?:is|[:=])?\s*(\d+(?:\.\d*)?|\.\d+)\s*(%)?", re.IGNORECASE)
-_PERCENT = re.compile(r"(\d+(?:\.\d*)?)\s*%")
 # One value said for at least this share of the answers: the confidence barely ranks anything
 # (a one-decimal confidence has at most 11 values, so the distinct share alone cannot say this).
 FLAT_MODE_SHARE = 0.9
-
-
-def parse_verbal_confidence(text: str) -> float | None:
-    """The probability a model's words state, or None when they state none: "0.8" and "80%" are
-    0.8; a labelled number above 1 without "%" is read as a percentage when it is at most 100."""
-    match = _LABELLED.search(text)
-    if match:
-        value, percent = float(match.group(1)), bool(match.group(2))
-    else:
-        match = _PERCENT.search(text)
-        if not match:
-            return None
-        value, percent = float(match.group(1)), True
-    if percent or value > 1:
-        value /= 100.0
-    return value if 0.0 <= value <= 1.0 else None
 
 
 def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], *, max_new_tokens: int = 12,
@@ -90,7 +70,7 @@ def verbal_outputs(model, tokenizer, records: VerbalRecords, task: Task, **kwarg
 
 def confidence_after_answer(output: str) -> float | None:
     """The confidence stated in a continuation (the text after the answer)."""
-    return parse_verbal_confidence(output.strip().removeprefix(CONFIDENCE_SEPARATOR.strip()))
+    return parse_confidence(output.strip().removeprefix(CONFIDENCE_SEPARATOR.strip()))
 
 
 @dataclass(frozen=True)
