@@ -157,7 +157,11 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
         console.print("no policy stored yet (howsure serve --policy adds one)")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
-    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator", "adapter"):
+    # The adapter column only where some version scores through one: without it the table fits
+    # an 80-column terminal.
+    with_adapter = any(record.body.get("adapter") for record in history)
+    for name in ("version", "policy_id", "created", "by", "threshold", "target", "calibrator") + (
+            ("adapter",) if with_adapter else ()):
         table.add_column(name, no_wrap=True, justify="right" if name in ("version", "threshold", "target") else "left")
     for record in history:
         body = record.body
@@ -168,13 +172,13 @@ def policy_list(db: str = typer.Option(..., "--db", help=DB_HELP)) -> None:
             name = f"auto ({(calibrator.get('state') or {}).get('chosen', '?')})"
         target = guarantee.get("target_accuracy")
         adapter = body.get("adapter") or {}  # the LoRA adapter the policy scores through (howsure finetune)
-        table.add_row(
+        cells = [
             f"{'*' if record.active else ''}{record.version}", escape(record.policy_id),
             record.created_at.strftime("%Y-%m-%d %H:%M"), escape(record.created_by), escape(_threshold(body)),
             "-" if target is None else f"{target:.0%} @{1 - guarantee.get('delta', 0):.0%}", escape(str(name)),
-            escape(adapter.get("directory", "-")),
-            style="bold" if record.active else None,
-        )
+        ]
+        table.add_row(*cells, *([escape(adapter.get("directory", "-"))] if with_adapter else []),
+                      style="bold" if record.active else None)
     console.print(table)
     # Notes are sentences; under the table they wrap at the terminal instead of squeezing it.
     for record in history:
