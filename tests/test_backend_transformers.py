@@ -360,5 +360,5 @@ def test_directory_without_config(tmp_path):
 
 
 def test_unknown_backend_name():
-    with pytest.raises(ModelError, match="unknown backend 'nope'; available: transformers"):
+    with pytest.raises(ModelError, match="unknown backend 'nope'; available: .*transformers"):
         load_backend("x", backend="nope")

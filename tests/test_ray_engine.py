@@ -130,7 +130,9 @@ def test_killed_driver_resumes_without_rescoring(cluster, tiny_model_dir, tmp_pa
     """`howsure score --engine ray --address` in a subprocess, SIGKILLed once its first chunk is
     on disk; the same job again (in this process, to spare a second start-up) finishes the file
     and rescores nothing."""
-    texts = TEXTS + TEXTS[:100]  # 600 rows: chunks of 256, 256 and 88
+    # 3,000 rows, 12 chunks of 256 (the last 184): the tiny model scores 600 rows between two
+    # looks at the file on an idle machine, so fewer rows let the driver finish before the kill.
+    texts = TEXTS * 6
     total = len(texts)
     source = tmp_path / "texts.csv"
     source.write_text("text\n" + "".join(f"{t}\n" for t in texts))
