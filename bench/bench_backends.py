@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's howsure, as the children get (PYTHONPATH)
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_scoring import load_texts, peak_rss_mb, run_method  # noqa: E402  (the shared methods)
+from bench_scoring import load_texts, peak_rss_mb, run_children, run_method  # noqa: E402  (the shared methods)
 
 METHODS = ["transformers-fp32", "transformers-mixed", "llamacpp", "llamacpp-state", "openai", "lm-eval"]
 #: methods bench_scoring already measures, under its names
@@ -143,16 +143,7 @@ def main() -> None:
                             text=True).stdout.strip()
     print(f"{len(texts)} SST-2 dev texts, {args.threads} threads, model smollm2-135m (SmolLM2-135M-Instruct "
           f"Q4_1 GGUF), bundled sentiment task, commit {commit or '?'}")
-    results = {}
-    for method in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--child", method, "--threads", str(args.threads)]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
-        if done.returncode != 0:
-            print(f"{method}: failed\n{done.stderr[-2000:]}")
-            continue
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    results = run_children(__file__, args.methods.split(","), args.threads, args.limit)
     reference = results.get(REFERENCE)
     peer = results.get("lm-eval", {}).get("texts_per_s")
     header = (f"{'method':19} {'texts/s':>8} {'x lm-eval':>9} {'peak MB':>8}  "

@@ -283,6 +283,23 @@ def print_targets(results: dict, naive: float | None) -> None:
 
 
 # ---------------------------------------------------------------------------- parent side
+def run_children(script: str, methods: list[str], threads: int, limit: int | None) -> dict[str, dict]:
+    """Run ``script --child METHOD`` once per method, one fresh process each (so no method warms
+    another's caches or allocator), and collect the JSON result each prints last; a failing
+    method is reported with its stderr tail and left out."""
+    results = {}
+    for method in methods:
+        cmd = [sys.executable, script, "--child", method, "--threads", str(threads)]
+        if limit:
+            cmd += ["--limit", str(limit)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+        if done.returncode != 0:
+            print(f"{method}: failed\n{done.stderr[-2000:]}")
+            continue
+        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None)
@@ -310,16 +327,7 @@ def main() -> None:
               for d in ("float32", "bfloat16")}
     print("matmul (1024x576 @ 576x1536), GFLOP/s, a @ b / oneDNN on a packed weight: " + ", ".join(
         f"{d} {rate_text(kernels[d, 'matmul'])} / {rate_text(kernels[d, 'packed'])}" for d in ("float32", "bfloat16")))
-    results = {}
-    for method in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--child", method, "--threads", str(args.threads)]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
-        if done.returncode != 0:
-            print(f"{method}: failed\n{done.stderr[-2000:]}")
-            continue
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    results = run_children(__file__, args.methods.split(","), args.threads, args.limit)
     import numpy as np
 
     naive = results.get("naive", {}).get("texts_per_s")
