@@ -13,7 +13,7 @@ from rich.table import Table
 
 from howsure.cli.app import app, command, console, err_console
 from howsure.cli.scoring import AdapterOption, DeviceOption, DtypeOption, ModelOption, TaskOption, ThreadsOption
-from howsure.cli.scoring import open_backend, parse_label_map
+from howsure.cli.scoring import open_backend, read_gold_rows
 from howsure.core.task import load_task
 from howsure.errors import DataError
 
@@ -63,16 +63,12 @@ def probe_fit(
     from rich.progress import Progress
 
     from howsure.io.tables import read_table
-    from howsure.io.texts import read_texts, require_column
-    from howsure.pipelines.score_job import reject_invalid_rows
+    from howsure.io.texts import require_column
     from howsure.probes.probe import save_probe
     from howsure.probes.scorer import fit_task_probe
 
     the_task = load_task(task)
-    rows = read_texts(input, text_column, None, label_column)
-    reject_invalid_rows(rows)
-    mapping = parse_label_map(label_map)
-    gold = [mapping.get(g, g) for g in rows.labels]
+    rows, gold = read_gold_rows(input, text_column, label_column, label_map)
     groups = None
     if group_column:
         frame = read_table(input)

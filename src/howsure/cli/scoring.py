@@ -323,6 +323,18 @@ def parse_label_map(pairs: Optional[list[str]]) -> dict[str, str]:
     return mapping
 
 
+def read_gold_rows(input: Path, text_column: str, label_column: str, label_map: Optional[list[str]]):
+    """A labelled file's rows (every text usable, else the rows are named) and their gold labels
+    with ``--label-map`` applied: what tune-task and probe fit rank and fit on."""
+    from howsure.io.texts import read_texts
+    from howsure.pipelines.score_job import reject_invalid_rows
+
+    rows = read_texts(input, text_column, None, label_column)
+    reject_invalid_rows(rows)
+    mapping = parse_label_map(label_map)
+    return rows, [mapping.get(g, g) for g in rows.labels]
+
+
 @command("tune-task")
 def tune_task(
     candidates: Path = typer.Option(..., "--candidates", "-c", help="Candidates TOML ([base] + [[candidate]] tables)."),
@@ -351,14 +363,8 @@ def tune_task(
 
     from rich.progress import Progress
 
-    from howsure.io.texts import read_texts
-    from howsure.pipelines.score_job import reject_invalid_rows
-
     tasks = load_candidates(candidates)
-    rows = read_texts(input, text_column, None, label_column)
-    reject_invalid_rows(rows)
-    mapping = parse_label_map(label_map)
-    gold = [mapping.get(g, g) for g in rows.labels]
+    rows, gold = read_gold_rows(input, text_column, label_column, label_map)
     texts = rows.texts
     if limit:
         texts, gold = texts[:limit], gold[:limit]
