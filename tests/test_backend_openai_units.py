@@ -8,13 +8,16 @@ import random
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from howsure.backends.cache import scores_from_json, scores_to_json
+from howsure.backends.openai import OpenAIBackend
 from howsure.backends.openai_http import MAX_RETRY_AFTER_S, RetryPolicy, retry_after_s
 from howsure.backends.openai_topk import AnswerMatcher, scores_from_top_logprobs
+from howsure.cli import app
 from howsure.core.scored import conservative_rows
 from howsure.core.task import Task
-from howsure.errors import DataError
+from howsure.errors import DataError, ModelError
 from howsure.io.scored import read_scored
 from howsure.io.scored_tables import load_scored_items
 
@@ -131,3 +134,21 @@ def test_bounds_round_trip_through_the_cache_json():
     assert back.label_mass_bounds.tolist() == scores.label_mass_bounds.tolist()
     scores.label_mass_bounds = None
     assert scores_from_json(scores_to_json(scores)).label_mass_bounds is None
+
+
+@pytest.mark.parametrize("option, value", [("dtype", "mixed"), ("threads", 2), ("device", "cuda")])
+def test_settings_only_the_server_controls_are_refused_before_any_request(option, value):
+    # port 9 (discard) on loopback: were the option checked after opening, this would be a
+    # connection error instead
+    with pytest.raises(ModelError, match=rf"--{option} {value!r} has no effect with the openai backend"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", **{option: value})
+
+
+def test_the_command_line_refuses_a_dtype_the_server_would_ignore(tmp_path):
+    texts = tmp_path / "t.csv"
+    texts.write_text("text\nfine\n")
+    result = CliRunner().invoke(app, ["score", "-i", str(texts), "-o", str(tmp_path / "o.jsonl"), "--backend", "openai",
+                                      "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--dtype", "mixed"])
+    assert result.exit_code == 2, result.output
+    assert "--dtype 'mixed' has no effect with the openai backend" in " ".join(result.output.split())
+    assert not (tmp_path / "o.jsonl").exists()

@@ -40,8 +40,21 @@ from howsure.models import resolve_model
 ENDPOINTS = ("chat", "completions")
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
 _IGNORED = ("dtype", "threads", "batch_size", "install", "device")
-"""Options every command passes to every backend; a server's precision and threads are the
-server's business."""
+"""Options every command passes to every backend. Precision, threads and device are the
+server's business: anything but their defaults is refused (`_refuse_local_settings`) rather than
+silently dropped. ``batch_size`` is accepted and unused: requests carry one text each and
+``concurrency`` bounds how many are in flight."""
+_LOCAL_DEFAULTS = {"dtype": ("float32", None), "threads": (None,), "device": ("auto", "cpu", None)}
+
+
+def _refuse_local_settings(options: dict[str, Any]) -> None:
+    """`ModelError` for a ``--dtype``, ``--threads`` or ``--device`` the server would ignore:
+    a user who asked for ``--dtype mixed`` should not believe the scores came from it."""
+    for name, accepted in _LOCAL_DEFAULTS.items():
+        value = options.get(name)
+        if value not in accepted:
+            raise ModelError(f"--{name} {value!r} has no effect with the openai backend: the server chooses "
+                             f"its own {name}; leave --{name} at its default and set it on the server")
 
 
 class OpenAIBackend:
@@ -80,6 +93,7 @@ class OpenAIBackend:
         unknown = sorted(set(ignored) - set(_IGNORED))
         if unknown:
             raise ModelError(f"the openai backend has no option {unknown[0]!r}")
+        _refuse_local_settings(ignored)
         if adapter is not None:
             raise ModelError(f"--adapter {adapter!r}: the openai backend scores what the server serves; "
                              "load the adapter into the server (vLLM --lora-modules, llama.cpp --lora) instead")
