@@ -18,17 +18,20 @@ It also checks whether this PyTorch has a CPU matmul with bf16 inputs and a floa
     python bench/bench_precision.py                 # first 256 texts, 2 threads
     python bench/bench_precision.py --blocks        # also each group per block of 10 layers
     python bench/bench_precision.py --kernels       # matmul kernels alone: bf16, int8, two-digit int8
-    python bench/bench_precision.py --int8          # also gate/up with int8 weights and/or inputs
+    python bench/bench_precision.py --int8          # only gate/up with int8 weights and/or inputs
 
 ``--int8`` asks whether one int8 digit per value could replace bf16 where bf16 is emulated
-(CPUs with AVX2 alone): the int8 rows round to the int8 grid and compute in float32 (what an
-int8 kernel with int32 sums computes, up to float32 rounding), weights per output channel,
-inputs per token.
+(CPUs with AVX2 alone): its rows (instead of the bf16 ones) round to the int8 grid and compute
+in float32 (what an int8 kernel with int32 sums computes, up to float32 rounding), weights per
+output channel, inputs per token or, as torch's dynamic int8 linear quantizes them, per tensor.
+``--kernels`` times that linear (``quantized::linear_dynamic``) on each engine torch has here;
+oneDNN's honours ``ONEDNN_MAX_CPU_ISA``, fbgemm picks its kernels from the CPU itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -87,6 +90,20 @@ class TwoDigitInt8Linear:
         return (high.float() + cross.float() / 254) * (x_scale * self.w_scale.t())
 
 
+def dynamic_int8_linear(weight: torch.Tensor, engine: str):
+    """torch's dynamic int8 linear on ``engine``: weight per output channel, each call's input
+    per tensor (7 bits on fbgemm, whose AVX2 kernels sum pairs in int16), int32 sums."""
+    scale = (weight.abs().amax(1).clamp(min=1e-12) / 127).double()
+    quantized = torch.quantize_per_channel(weight, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine  # read when the weight is packed
+    try:
+        packed = torch.ops.quantized.linear_prepack(quantized, None)
+    finally:
+        torch.backends.quantized.engine = before
+    return lambda x: torch.ops.quantized.linear_dynamic(x, packed, engine != "onednn")
+
+
 def kernels(rows: int = 1024) -> None:
     """Matmul rates at the model's gate/up shape, and what a bf16-free int8 route would cost."""
     generator = torch.Generator().manual_seed(0)
@@ -98,6 +115,10 @@ def kernels(rows: int = 1024) -> None:
     x_int8 = torch.randint(-127, 127, (rows, 576), dtype=torch.int8, generator=generator)
     w_int8 = torch.randint(-127, 127, (576, 1536), dtype=torch.int8, generator=generator)
     two_digit = TwoDigitInt8Linear(weight)
+    from howsure.backends.transformers.onednn import pack_weight, packed_linear
+
+    packed = pack_weight(weight)
+    engines = [e for e in ("onednn", "fbgemm") if e in torch.backends.quantized.supported_engines]
 
     def error(y: torch.Tensor) -> float:
         return float((y.double() - exact).norm() / exact.norm())
@@ -106,6 +127,9 @@ def kernels(rows: int = 1024) -> None:
     print(f"{'kernel':44s} {'GFLOP/s':>8s} {'ms':>7s} {'rel. error':>11s}")
     for name, fn in (
         ("float32 linear", lambda: torch.nn.functional.linear(x, weight)),
+        ("float32 oneDNN linear, packed weight", lambda: packed_linear(x, packed)),
+        *((f"int8 dynamic linear, {e} engine", functools.partial(dynamic_int8_linear(weight, e), x))
+          for e in engines),
         ("bf16 linear (cast in and out)", lambda: torch.nn.functional.linear(x.bfloat16(), w_bf16).float()),
         ("bf16 matmul alone", lambda: x_bf16 @ w_bf16.t()),
         ("int8 torch._int_mm alone (int32 result)", lambda: torch._int_mm(x_int8, w_int8)),
@@ -116,10 +140,11 @@ def kernels(rows: int = 1024) -> None:
         print(f"{name:44s} {flops / seconds / 1e9:8.0f} {seconds * 1e3:7.2f} {err}")
 
 
-def on_int8_grid(x: torch.Tensor) -> torch.Tensor:
+def on_int8_grid(x: torch.Tensor, per_tensor: bool = False) -> torch.Tensor:
     """``x`` rounded to 255 levels per row (symmetric, scaled to the row's largest value): what
-    an int8 matmul sees of a weight per output channel, or of an input per token."""
-    scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / 127
+    an int8 matmul sees of a weight per output channel, or of an input per token; with
+    ``per_tensor``, one scale for all of ``x`` (the input of torch's dynamic int8 linear)."""
+    scale = (x.abs().amax() if per_tensor else x.abs().amax(-1, keepdim=True)).clamp(min=1e-30) / 127
     return (x / scale).round() * scale
 
 
@@ -177,9 +202,10 @@ class Experiment:
             elif how == "int8 weights":
                 with torch.no_grad():
                     layer.weight.copy_(on_int8_grid(layer.weight))
-            elif how == "int8 inputs":
+            elif how in ("int8 inputs", "int8 inputs per tensor"):
+                per_tensor = how.endswith("tensor")
                 self.handles.append(layer.register_forward_pre_hook(
-                    lambda module, args: tuple(on_int8_grid(a) for a in args)))
+                    lambda module, args, per_tensor=per_tensor: tuple(on_int8_grid(a, per_tensor) for a in args)))
             elif how == "inputs":
                 self.handles.append(layer.register_forward_pre_hook(
                     lambda module, args: tuple(a.bfloat16().float() for a in args)))
@@ -209,7 +235,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--blocks", action="store_true", help="each group alone per block of 10 layers")
     parser.add_argument("--kernels", action="store_true", help="only the matmul kernels' speed and error")
-    parser.add_argument("--int8", action="store_true", help="also gate/up with int8 weights and/or inputs")
+    parser.add_argument("--int8", action="store_true", help="only gate/up with int8 weights and/or inputs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import pandas as pd
@@ -230,15 +256,17 @@ def main() -> None:
     print(f"\n{'changed layers':34s} {'max|dp|':>8s} {'rms dp':>8s} {'flips':>6s} {'work':>7s} {'texts/s':>8s}")
     print("-" * 76)
     exp.row("none (float32 again)", [])
+    if args.int8:
+        exp.row("gate/up: int8 weights", [(mixed, "int8 weights")])
+        exp.row("gate/up: int8 inputs", [(mixed, "int8 inputs")])
+        exp.row("gate/up: int8 weights and inputs", [(mixed, "int8 weights"), (mixed, "int8 inputs")])
+        exp.row("gate/up: int8 w, inputs/tensor", [(mixed, "int8 weights"), (mixed, "int8 inputs per tensor")])
+        return
     for label, names in (("gate/up", mixed), ("all linear layers", everything)):
         for how in ("weights", "inputs", "bf16"):
             exp.row(f"{label}: {how}", [(names, how)])
     for group in ("down", "o", "q/k/v"):
         exp.row(f"mixed + {group}: bf16", [(mixed, "bf16"), (exp.select(group), "bf16")])
-    if args.int8:
-        exp.row("gate/up: int8 weights", [(mixed, "int8 weights")])
-        exp.row("gate/up: int8 inputs", [(mixed, "int8 inputs")])
-        exp.row("gate/up: int8 weights and inputs", [(mixed, "int8 weights"), (mixed, "int8 inputs")])
     if args.blocks:
         n_layers = 1 + max(int(n.split(".layers.")[1].split(".")[0]) for n in exp.layers)
         for group in GROUPS:

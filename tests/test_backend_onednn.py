@@ -177,3 +177,27 @@ def test_prepack_must_be_true_or_false(tiny_model_dir):
     for bad in ("no", 0, None):
         with pytest.raises(ModelError, match=f"prepack must be True or False, got {bad!r}"):
             load_backend(str(tiny_model_dir), prepack=bad)
+
+
+def test_the_int8_kernels_bench_precision_weighs_against_emulated_bf16_compute_the_product():
+    # docs/scoring.md rejects int8 for mixed on these kernels' figures: they must compute x @ W.T.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(48, 64, generator=generator)
+    x = torch.randn(16, 64, generator=generator)
+    exact = x @ weight.T
+    engines = [e for e in ("onednn", "fbgemm") if e in torch.backends.quantized.supported_engines]
+    assert engines, f"torch has no int8 engine here: {torch.backends.quantized.supported_engines}"
+    for engine in engines:
+        out = bench.dynamic_int8_linear(weight, engine)(x)
+        error = float((out - exact).norm() / exact.norm())
+        assert 0 < error < 0.05, f"{engine}: relative error {error}"
+    x[:, 3] *= 50  # an outlier channel, as the model's MLP inputs have: one scale per tensor is coarser
+    per_token = (bench.on_int8_grid(x) - x).norm()
+    assert (bench.on_int8_grid(x, per_tensor=True) - x).norm() > 1.5 * per_token
