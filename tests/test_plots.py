@@ -119,10 +119,10 @@ def test_certified_thresholds_hold_where_the_by_eye_choice_slips():
     confidence = rng.uniform(0.6, 1.0, 4000)
     correct = (rng.uniform(size=4000) < confidence).astype(float)
 
-    def by_eye(c, p, target):
+    def by_eye(right, conf, target):
         from howsure.decisions.simulation import empirical_threshold
 
-        return empirical_threshold(c, p, target)
+        return empirical_threshold(right, conf, target)
 
     kwargs = dict(target=0.9, sizes=[200], n_repeats=40, seed=0)
     eye = plots.sample_size_progression(correct, confidence, choose_threshold=by_eye, **kwargs)
