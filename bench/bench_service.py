@@ -197,7 +197,7 @@ def main() -> None:
     offline = [offline_s]
     print(f"offline pass 1: {offline_s:.2f} s, {len(texts) / offline_s:.1f} texts/s", flush=True)
     raw = np.vstack([s.probabilities for s in scores])
-    policy = certify_policy(raw, labels, target_accuracy=0.9, delta=0.1, task=task, model_id=model)
+    policy = certify_policy(labels, raw, target_accuracy=0.9, delta=0.1, task=task, model_id=model)
 
     import httpx
 

@@ -90,7 +90,7 @@ def test_certified_share_is_the_librarys_certificate_at_the_same_target_and_delt
     summary = compare(load_scored_file(scored["base"]), load_scored_file(scored["tuned"]), config)
     for key in ("base", "tuned"):
         items = load_scored_items(scored[key])
-        expected = certify_with_split(items.probabilities, items.labels, calibrator="temperature", test_size=0.5,
+        expected = certify_with_split(items.labels, items.probabilities, calibrator="temperature", test_size=0.5,
                                       seed=0, texts=items.texts, target_accuracy=0.85, delta=0.1,
                                       labels=items.label_names).policy.guarantee
         certificate = summary["sides"][key]["certificate"]

@@ -69,18 +69,18 @@ def test_fixed_sequence_stops_at_the_first_failure_where_the_naive_scan_goes_on(
     # (0.95^59 <= 0.05); at 61 items with 1 error P(Bin(61, .05) <= 1) = 0.18 > 0.05: stop.
     # The naive scan also tests looser thresholds and keeps 100 items with 1 error (p = 0.037).
     confidences, correct = ranked(100, {61})
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fixed_sequence")
+    certificate = D.certify_threshold(correct, confidences, 0.95, 0.05, method="fixed_sequence")
     assert certificate.certified
     assert certificate.n_automated == 60 and certificate.n_errors == 0
     assert certificate.threshold == confidences[59]
     assert certificate.certified_range == (confidences[59], confidences[58])
-    assert D.naive_scan_threshold(confidences, correct, 0.95, 0.05) == confidences[99]
+    assert D.naive_scan_threshold(correct, confidences, 0.95, 0.05) == confidences[99]
     assert D.binomial_p_value(1, 100, 0.05) < 0.05 < D.binomial_p_value(1, 61, 0.05)
 
 
 def test_nothing_certified_below_the_minimum_count():
     confidences, correct = ranked(58, set())
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fixed_sequence")
+    certificate = D.certify_threshold(correct, confidences, 0.95, 0.05, method="fixed_sequence")
     assert not certificate.certified
     assert certificate.threshold is None and certificate.n_automated == 0
     assert certificate.labels_needed == 59
@@ -89,7 +89,7 @@ def test_nothing_certified_below_the_minimum_count():
 
 def test_an_error_free_set_of_59_is_certified_whole():
     confidences, correct = ranked(59, set())
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fixed_sequence")
+    certificate = D.certify_threshold(correct, confidences, 0.95, 0.05, method="fixed_sequence")
     assert certificate.n_automated == 59 and certificate.automation_rate == 1.0
 
 
@@ -97,7 +97,7 @@ def test_when_accuracy_never_reaches_the_target_more_labels_will_not_help():
     rng = np.random.default_rng(0)
     confidences = rng.uniform(0.5, 1, 400)
     correct = rng.uniform(size=400) < 0.6  # 60 % accurate at every confidence
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05)
+    certificate = D.certify_threshold(correct, confidences, 0.95, 0.05)
     assert not certificate.certified
     assert certificate.labels_needed is None
     assert "more labels alone will not help" in certificate.summary()
@@ -106,7 +106,7 @@ def test_when_accuracy_never_reaches_the_target_more_labels_will_not_help():
 def test_ties_are_automated_together():
     confidences = np.repeat([0.99, 0.9, 0.7], [80, 40, 30])
     correct = np.concatenate([np.ones(80, bool), np.r_[np.ones(38, bool), np.zeros(2, bool)], np.zeros(30, bool)])
-    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05, method="fixed_sequence")
+    certificate = D.certify_threshold(correct, confidences, 0.9, 0.05, method="fixed_sequence")
     assert certificate.threshold == 0.9
     assert certificate.n_automated == 120 and certificate.n_errors == 2
 
@@ -118,11 +118,11 @@ def test_fallback_passes_a_walks_level_on_at_the_next_start_where_multistart_can
     # tests each walk at 0.025 alone and stops at the second error (rank 141).
     confidences, correct = ranked(200, {121, 141, 156, *range(161, 201)})
     starts = (confidences[79], confidences[99])
-    _, n_auto, n_err = D.selective_counts(confidences, correct)
+    _, n_auto, n_err = D.selective_counts(correct, confidences)
     p = D.binomial_p_value(n_err, n_auto, 0.05)
     assert p[79:100].max() <= 0.025 < p[99:160].max() <= 0.05 < p[160]
-    fallback = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback", starts=starts)
-    multistart = D.certify_threshold(confidences, correct, 0.95, 0.05, method="multistart", starts=starts)
+    fallback = D.certify_threshold(correct, confidences, 0.95, 0.05, method="fallback", starts=starts)
+    multistart = D.certify_threshold(correct, confidences, 0.95, 0.05, method="multistart", starts=starts)
     assert fallback.n_automated == 160 and fallback.n_errors == 3
     assert fallback.threshold == confidences[159] and fallback.certified_range == (confidences[159], starts[0])
     assert multistart.n_automated == 140
@@ -134,18 +134,18 @@ def test_a_failed_walk_restarts_at_the_next_start_with_its_own_share_only():
     # (0.95^80 = 0.0165) it certifies the 99, from 70 items (0.95^70 = 0.0276) nothing, though a
     # walk from 70 items at the whole delta would.
     confidences, correct = ranked(200, set(range(100, 201)))
-    at_80 = D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback",
+    at_80 = D.certify_threshold(correct, confidences, 0.95, 0.05, method="fallback",
                                 starts=(confidences[9], confidences[79]))
     assert at_80.n_automated == 99 and at_80.certified_range == (confidences[98], confidences[79])
     at_70 = (confidences[9], confidences[69])
-    assert not D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback", starts=at_70).certified
-    assert D.certify_threshold(confidences, correct, 0.95, 0.05, method="fallback", starts=at_70[1:]).certified
+    assert not D.certify_threshold(correct, confidences, 0.95, 0.05, method="fallback", starts=at_70).certified
+    assert D.certify_threshold(correct, confidences, 0.95, 0.05, method="fallback", starts=at_70[1:]).certified
 
 
 def test_with_one_start_fallback_is_the_fixed_sequence_walk_from_it():
     confidences, correct = synthetic(n=600, seed=4)
     for start in (0.99, 0.9, 0.75):
-        one = [D.certify_threshold(confidences, correct, 0.9, 0.05, method=m, starts=[start])
+        one = [D.certify_threshold(correct, confidences, 0.9, 0.05, method=m, starts=[start])
                for m in ("fallback", "multistart")]
         assert one[0] == dataclasses.replace(one[1], method="fallback")
 
@@ -164,10 +164,10 @@ def synthetic(n: int = 800, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_certificate_is_invariant_to_order_and_to_monotone_transforms():
     confidences, correct = synthetic()
-    base = D.certify_threshold(confidences, correct, 0.9, 0.05)
+    base = D.certify_threshold(correct, confidences, 0.9, 0.05)
     permutation = np.random.default_rng(3).permutation(confidences.size)
-    shuffled = D.certify_threshold(confidences[permutation], correct[permutation], 0.9, 0.05)
-    squashed = D.certify_threshold(confidences**3, correct, 0.9, 0.05)
+    shuffled = D.certify_threshold(correct[permutation], confidences[permutation], 0.9, 0.05)
+    squashed = D.certify_threshold(correct, confidences**3, 0.9, 0.05)
     assert base.certified
     assert shuffled.threshold == base.threshold
     assert squashed.n_automated == base.n_automated
@@ -176,29 +176,29 @@ def test_the_certificate_is_invariant_to_order_and_to_monotone_transforms():
 
 def test_a_looser_risk_level_or_lower_target_never_automates_less():
     confidences, correct = synthetic()
-    automated = [D.certify_threshold(confidences, correct, 0.9, d).n_automated for d in (0.01, 0.05, 0.2)]
+    automated = [D.certify_threshold(correct, confidences, 0.9, d).n_automated for d in (0.01, 0.05, 0.2)]
     assert automated == sorted(automated) and automated[0] > 0
-    automated = [D.certify_threshold(confidences, correct, t, 0.05).n_automated for t in (0.97, 0.93, 0.85)]
+    automated = [D.certify_threshold(correct, confidences, t, 0.05).n_automated for t in (0.97, 0.93, 0.85)]
     assert automated == sorted(automated)
 
 
 def test_multistart_and_hoeffding_bentkus_automate_no_more_than_the_default():
     confidences, correct = synthetic()
-    default = D.certify_threshold(confidences, correct, 0.9, 0.05)
+    default = D.certify_threshold(correct, confidences, 0.9, 0.05)
     for kwargs in ({"method": "multistart"}, {"p_value": "hoeffding_bentkus"}):
-        other = D.certify_threshold(confidences, correct, 0.9, 0.05, **kwargs)
+        other = D.certify_threshold(correct, confidences, 0.9, 0.05, **kwargs)
         assert other.certified and other.n_automated <= default.n_automated
 
 
 def test_a_multistart_walk_only_certifies_from_a_start_that_selects_enough_items():
     confidences, correct = ranked(100, {61})
     # 50 items above the start: 0.95^50 = 0.077 > 0.05, the only walk fails at once.
-    at_50 = D.certify_threshold(confidences, correct, 0.95, 0.05, method="multistart", starts=[confidences[49]])
+    at_50 = D.certify_threshold(correct, confidences, 0.95, 0.05, method="multistart", starts=[confidences[49]])
     assert not at_50.certified
-    at_59 = D.certify_threshold(confidences, correct, 0.95, 0.05, method="multistart", starts=[confidences[58]])
+    at_59 = D.certify_threshold(correct, confidences, 0.95, 0.05, method="multistart", starts=[confidences[58]])
     assert at_59.n_automated == 60 and at_59.starts == (confidences[58],)
     # Two starts halve the level: 59 error-free items no longer suffice (0.95^59 > 0.025).
-    two = D.certify_threshold(confidences, correct, 0.95, 0.05, method="multistart",
+    two = D.certify_threshold(correct, confidences, 0.95, 0.05, method="multistart",
                               starts=[confidences[58], confidences[10]])
     assert not two.certified
 
@@ -207,8 +207,8 @@ def test_the_empirical_rule_takes_the_loosest_threshold_with_enough_observed_acc
     # Errors at ranks 5 and 50: the top 100 are 98 % accurate; 99 % holds only for the top 4
     # (with one error, 99 % needs 100 items, which contain the second error).
     confidences, correct = ranked(100, {5, 50})
-    assert D.empirical_threshold(confidences, correct, 0.98) == confidences[99]
-    assert D.empirical_threshold(confidences, correct, 0.99) == confidences[3]
+    assert D.empirical_threshold(correct, confidences, 0.98) == confidences[99]
+    assert D.empirical_threshold(correct, confidences, 0.99) == confidences[3]
 
 
 # ---------------------------------------------------------------------------------- bad input
@@ -233,7 +233,7 @@ def test_the_empirical_rule_takes_the_loosest_threshold_with_enough_observed_acc
 def test_bad_parameters_are_named(kwargs, match):
     confidences, correct = ranked(100, set())
     with pytest.raises(PolicyError, match=match):
-        D.certify_threshold(confidences, correct, **{"target_accuracy": 0.95, "delta": 0.05, **kwargs})
+        D.certify_threshold(correct, confidences, **{"target_accuracy": 0.95, "delta": 0.05, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -251,7 +251,7 @@ def test_bad_parameters_are_named(kwargs, match):
 )
 def test_bad_calibration_sets_are_named(confidences, correct, match):
     with pytest.raises(PolicyError, match=match):
-        D.certify_threshold(confidences, correct, 0.95, 0.05)
+        D.certify_threshold(correct, confidences, 0.95, 0.05)
 
 
 # ---------------------------------------------------------------------------------- per class
@@ -268,18 +268,18 @@ def two_classes(n: int = 1000, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def test_per_class_certifies_the_reliable_label_only_and_splits_delta():
     probabilities, truth = two_classes(n=3000, seed=4)
-    result = D.certify_per_class(probabilities, truth, 0.95, 0.05, labels=["negative", "positive"])
+    result = D.certify_per_class(truth, probabilities, 0.95, 0.05, labels=["negative", "positive"])
     assert result.thresholds["negative"] is None
     assert result.thresholds["positive"] is not None
     assert result.certificates["positive"].delta == pytest.approx(0.025)
-    separate = D.certify_per_class(probabilities, truth, 0.95, 0.05, labels=["negative", "positive"], joint=False)
+    separate = D.certify_per_class(truth, probabilities, 0.95, 0.05, labels=["negative", "positive"], joint=False)
     assert separate.certificates["positive"].delta == 0.05
     assert separate.certificates["positive"].n_automated >= result.certificates["positive"].n_automated
 
 
 def test_a_label_never_predicted_gets_no_certificate():
     probabilities = np.tile([0.1, 0.2, 0.7], (100, 1))
-    result = D.certify_per_class(probabilities, np.full(100, 2), 0.9, 0.05, labels=["a", "b", "c"])
+    result = D.certify_per_class(np.full(100, 2), probabilities, 0.9, 0.05, labels=["a", "b", "c"])
     assert result.certificates["a"] is None and result.thresholds["b"] is None
     assert result.certificates["c"].n_automated == 100
 
@@ -288,7 +288,7 @@ def test_two_sided_policy_accepts_above_and_rejects_below():
     rng = np.random.default_rng(4)
     p_positive = rng.uniform(0, 1, 5000)
     is_positive = rng.uniform(size=5000) < p_positive  # calibrated
-    result = D.certify_two_sided(p_positive, is_positive, 0.9, 0.05)
+    result = D.certify_two_sided(is_positive, p_positive, 0.9, 0.05)
     assert 0.5 <= result.accept_above < 1 and 0 < result.reject_below <= 0.5
     accepted, rejected = p_positive >= result.accept_above, p_positive <= result.reject_below
     assert is_positive[accepted].mean() >= 0.9
@@ -309,42 +309,42 @@ def test_two_sided_policy_accepts_above_and_rejects_below():
 )
 def test_bad_per_class_input(probabilities, truth, match):
     with pytest.raises(PolicyError, match=match):
-        D.certify_per_class(probabilities, np.asarray(truth), 0.9, 0.05)
+        D.certify_per_class(np.asarray(truth), probabilities, 0.9, 0.05)
 
 
 # ---------------------------------------------------------------------------------- planning
 def test_labels_needed_really_certifies_when_the_profile_holds():
     confidences, correct = synthetic(n=300, seed=5)
-    needed = D.labels_needed(confidences, correct, 0.9, 0.05, automation_rate=0.3)
+    needed = D.labels_needed(correct, confidences, 0.9, 0.05, automation_rate=0.3)
     assert needed is not None and needed > 0
     # A calibration set showing the pilot's profile exactly: the pilot repeated.
     copies = math.ceil(needed / confidences.size)
-    certificate = D.certify_threshold(np.tile(confidences, copies), np.tile(correct, copies), 0.9, 0.05)
+    certificate = D.certify_threshold(np.tile(correct, copies), np.tile(confidences, copies), 0.9, 0.05)
     assert certificate.automation_rate >= 0.3 - 1e-9
 
 
 def test_more_automation_needs_more_labels():
     confidences, correct = synthetic(n=600, seed=6)
-    needs = [D.labels_needed(confidences, correct, 0.9, 0.05, automation_rate=r) for r in (0.1, 0.3, 0.5)]
+    needs = [D.labels_needed(correct, confidences, 0.9, 0.05, automation_rate=r) for r in (0.1, 0.3, 0.5)]
     assert all(n is not None for n in needs) and needs == sorted(needs)
 
 
 def test_an_unreachable_automation_rate_says_so():
     confidences, correct = synthetic(n=600, seed=6)
-    assert D.labels_needed(confidences, correct, 0.9, 0.05, automation_rate=1.0) is None
+    assert D.labels_needed(correct, confidences, 0.9, 0.05, automation_rate=1.0) is None
 
 
 def test_planned_share_grows_with_the_labelled_set():
     confidences, correct = synthetic(n=600, seed=6)
-    shares = [D.planned_automation_share(confidences, correct, n, 0.9, 0.05) for n in (30, 100, 300, 1000, 3000)]
+    shares = [D.planned_automation_share(correct, confidences, n, 0.9, 0.05) for n in (30, 100, 300, 1000, 3000)]
     assert shares[0] == 0.0 and shares[-1] > 0.3
     assert shares == sorted(shares)
 
 
 def test_sample_size_curve_has_one_value_per_size_and_is_reproducible():
     confidences, correct = synthetic(n=400, seed=7)
-    curve = D.sample_size_curve(confidences, correct, 0.9, 0.05, sizes=[50, 200, 800], n_draws=20, seed=3)
-    again = D.sample_size_curve(confidences, correct, 0.9, 0.05, sizes=[50, 200, 800], n_draws=20, seed=3)
+    curve = D.sample_size_curve(correct, confidences, 0.9, 0.05, sizes=[50, 200, 800], n_draws=20, seed=3)
+    again = D.sample_size_curve(correct, confidences, 0.9, 0.05, sizes=[50, 200, 800], n_draws=20, seed=3)
     assert set(curve) == {"n_labels", "planned_share", "median_share", "low_share", "high_share", "certified_fraction"}
     for key, values in curve.items():
         assert values.shape == (3,)
@@ -356,9 +356,9 @@ def test_sample_size_curve_has_one_value_per_size_and_is_reproducible():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda c, y: D.labels_needed(c, y, automation_rate=1.5), r"automation rate must be in \(0, 1\], got 1.5"),
-        (lambda c, y: D.sample_size_curve(c, y, sizes=[0, 10]), r"sizes must be positive integers, got \[0, 10\]"),
-        (lambda c, y: D.sample_size_curve(c, y, n_draws=0), r"n_draws must be at least 1, got 0"),
+        (lambda c, y: D.labels_needed(y, c, automation_rate=1.5), r"automation rate must be in \(0, 1\], got 1.5"),
+        (lambda c, y: D.sample_size_curve(y, c, sizes=[0, 10]), r"sizes must be positive integers, got \[0, 10\]"),
+        (lambda c, y: D.sample_size_curve(y, c, n_draws=0), r"n_draws must be at least 1, got 0"),
     ],
 )
 def test_bad_planning_input(call, match):
@@ -386,7 +386,7 @@ def brute_force_cost(confidences, correct, cost_review, cost_error, volume):
 def test_the_cost_optimal_threshold_is_the_cheapest_candidate():
     confidences, correct = synthetic(n=300, seed=8)
     cost = D.CostModel(cost_review=3.0, cost_error=40.0, volume_per_day=5000)
-    decision = D.optimal_threshold(confidences, correct, cost, n_bootstrap=50)
+    decision = D.optimal_threshold(correct, confidences, cost, n_bootstrap=50)
     candidates, costs = brute_force_cost(confidences, correct, 3.0, 40.0, 5000)
     best = int(np.argmin(costs))
     assert decision.best.threshold == candidates[best]
@@ -398,8 +398,8 @@ def test_the_cost_optimal_threshold_is_the_cheapest_candidate():
 
 def test_cheap_reviews_mean_less_automation():
     confidences, correct = synthetic(n=300, seed=8)
-    cheap = D.optimal_threshold(confidences, correct, D.CostModel(0.5, 40.0, 1000), n_bootstrap=10)
-    dear = D.optimal_threshold(confidences, correct, D.CostModel(8.0, 40.0, 1000), n_bootstrap=10)
+    cheap = D.optimal_threshold(correct, confidences, D.CostModel(0.5, 40.0, 1000), n_bootstrap=10)
+    dear = D.optimal_threshold(correct, confidences, D.CostModel(8.0, 40.0, 1000), n_bootstrap=10)
     assert cheap.best.automation_rate < dear.best.automation_rate
 
 
@@ -408,9 +408,9 @@ def test_per_label_error_costs_steer_the_threshold():
     predicted = np.where(probabilities[:, 1] >= 0.5, "positive", "negative")
     confidences = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == truth)
-    flat = D.optimal_threshold(confidences, correct, D.CostModel(2.0, 10.0, 1000), predicted_labels=predicted, n_bootstrap=10)
+    flat = D.optimal_threshold(correct, confidences, D.CostModel(2.0, 10.0, 1000), predicted_labels=predicted, n_bootstrap=10)
     costly_negative = D.optimal_threshold(
-        confidences, correct, D.CostModel(2.0, {"negative": 1000.0, "positive": 10.0}, 1000),
+        correct, confidences, D.CostModel(2.0, {"negative": 1000.0, "positive": 10.0}, 1000),
         predicted_labels=predicted, n_bootstrap=10,
     )
     assert costly_negative.best.automation_rate < flat.best.automation_rate
@@ -418,11 +418,11 @@ def test_per_label_error_costs_steer_the_threshold():
 
 def test_the_constrained_optimum_stays_inside_the_certified_range():
     confidences, correct = synthetic(n=800, seed=9)
-    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05)
+    certificate = D.certify_threshold(correct, confidences, 0.9, 0.05)
     # Errors cost almost nothing, so the unconstrained optimum automates everything.
     cost = D.CostModel(5.0, 0.1, 1000)
-    free = D.optimal_threshold(confidences, correct, cost, n_bootstrap=10)
-    bound = D.optimal_threshold(confidences, correct, cost, certificate=certificate, n_bootstrap=10)
+    free = D.optimal_threshold(correct, confidences, cost, n_bootstrap=10)
+    bound = D.optimal_threshold(correct, confidences, cost, certificate=certificate, n_bootstrap=10)
     assert free.best.automation_rate == 1.0 and not free.best.certified
     low, high = certificate.certified_range
     assert low <= bound.best.threshold <= high and bound.best.certified and bound.constrained
@@ -431,15 +431,15 @@ def test_the_constrained_optimum_stays_inside_the_certified_range():
 
 def test_an_uncertified_constraint_leaves_only_review_everything():
     confidences, correct = ranked(40, set())
-    certificate = D.certify_threshold(confidences, correct, 0.95, 0.05)
-    decision = D.optimal_threshold(confidences, correct, D.CostModel(5.0, 0.1, 1000), certificate=certificate, n_bootstrap=10)
+    certificate = D.certify_threshold(correct, confidences, 0.95, 0.05)
+    decision = D.optimal_threshold(correct, confidences, D.CostModel(5.0, 0.1, 1000), certificate=certificate, n_bootstrap=10)
     assert decision.best.threshold is None and decision.best.automation_rate == 0
 
 
 def test_intervals_contain_the_point_estimates():
     confidences, correct = synthetic(n=500, seed=10)
-    rows = D.manager_table(confidences, correct, D.CostModel(2.0, 30.0, 2000),
-                           certificate=D.certify_threshold(confidences, correct, 0.9, 0.05), n_bootstrap=300)
+    rows = D.manager_table(correct, confidences, D.CostModel(2.0, 30.0, 2000),
+                           certificate=D.certify_threshold(correct, confidences, 0.9, 0.05), n_bootstrap=300)
     for row in rows:
         assert row.cost_interval[0] <= row.cost_per_day <= row.cost_interval[1]
         assert row.errors_interval[0] <= row.errors_per_day <= row.errors_interval[1]
@@ -449,8 +449,8 @@ def test_intervals_contain_the_point_estimates():
 
 def test_manager_table_runs_strict_to_loose_with_the_named_rows():
     confidences, correct = synthetic(n=500, seed=10)
-    certificate = D.certify_threshold(confidences, correct, 0.9, 0.05, method="fixed_sequence")
-    rows = D.manager_table(confidences, correct, D.CostModel(2.0, 30.0, 2000), certificate=certificate, n_bootstrap=20)
+    certificate = D.certify_threshold(correct, confidences, 0.9, 0.05, method="fixed_sequence")
+    rows = D.manager_table(correct, confidences, D.CostModel(2.0, 30.0, 2000), certificate=certificate, n_bootstrap=20)
     notes = [row.note for row in rows]
     assert notes[0] == "review all" and rows[0].threshold is None
     assert notes[-1] == "automate all" and rows[-1].automation_rate == 1.0
@@ -481,7 +481,7 @@ def test_bad_cost_models(kwargs, match):
 def test_a_label_without_an_error_cost_is_named():
     cost = D.CostModel(1.0, {"spam": 10.0}, 100)
     with pytest.raises(PolicyError, match=r"no error cost given for predicted label 'ham'; costs are given for \['spam'\]"):
-        D.optimal_threshold([0.9, 0.8], [1, 0], cost, predicted_labels=["spam", "ham"])
+        D.optimal_threshold([1, 0], [0.9, 0.8], cost, predicted_labels=["spam", "ham"])
 
 
 # ---------------------------------------------------------------------------------- simulation helper
@@ -491,7 +491,7 @@ def test_simulation_counts_failures_against_the_whole_population():
     rng = np.random.default_rng(11)
     confidences = rng.uniform(0.5, 1, 2000)
     correct = rng.uniform(size=2000) < 0.8
-    result = D.simulate_guarantee(confidences, correct, n_calibration=300, n_draws=30,
+    result = D.simulate_guarantee(correct, confidences, n_calibration=300, n_draws=30,
                                   rules=("fixed_sequence", "empirical"), seed=1)
     assert result["fixed_sequence"]["failures"] == 0
     assert result["fixed_sequence"]["certified_rate"] == 0.0
@@ -503,4 +503,4 @@ def test_simulation_counts_failures_against_the_whole_population():
 
 def test_unknown_simulation_rule_is_named():
     with pytest.raises(PolicyError, match=r"unknown simulation rule 'magic'"):
-        D.simulate_guarantee([0.9], [1], n_calibration=1, rules=("magic",))
+        D.simulate_guarantee([1], [0.9], n_calibration=1, rules=("magic",))

@@ -192,7 +192,7 @@ def test_the_cached_llama_results_two_sided_matches_certify_two_sided(tmp_path):
             "0.00184255, review the middle") in " ".join(result.output.split())
     records = json.loads(SEED_CWC.read_text())["results"]
     p_positive = np.array([r["confidence"] if r["prediction"] == "positive" else 1 - r["confidence"] for r in records])
-    certificate = certify_two_sided(p_positive, [r["expected"] == "positive" for r in records],
+    certificate = certify_two_sided([r["expected"] == "positive" for r in records], p_positive,
                                     method="fixed_sequence")
     rule = Policy.load(tmp_path / "p.json").two_sided()
     assert rule.accept_above == certificate.accept_above

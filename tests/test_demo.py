@@ -28,9 +28,9 @@ def record_fits_and_certifications(monkeypatch) -> tuple[dict[int, np.ndarray], 
         monkeypatch.setattr(cls, "fit", recording_fit)
     certify_policy = howsure.decisions.recalibration.certify_policy
 
-    def recording_certify(scores, *args, **kwargs):
+    def recording_certify(truth, scores, *args, **kwargs):
         certified.append({"scores": np.asarray(scores), **kwargs})
-        return certify_policy(scores, *args, **kwargs)
+        return certify_policy(truth, scores, *args, **kwargs)
 
     monkeypatch.setattr(howsure.decisions.recalibration, "certify_policy", recording_certify)
     return fitted, certified

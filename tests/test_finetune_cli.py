@@ -96,7 +96,7 @@ def base_model_policy() -> dict:
     truth = [("negative", "positive")[int(i)] for i in raw.argmax(axis=1)]
     task = {"name": "sentiment", "instruction": "Sentiment of: {text}", "labels": {"negative": ["negative"],
                                                                                   "positive": ["positive"]}}
-    return certify_policy(raw, truth, target_accuracy=0.8, delta=0.1, labels=["negative", "positive"], task=task,
+    return certify_policy(truth, raw, target_accuracy=0.8, delta=0.1, labels=["negative", "positive"], task=task,
                           model_id="test-model").to_dict()
 
 

@@ -78,7 +78,7 @@ def test_certify_with_split_fits_on_one_part_and_certifies_on_the_other():
     records = biased_records()
     probabilities, truth = arrays(records)
     texts = [r["text"] for r in records]
-    done = certify_with_split(probabilities, truth, calibrator="platt", test_size=0.5, seed=3, texts=texts,
+    done = certify_with_split(truth, probabilities, calibrator="platt", test_size=0.5, seed=3, texts=texts,
                               labels=LABELS, target_accuracy=0.9)
     assert np.intersect1d(done.fit_idx, done.certify_idx).size == 0
     assert done.fit_idx.size + done.certify_idx.size == len(records)
@@ -95,7 +95,7 @@ def test_certify_with_split_fits_on_one_part_and_certifies_on_the_other():
 def test_parts_that_share_items_are_refused():
     probabilities, truth = arrays(biased_records(300))
     with pytest.raises(PolicyError, match="share items"):
-        certify_on_parts(probabilities, truth, np.arange(0, 200), np.arange(150, 300), calibrator="platt",
+        certify_on_parts(truth, probabilities, np.arange(0, 200), np.arange(150, 300), calibrator="platt",
                          labels=LABELS)
 
 
@@ -103,8 +103,8 @@ def test_the_raw_calibration_note_names_the_ece_above_the_level():
     rng = np.random.default_rng(0)
     confidence = rng.uniform(0.5, 1, 2000)
     calibrated = rng.uniform(size=2000) < confidence
-    assert raw_calibration_note(confidence, calibrated) is None
-    over = raw_calibration_note(confidence, rng.uniform(size=2000) < confidence - 0.2)
+    assert raw_calibration_note(calibrated, confidence) is None
+    over = raw_calibration_note(rng.uniform(size=2000) < confidence - 0.2, confidence)
     assert over is not None and f"above {RAW_ECE_WARNING}" in over and "--fit-calibrator" in over
 
 

@@ -104,7 +104,7 @@ def simulations() -> dict:
         except pytest.skip.Exception:
             continue  # the shared Llama results are absent; the SmolLM2 rows still run
         out[(name, target, n)] = simulate_guarantee(
-            confidences, correct, n_calibration=n, n_draws=N_DRAWS, target_accuracy=target,
+            correct, confidences, n_calibration=n, n_draws=N_DRAWS, target_accuracy=target,
             delta=DELTA, seed=2024,
         )
     return out
@@ -123,7 +123,7 @@ def test_the_slack_is_what_the_docstring_says():
 @pytest.fixture(scope="module")
 def flat() -> dict:
     confidences, correct = flat_population()
-    return simulate_guarantee(confidences, correct, n_calibration=1000, n_draws=FLAT_DRAWS,
+    return simulate_guarantee(correct, confidences, n_calibration=1000, n_draws=FLAT_DRAWS,
                               target_accuracy=0.95, delta=DELTA, seed=1,
                               rules=("fallback", "fixed_sequence", "multistart", "hoeffding_bentkus", "naive_scan"))
 
@@ -176,7 +176,7 @@ def test_on_smollm2_the_fixed_start_walks_automate_something_useful(simulations,
 def test_walks_from_the_calibrated_starts_keep_the_guarantee_on_calibrated_smollm2(target):
     # What a policy with a calibrator runs: starts around the target instead of DEFAULT_STARTS.
     confidences, correct = population("smollm2_calibrated")
-    result = simulate_guarantee(confidences, correct, n_calibration=1000, n_draws=N_DRAWS, target_accuracy=target,
+    result = simulate_guarantee(correct, confidences, n_calibration=1000, n_draws=N_DRAWS, target_accuracy=target,
                                 delta=DELTA, seed=2024, starts=calibrated_starts(target),
                                 rules=("fallback", "multistart"))
     for rule in ("fallback", "multistart"):

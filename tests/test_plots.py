@@ -119,10 +119,10 @@ def test_certified_thresholds_hold_where_the_by_eye_choice_slips():
     confidence = rng.uniform(0.6, 1.0, 4000)
     correct = (rng.uniform(size=4000) < confidence).astype(float)
 
-    def by_eye(c, p, target):
+    def by_eye(right, conf, target):
         from howsure.decisions.simulation import empirical_threshold
 
-        return empirical_threshold(p, c, target)
+        return empirical_threshold(right, conf, target)
 
     kwargs = dict(target=0.9, sizes=[200], n_repeats=40, seed=0)
     eye = plots.sample_size_progression(correct, confidence, choose_threshold=by_eye, **kwargs)
@@ -160,7 +160,7 @@ def test_sample_size_display_draws_decisions_planning_curve():
     rng = np.random.default_rng(1)
     confidence = rng.uniform(0.7, 1.0, 300)
     correct = rng.uniform(size=300) < confidence
-    curve = sample_size_curve(confidence, correct, 0.9, sizes=[100, 400], n_draws=10)
+    curve = sample_size_curve(correct, confidence, 0.9, sizes=[100, 400], n_draws=10)
     display = plots.SampleSizeDisplay(curve["n_labels"], curve["median_share"], automated_low=curve["low_share"],
                                       automated_high=curve["high_share"], target=0.9, band="10th-90th percentile")
     display.plot()

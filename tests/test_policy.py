@@ -38,7 +38,7 @@ def task() -> Task:
 
 def test_certified_policy_round_trips_through_json(tmp_path, task):
     probabilities, truth = scored()
-    policy = certify_policy(probabilities, truth, target_accuracy=0.95, delta=0.05, task=task,
+    policy = certify_policy(truth, probabilities, target_accuracy=0.95, delta=0.05, task=task,
                             model_id="tiny-model", version=3)
     assert policy.guarantee["certified"]
     path = policy.save(tmp_path / "policy.json")
@@ -52,7 +52,7 @@ def test_certified_policy_round_trips_through_json(tmp_path, task):
 
 def test_the_file_holds_the_guarantee_and_the_fingerprint(tmp_path):
     probabilities, truth = scored()
-    policy = certify_policy(probabilities, truth, labels=LABELS)
+    policy = certify_policy(truth, probabilities, labels=LABELS)
     data = json.loads(policy.save(tmp_path / "p.json").read_text())
     assert data["format"] == "howsure.policy" and data["schema_version"] == SCHEMA_VERSION
     assert data["created"][:2] == "20" and data["policy_id"] == policy.policy_id
@@ -63,23 +63,23 @@ def test_the_file_holds_the_guarantee_and_the_fingerprint(tmp_path):
     assert guarantee["n_calibration"] == 1500 and guarantee["target_accuracy"] == 0.95
     assert data["data_fingerprint"].startswith("sha256:") and len(data["data_fingerprint"]) == 71
     # The threshold is exactly what certify_threshold gives on the same confidences.
-    certificate = certify_threshold(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth)
+    certificate = certify_threshold(probabilities.argmax(axis=1) == truth, probabilities.max(axis=1))
     assert data["threshold"] == certificate.threshold
     assert guarantee["n_automated"] == certificate.n_automated
 
 
 def test_the_fingerprint_changes_with_one_label_and_not_otherwise():
     probabilities, truth = scored(n=300)
-    first = certify_policy(probabilities, truth, labels=LABELS).data_fingerprint
-    again = certify_policy(probabilities.copy(), truth.copy(), labels=LABELS).data_fingerprint
+    first = certify_policy(truth, probabilities, labels=LABELS).data_fingerprint
+    again = certify_policy(truth.copy(), probabilities.copy(), labels=LABELS).data_fingerprint
     flipped = truth.copy()
     flipped[7] = 1 - flipped[7]
-    assert first == again != certify_policy(probabilities, flipped, labels=LABELS).data_fingerprint
+    assert first == again != certify_policy(flipped, probabilities, labels=LABELS).data_fingerprint
 
 
 def test_decide_automates_exactly_the_items_at_or_above_the_threshold():
     probabilities, truth = scored()
-    policy = certify_policy(probabilities, truth, labels=LABELS)
+    policy = certify_policy(truth, probabilities, labels=LABELS)
     decisions = policy.decide(probabilities)
     assert all(isinstance(d, Decision) for d in decisions)
     confidence = probabilities.max(axis=1)
@@ -92,8 +92,8 @@ def test_decide_automates_exactly_the_items_at_or_above_the_threshold():
 
 def test_truth_may_be_label_names():
     probabilities, truth = scored(n=400)
-    by_index = certify_policy(probabilities, truth, labels=LABELS)
-    by_name = certify_policy(probabilities, [LABELS[i] for i in truth], labels=LABELS)
+    by_index = certify_policy(truth, probabilities, labels=LABELS)
+    by_name = certify_policy([LABELS[i] for i in truth], probabilities, labels=LABELS)
     assert by_name.threshold == by_index.threshold and by_name.data_fingerprint == by_index.data_fingerprint
 
 
@@ -101,13 +101,13 @@ def test_from_confidences_and_correctness():
     probabilities, truth = scored()
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == truth
-    policy = certify_policy(confidence, correct, labels=LABELS)
-    assert policy.threshold == certify_policy(probabilities, truth, labels=LABELS).threshold
+    policy = certify_policy(correct, confidence, labels=LABELS)
+    assert policy.threshold == certify_policy(truth, probabilities, labels=LABELS).threshold
 
 
 def test_an_uncertifiable_set_gives_a_review_everything_policy():
     probabilities, truth = scored(n=40)
-    policy = certify_policy(probabilities, truth, labels=LABELS)
+    policy = certify_policy(truth, probabilities, labels=LABELS)
     assert policy.threshold is None and not policy.guarantee["certified"]
     assert policy.guarantee["labels_needed"] > 40
     assert {d.decision for d in policy.decide(probabilities)} == {"review"}
@@ -116,7 +116,7 @@ def test_an_uncertifiable_set_gives_a_review_everything_policy():
 
 def test_per_class_policy_uses_each_labels_threshold(tmp_path):
     probabilities, truth = scored(n=3000, seed=1)
-    policy = certify_policy(probabilities, truth, labels=LABELS, per_class=True)
+    policy = certify_policy(truth, probabilities, labels=LABELS, per_class=True)
     thresholds = policy.class_thresholds
     assert set(thresholds) == set(LABELS) and all(t is not None for t in thresholds.values())
     assert policy.guarantee["classes"]["positive"]["delta"] == pytest.approx(0.025)
@@ -128,12 +128,12 @@ def test_per_class_policy_uses_each_labels_threshold(tmp_path):
 
 def test_cost_picks_the_cheapest_certified_threshold():
     probabilities, truth = scored()
-    certified = certify_policy(probabilities, truth, labels=LABELS)
+    certified = certify_policy(truth, probabilities, labels=LABELS)
     # Reviews are dear and errors cheap: stay at the loosest certified threshold.
-    cheap_errors = certify_policy(probabilities, truth, labels=LABELS, cost=CostModel(10.0, 1.0, 1000))
+    cheap_errors = certify_policy(truth, probabilities, labels=LABELS, cost=CostModel(10.0, 1.0, 1000))
     assert cheap_errors.threshold == certified.threshold
     # Errors ruinous: automate less (or nothing) even though more is certified.
-    dear_errors = certify_policy(probabilities, truth, labels=LABELS, cost=CostModel(1.0, 10_000.0, 1000))
+    dear_errors = certify_policy(truth, probabilities, labels=LABELS, cost=CostModel(1.0, 10_000.0, 1000))
     assert dear_errors.threshold is None or dear_errors.threshold > certified.threshold
     assert dear_errors.cost["chosen"]["cost_per_day"] <= dear_errors.cost["review_everything"]["cost_per_day"]
     assert dear_errors.guarantee["threshold"] == certified.threshold
@@ -148,7 +148,7 @@ def test_a_calibrator_is_applied_at_certification_and_at_decision(tmp_path, name
         calibrator.fit(probabilities[fit], truth[fit])
     else:
         calibrator.fit(probabilities[fit].max(axis=1), probabilities[fit].argmax(axis=1) == truth[fit])
-    policy = certify_policy(probabilities[certify], truth[certify], labels=LABELS, calibrator=calibrator)
+    policy = certify_policy(truth[certify], probabilities[certify], labels=LABELS, calibrator=calibrator)
     assert policy.calibrator == calibrator.to_dict()
     loaded = Policy.load(policy.save(tmp_path / "p.json"))
     decisions = loaded.decide(probabilities[certify])
@@ -168,8 +168,8 @@ def test_a_saved_calibrator_file_works_as_the_policy_calibrator(tmp_path):
     probabilities, truth = scored(n=2000, seed=3)
     calibrator = make_calibrator("platt", mode="distribution").fit(probabilities[:1000], truth[:1000])
     reloaded = json.loads(save_calibrator(calibrator, tmp_path / "cal.json").read_text())
-    policy = certify_policy(probabilities[1000:], truth[1000:], labels=LABELS, calibrator=reloaded)
-    direct = certify_policy(probabilities[1000:], truth[1000:], labels=LABELS, calibrator=calibrator)
+    policy = certify_policy(truth[1000:], probabilities[1000:], labels=LABELS, calibrator=reloaded)
+    direct = certify_policy(truth[1000:], probabilities[1000:], labels=LABELS, calibrator=calibrator)
     assert policy.threshold == direct.threshold
 
 
@@ -189,7 +189,7 @@ def test_a_saved_calibrator_file_works_as_the_policy_calibrator(tmp_path):
 def test_bad_certification_arguments(kwargs, match):
     probabilities, truth = scored(n=200)
     with pytest.raises(PolicyError, match=match):
-        certify_policy(probabilities, truth, **{"labels": LABELS, **kwargs})
+        certify_policy(truth, probabilities, **{"labels": LABELS, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -207,27 +207,27 @@ def test_bad_certification_arguments(kwargs, match):
 )
 def test_bad_calibration_data(scores, truth, match):
     with pytest.raises(PolicyError, match=match):
-        certify_policy(scores, truth, labels=LABELS)
+        certify_policy(truth, scores, labels=LABELS)
 
 
 def test_labels_not_in_the_task_are_named(task):
     probabilities, truth = scored(n=50)
     with pytest.raises(PolicyError, match=r"label 'neutral' is not one of the task's labels \['negative', 'positive'\]"):
-        certify_policy(probabilities, truth, labels=["neutral", "positive"], task=task)
+        certify_policy(truth, probabilities, labels=["neutral", "positive"], task=task)
     with pytest.raises(PolicyError, match=r"true label 'maybe' of item 0 is not one of the labels"):
-        certify_policy(probabilities[:2], ["maybe", "positive"], task=task)
+        certify_policy(["maybe", "positive"], probabilities[:2], task=task)
 
 
 def test_confidences_with_a_distribution_calibrator_are_refused():
     probabilities, truth = scored(n=400)
     calibrator = make_calibrator("platt", mode="distribution").fit(probabilities, truth)
     with pytest.raises(PolicyError, match=r"a 'distribution'-mode calibrator needs \(n, K\) label probabilities"):
-        certify_policy(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth, labels=LABELS, calibrator=calibrator)
+        certify_policy(probabilities.argmax(axis=1) == truth, probabilities.max(axis=1), labels=LABELS, calibrator=calibrator)
 
 
 def test_decide_refuses_the_wrong_number_of_labels():
     probabilities, truth = scored(n=300)
-    policy = certify_policy(probabilities, truth, labels=LABELS)
+    policy = certify_policy(truth, probabilities, labels=LABELS)
     with pytest.raises(PolicyError, match=r"probabilities have 3 columns but the policy has 2 labels"):
         policy.decide(np.full((2, 3), 1 / 3))
 
@@ -235,14 +235,14 @@ def test_decide_refuses_the_wrong_number_of_labels():
 def test_a_calibrator_refusing_the_input_is_a_policy_error():
     probabilities, truth = scored(n=400)
     calibrator = make_calibrator("platt", mode="distribution").fit(probabilities[:200], truth[:200])
-    policy = certify_policy(probabilities[200:], truth[200:], labels=LABELS, calibrator=calibrator)
+    policy = certify_policy(truth[200:], probabilities[200:], labels=LABELS, calibrator=calibrator)
     with pytest.raises(PolicyError, match=r"the policy's calibrator refused the input: .*row 0 sums to 0.5"):
         policy.decide(np.array([[0.2, 0.3]]))
 
 
 def saved(tmp_path) -> tuple[dict, object]:
     probabilities, truth = scored(n=300)
-    path = certify_policy(probabilities, truth, labels=LABELS).save(tmp_path / "p.json")
+    path = certify_policy(truth, probabilities, labels=LABELS).save(tmp_path / "p.json")
     return json.loads(path.read_text()), path
 
 
@@ -311,7 +311,7 @@ def test_a_policy_file_from_before_the_reference_field_still_loads_with_its_id(t
 def test_certify_keeps_the_sorted_calibrated_confidences_it_certified_on(tmp_path):
     probabilities, truth = scored(n=300)
     calibrator = make_calibrator("platt", mode="distribution").fit(*scored(n=400, seed=1))
-    policy = certify_policy(probabilities, truth, labels=LABELS, calibrator=calibrator)
+    policy = certify_policy(truth, probabilities, labels=LABELS, calibrator=calibrator)
     _, confidence, _ = policy.calibrate(probabilities)
     assert policy.reference == [round(float(c), 6) for c in np.sort(confidence)]
     # Not the raw confidences: the calibrator moved them.
@@ -322,7 +322,7 @@ def test_certify_keeps_the_sorted_calibrated_confidences_it_certified_on(tmp_pat
 
 def test_a_large_calibration_set_keeps_2000_quantiles_spanning_its_range():
     probabilities, truth = scored(n=5000)
-    policy = certify_policy(probabilities, truth, labels=LABELS)
+    policy = certify_policy(truth, probabilities, labels=LABELS)
     confidence = np.sort(probabilities.max(axis=1))
     reference = np.array(policy.reference)
     assert reference.size == 2000 and np.all(np.diff(reference) >= 0)
@@ -332,16 +332,16 @@ def test_a_large_calibration_set_keeps_2000_quantiles_spanning_its_range():
 
 def test_per_class_and_confidence_only_policies_have_a_reference_too():
     probabilities, truth = scored(n=300)
-    per_class = certify_policy(probabilities, truth, labels=LABELS, per_class=True)
+    per_class = certify_policy(truth, probabilities, labels=LABELS, per_class=True)
     assert len(per_class.reference) == 300
     confidence = probabilities.max(axis=1)
-    from_confidence = certify_policy(confidence, probabilities.argmax(axis=1) == truth, labels=LABELS)
+    from_confidence = certify_policy(probabilities.argmax(axis=1) == truth, confidence, labels=LABELS)
     assert from_confidence.reference == [round(float(c), 6) for c in np.sort(confidence)]
 
 
 def test_the_reference_is_part_of_the_policy_id():
     probabilities, truth = scored(n=300)
-    policy = certify_policy(probabilities, truth, labels=LABELS)
+    policy = certify_policy(truth, probabilities, labels=LABELS)
     data = policy.to_dict()
     data["reference"] = data["reference"][:-1]
     with pytest.raises(PolicyError, match=r"policy_id .* does not match the content"):
@@ -370,7 +370,7 @@ def test_bad_references_are_refused(reference, match):
 # ---------------------------------------------------------------------- the stored assumption
 def test_fixed_sequence_states_the_extra_condition_of_its_data_dependent_start():
     probabilities, truth = scored(n=600)
-    text = certify_policy(probabilities, truth, labels=LABELS, method="fixed_sequence").guarantee["assumption"]
+    text = certify_policy(truth, probabilities, labels=LABELS, method="fixed_sequence").guarantee["assumption"]
     assert text.startswith(ASSUMPTION + ". ")
     extra = text[len(ASSUMPTION) + 2:]
     # One sentence, naming where the walk starts and what must then hold.
@@ -379,21 +379,21 @@ def test_fixed_sequence_states_the_extra_condition_of_its_data_dependent_start()
     assert "no top slice of the most confident items too small to hold 59 calibration items is less accurate" in extra
     assert "accuracy does not fall as the threshold tightens" in extra and "multistart" in extra
     # The number follows the target and delta (min_items_to_certify).
-    other = certify_policy(probabilities, truth, labels=LABELS, method="fixed_sequence", target_accuracy=0.9, delta=0.1)
+    other = certify_policy(truth, probabilities, labels=LABELS, method="fixed_sequence", target_accuracy=0.9, delta=0.1)
     assert "automates 22 calibration items" in other.guarantee["assumption"]
     assert min_items_to_certify(0.9, 0.1) == 22
 
 
 def test_multistart_keeps_the_plain_assumption():
     probabilities, truth = scored(n=600)
-    policy = certify_policy(probabilities, truth, labels=LABELS, method="multistart")
+    policy = certify_policy(truth, probabilities, labels=LABELS, method="multistart")
     assert policy.guarantee["assumption"] == ASSUMPTION
     assert assumption_text("multistart", 0.95, 0.05) == ASSUMPTION
 
 
 def test_per_class_assumption_counts_items_per_label_at_its_share_of_delta():
     probabilities, truth = scored(n=600)
-    text = certify_policy(probabilities, truth, labels=LABELS, method="fixed_sequence", per_class=True).guarantee["assumption"]
+    text = certify_policy(truth, probabilities, labels=LABELS, method="fixed_sequence", per_class=True).guarantee["assumption"]
     # Each of the two labels is certified at delta / 2 = 0.025: its walk starts at 72 items.
     assert min_items_to_certify(0.95, 0.025) == 72
     assert "automates 72 of the calibration items predicted as that label" in text
@@ -420,9 +420,9 @@ def test_a_stored_assumption_is_kept_as_written_so_old_files_keep_their_id(tmp_p
 # ---------------------------------------------------------------------- two labels, per class
 def test_a_two_label_per_class_policy_is_the_two_sided_policy():
     probabilities, truth = scored(n=3000, seed=1)
-    policy = certify_policy(probabilities, truth, labels=LABELS, per_class=True)
+    policy = certify_policy(truth, probabilities, labels=LABELS, per_class=True)
     rule = policy.two_sided()
-    two = certify_two_sided(probabilities[:, 1], truth == 1, 0.95, 0.05)
+    two = certify_two_sided(truth == 1, probabilities[:, 1], 0.95, 0.05)
     assert (rule.positive, rule.negative) == ("positive", "negative")
     assert rule.accept_above == two.accept_above
     assert rule.reject_below == pytest.approx(two.reject_below, abs=1e-15)
@@ -447,10 +447,10 @@ def test_the_two_sided_reading_finds_the_positive_label_and_says_never():
 
 def test_no_two_sided_reading_for_top_label_or_three_labels():
     probabilities, truth = scored(n=600)
-    assert certify_policy(probabilities, truth, labels=LABELS).two_sided() is None
+    assert certify_policy(truth, probabilities, labels=LABELS).two_sided() is None
     rng = np.random.default_rng(3)
     three = rng.dirichlet([1, 1, 1], 600)
-    policy = certify_policy(three, rng.integers(0, 3, 600), labels=["a", "b", "c"], per_class=True)
+    policy = certify_policy(rng.integers(0, 3, 600), three, labels=["a", "b", "c"], per_class=True)
     assert policy.two_sided() is None and policy.summary().startswith("automates per predicted label")
 
 
@@ -459,10 +459,10 @@ def test_a_policy_with_a_calibrator_walks_from_starts_around_the_target():
     from howsure.decisions.walks import calibrated_starts, DEFAULT_STARTS
 
     probabilities, truth = scored(n=1200)
-    raw = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9)
+    raw = certify_policy(truth, probabilities, labels=LABELS, target_accuracy=0.9)
     assert tuple(raw.guarantee["starts"]) == DEFAULT_STARTS and raw.guarantee["method"] == "fallback"
     calibrator = make_calibrator("platt").fit(*scored(n=800, seed=5))
-    calibrated = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=0.9, calibrator=calibrator)
+    calibrated = certify_policy(truth, probabilities, labels=LABELS, target_accuracy=0.9, calibrator=calibrator)
     assert tuple(calibrated.guarantee["starts"]) == calibrated_starts(0.9)
     assert calibrated.guarantee["assumption"] == ASSUMPTION
 
@@ -489,7 +489,7 @@ def test_per_class_certifies_each_item_as_the_label_it_is_routed_as():
     probabilities[rows, second] = 1 - top - probabilities[rows, first]
     assert np.all(probabilities.argmax(axis=1) == predicted_raw)
     calibrator = make_calibrator("platt", mode="confidence").fit(top[:1000], right[:1000])
-    policy = certify_policy(probabilities[1000:], truth[1000:], labels=labels, calibrator=calibrator,
+    policy = certify_policy(truth[1000:], probabilities[1000:], labels=labels, calibrator=calibrator,
                             per_class=True, target_accuracy=0.8)
     predicted, confidence, calibrated = policy.calibrate(probabilities[1000:])
     assert (confidence < 1 / 3).sum() > 100  # the case this test is about

@@ -45,7 +45,7 @@ def test_a_bad_score_array_is_caught_as_data_policy_and_calibration_error():
     # CalibrationError: one type satisfies each of them.
     for check in (
         lambda: V.check_top_label([1, 0], [0.5, 1.5]),
-        lambda: V.check_confidences([0.5, 1.5], [1, 0]),
+        lambda: V.check_confidences([1, 0], [0.5, 1.5]),
         lambda: V.check_scores([0.5, 1.5], "confidence"),
     ):
         for caught in (DataError, PolicyError, CalibrationError, ScoresError):
@@ -75,11 +75,11 @@ def test_an_unknown_mode_is_a_calibration_setting_not_a_score_error():
 )
 def test_check_confidences_names_the_bad_item(confidences, correct, match):
     with pytest.raises(PolicyError, match=match):
-        V.check_confidences(confidences, correct)
+        V.check_confidences(correct, confidences)
 
 
 def test_check_confidences_returns_floats_and_booleans():
-    conf, correct = V.check_confidences([0.9, 0.2, 1.0], [1, 0, True])
+    correct, conf = V.check_confidences([1, 0, True], [0.9, 0.2, 1.0])
     assert conf.dtype == np.float64 and correct.dtype == bool
     assert correct.tolist() == [True, False, True]
 

@@ -101,7 +101,7 @@ def main() -> None:
     store = ReviewStore(str(directory / "reviews.db"))
 
     probs, truth = model_outputs(2000, seed=0)
-    store.add_policy(certify_policy(probs, truth, labels=LABELS, model_id="simulated").to_dict(),
+    store.add_policy(certify_policy(truth, probs, labels=LABELS, model_id="simulated").to_dict(),
                      actor="ops", note="certified on 2,000 labelled items, no calibrator")
     day1, day1_truth = model_outputs(3000, seed=1)
     decisions = store.active_policy().to_policy().decide(day1)

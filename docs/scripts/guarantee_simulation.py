@@ -113,7 +113,7 @@ def main() -> None:
     print("|---|---|---|" + "---|" * (len(SIMULATION_RULES) + 1))
     for name, target, n in SCENARIOS:
         confidences, correct = population(name)
-        result = simulate_guarantee(confidences, correct, n_calibration=n, n_draws=args.draws,
+        result = simulate_guarantee(correct, confidences, n_calibration=n, n_draws=args.draws,
                                     target_accuracy=target, delta=args.delta, seed=args.seed)
         cells = [
             f"{r['failures']} ({r['failure_rate']:.1%})"

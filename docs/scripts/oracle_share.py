@@ -40,7 +40,7 @@ def run(confidences, correct, target, n, draws, seed, starts, delta):
     for draw in range(draws):
         pick = rng.integers(0, confidences.size, n)
         for method in METHODS:
-            t = certify_threshold(confidences[pick], correct[pick], target, delta, method=method,
+            t = certify_threshold(correct[pick], confidences[pick], target, delta, method=method,
                                   starts=starts, plan_if_uncertified=False).threshold
             if t is None:
                 continue
@@ -69,7 +69,7 @@ def main() -> None:
         if not name.startswith("smollm2_") and not RESULTS.exists():
             continue
         confidences, correct = population(name)
-        oracle = oracle_automation_share(confidences, correct, target)
+        oracle = oracle_automation_share(correct, confidences, target)
         starts = calibrated_starts(target) if calibrated else DEFAULT_STARTS
         result = run(confidences, correct, target, n, args.draws, args.seed, starts, args.delta)
         cells = [

@@ -43,11 +43,11 @@ def main() -> None:
     print("1. Raw confidences, all items (nothing fitted):")
     for method, p_value in [("fallback", "binomial"), ("fallback", "hoeffding_bentkus"),
                             ("multistart", "binomial"), ("fixed_sequence", "binomial")]:
-        cert = certify_threshold(confidence, correct, TARGET, DELTA, method=method, p_value=p_value)
+        cert = certify_threshold(correct, confidence, TARGET, DELTA, method=method, p_value=p_value)
         print(f"   {method:15s} {p_value:18s} threshold {cert.threshold:.6f}: {cert.n_automated} items "
               f"({cert.automation_rate:.1%}), {cert.n_errors} errors, observed accuracy {cert.empirical_accuracy:.3f}")
-    for name, threshold in [("naive scan (NOT valid)", naive_scan_threshold(confidence, correct, TARGET, DELTA)),
-                            ("observed accuracy >= target (NOT valid)", empirical_threshold(confidence, correct, TARGET))]:
+    for name, threshold in [("naive scan (NOT valid)", naive_scan_threshold(correct, confidence, TARGET, DELTA)),
+                            ("observed accuracy >= target (NOT valid)", empirical_threshold(correct, confidence, TARGET))]:
         chosen = confidence >= threshold
         print(f"   {name:38s} threshold {threshold:.6f}: {chosen.sum()} items, observed accuracy {correct[chosen].mean():.3f}")
     isotonic_same_items = np.array(data["calibrated"]["isotonic_calibrated"])
@@ -56,7 +56,7 @@ def main() -> None:
 
     print("\n2. Two-sided (each side at delta/2):")
     for method in ("fallback", "fixed_sequence"):
-        two = certify_two_sided(p_positive, truth == 1, TARGET, DELTA, method=method)
+        two = certify_two_sided(truth == 1, p_positive, TARGET, DELTA, method=method)
         accepted = p_positive >= two.accept_above if two.accept_above is not None else np.zeros(n, bool)
         rejected = p_positive <= two.reject_below if two.reject_below is not None else np.zeros(n, bool)
         sides = [f"auto-positive if P(positive) >= {two.accept_above:.6f} ({accepted.sum()} items)"
@@ -65,7 +65,7 @@ def main() -> None:
                  if two.reject_below is not None else "never auto-negative"]
         print(f"   {method:15s} {', '.join(sides)}, review {n - accepted.sum() - rejected.sum()}")
     # The same rule is what a per-class policy on the two labels stores and routes by.
-    per_class = certify_policy(probabilities, truth, labels=LABELS, target_accuracy=TARGET, delta=DELTA,
+    per_class = certify_policy(truth, probabilities, labels=LABELS, target_accuracy=TARGET, delta=DELTA,
                                per_class=True, method="fixed_sequence")
     routed = sum(d.decision == "auto" for d in per_class.decide(probabilities))
     print(f"   as a per-class policy (howsure thresholds --per-class --method fixed_sequence): "
@@ -74,18 +74,18 @@ def main() -> None:
     print("\n3. Calibrator fitted on one half, threshold certified on the other (split by text, seed s):")
     for seed in (0, 1):
         fit_idx, cert_idx = calibration_test_split(truth, test_size=0.5, seed=seed, groups=texts)
-        raw = certify_policy(probabilities[cert_idx], truth[cert_idx], labels=LABELS, target_accuracy=TARGET, delta=DELTA)
+        raw = certify_policy(truth[cert_idx], probabilities[cert_idx], labels=LABELS, target_accuracy=TARGET, delta=DELTA)
         row = [f"raw {raw.guarantee['n_automated']}"]
         for name in ("platt", "temperature", "isotonic"):
             calibrator = make_calibrator(name, mode="distribution").fit(probabilities[fit_idx], truth[fit_idx])
-            policy = certify_policy(probabilities[cert_idx], truth[cert_idx], labels=LABELS, calibrator=calibrator,
+            policy = certify_policy(truth[cert_idx], probabilities[cert_idx], labels=LABELS, calibrator=calibrator,
                                     target_accuracy=TARGET, delta=DELTA)
             row.append(f"{name} {policy.guarantee['n_automated']}")
         print(f"   s={seed}: fit on {len(fit_idx)}, certify on {len(cert_idx)}; automated: " + ", ".join(row))
 
     print("\n4. Labelled items needed (plug-in, observed profile of all 1,000 raw confidences):")
     for rate in (0.1, 0.2, 0.25, 0.3):
-        needed = labels_needed(confidence, correct, TARGET, DELTA, automation_rate=rate)
+        needed = labels_needed(correct, confidence, TARGET, DELTA, automation_rate=rate)
         print(f"   automate {rate:.0%}: " + ("not reachable" if needed is None else f"{needed:,} labelled items"))
 
 

@@ -45,7 +45,7 @@ def _certified(labels: tuple[str, ...], threshold: float | None, with_task: bool
     truth = [labels[t if ok else o] for t, ok, o in zip(top, right, other)]
     task = {"name": "test-sentiment", "instruction": TEST_INSTRUCTION,
             "labels": {label: [label] for label in labels}} if with_task else None
-    policy = certify_policy(raw, truth, target_accuracy=0.8, delta=0.1, labels=list(labels), task=task,
+    policy = certify_policy(truth, raw, target_accuracy=0.8, delta=0.1, labels=list(labels), task=task,
                             model_id="test-model")
     # The threshold is set by hand so tests know which confidences are automated; the
     # guarantee block stays the certified one (these are test policies, not real ones).

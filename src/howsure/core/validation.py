@@ -6,9 +6,8 @@ grep them), so the wording differs between the metric, calibration and decision 
 that finds the offending value is shared. Array validators raise `ScoresError`, which is a
 DataError, a PolicyError and a CalibrationError at once.
 
-Argument order: new validators take the truth first, ``(y_true, y_score)``, as `check_top_label`
-does. `check_confidences` keeps the decision functions' legacy ``(confidences, correct)`` order,
-because `howsure.decisions` calls it with its own public arguments in that order.
+Argument order: every validator takes the truth first, ``(y_true, y_score)``, as the metrics
+and the decision functions do (`check_top_label`, `check_confidences`).
 """
 
 from __future__ import annotations
@@ -376,20 +375,20 @@ def check_split_labels(y: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- decisions' inputs
 
 
-def check_confidences(confidences: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a calibration set (legacy order: the decision functions' public arguments).
+def check_confidences(correct: Any, confidences: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a calibration set, truth first like every validator and decision function.
 
     Parameters
     ----------
-    confidences : array-like of shape (n,)
-        Confidence of each item's predicted label, in [0, 1].
     correct : array-like of shape (n,)
-        Whether that predicted label was right: bool or 0/1.
+        Whether each item's predicted label was right: bool or 0/1.
+    confidences : array-like of shape (n,)
+        Confidence of that predicted label, in [0, 1].
 
     Returns
     -------
-    confidences : ndarray of shape (n,), float64
     correct : ndarray of shape (n,), bool
+    confidences : ndarray of shape (n,), float64
     """
     conf = as_float_array(confidences, lambda exc: f"confidences must be numbers in [0, 1]: {exc}")
     if conf.ndim != 1:
@@ -415,7 +414,7 @@ def check_confidences(confidences: Any, correct: Any) -> tuple[np.ndarray, np.nd
             i = off[0]
             raise ScoresError(f"correct must hold 0/1 or true/false; item {i} has {raw[i].item()!r}")
         raw = numeric == 1.0
-    return conf, raw
+    return raw, conf
 
 
 def check_probabilities(probabilities: Any) -> np.ndarray:

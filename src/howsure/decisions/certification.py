@@ -171,8 +171,8 @@ class ThresholdCertificate:
 
 
 def certify_threshold(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
@@ -185,12 +185,12 @@ def certify_threshold(
 
     Parameters
     ----------
+    correct : array-like of shape (n,)
+        Whether each predicted label was right.
     confidences : array-like of shape (n,)
         Confidence of each calibration item's predicted label. Calibrated or not: the guarantee
         holds for whatever confidence is given, as long as the same function produces the
         confidences of future items and it was not fitted on these items.
-    correct : array-like of shape (n,)
-        Whether each predicted label was right.
     target_accuracy : float in (0, 1)
     delta : float in (0, 1)
         The guarantee may fail with probability at most ``delta``.
@@ -218,7 +218,7 @@ def certify_threshold(
     delta = check_delta(delta)
     check_choice(method, METHODS, "certification method")
     p_func = p_value_function(p_value)
-    thresholds, n_auto, n_err = selective_counts(confidences, correct)
+    thresholds, n_auto, n_err = selective_counts(correct, confidences)
     alpha = 1 - target
     n = int(n_auto[-1])
     chosen, used_starts = certify_walk(method, thresholds, n_auto, n_err, alpha, delta, p_func, starts)
@@ -226,7 +226,7 @@ def certify_threshold(
     if chosen is None:
         needed = None
         if plan_if_uncertified:
-            needed = labels_needed(confidences, correct, target, delta, p_value=p_value, method=method,
+            needed = labels_needed(correct, confidences, target, delta, p_value=p_value, method=method,
                                    starts=starts)
         return ThresholdCertificate(
             threshold=None, target_accuracy=target, delta=delta, method=method, p_value=p_value,
@@ -283,8 +283,8 @@ class PerClassCertificate:
 
 
 def certify_per_class(
-    probabilities: Any,
     true_labels: Any,
+    probabilities: Any,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
@@ -299,10 +299,10 @@ def certify_per_class(
 
     Parameters
     ----------
-    probabilities : array-like of shape (n, K)
-        Label probabilities (calibrated or raw) of each calibration item.
     true_labels : array-like of shape (n,)
         Class indices in [0, K).
+    probabilities : array-like of shape (n, K)
+        Label probabilities (calibrated or raw) of each calibration item.
     labels : sequence of K str, optional
         Label names; defaults to ``"0" .. "K-1"``.
     joint : bool
@@ -336,7 +336,7 @@ def certify_per_class(
         mask = predicted == index
         certificates[name] = (
             certify_threshold(
-                confidence[mask], truth[mask] == index, target, level, method=method, p_value=p_value,
+                truth[mask] == index, confidence[mask], target, level, method=method, p_value=p_value,
                 starts=starts,
             )
             if mask.any()
@@ -357,8 +357,8 @@ class TwoSidedCertificate:
 
 
 def certify_two_sided(
-    positive_probability: Any,
     is_positive: Any,
+    positive_probability: Any,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
@@ -369,10 +369,10 @@ def certify_two_sided(
 
     Parameters
     ----------
-    positive_probability : array-like of shape (n,)
-        P(positive) per calibration item.
     is_positive : array-like of shape (n,)
         The true answer, bool or 0/1.
+    positive_probability : array-like of shape (n,)
+        P(positive) per calibration item.
 
     Returns
     -------
@@ -380,9 +380,9 @@ def certify_two_sided(
         With probability >= ``1 - delta`` the auto-accepted items are >= target positive AND
         the auto-rejected items are >= target negative (each side at ``delta / 2``).
     """
-    p, positive = check_confidences(positive_probability, is_positive)
+    positive, p = check_confidences(is_positive, positive_probability)
     per_class = certify_per_class(
-        np.column_stack([1 - p, p]), positive.astype(np.int64), target_accuracy, delta,
+        positive.astype(np.int64), np.column_stack([1 - p, p]), target_accuracy, delta,
         labels=("negative", "positive"), joint=True, method=method, p_value=p_value,
     )
     t_neg, t_pos = per_class.thresholds["negative"], per_class.thresholds["positive"]

@@ -167,8 +167,8 @@ def _rows(
 
 
 def optimal_threshold(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     cost: CostModel,
     *,
     predicted_labels: Sequence[str] | None = None,
@@ -184,7 +184,7 @@ def optimal_threshold(
 
     Parameters
     ----------
-    confidences, correct : array-like of shape (n,)
+    correct, confidences : array-like of shape (n,)
     cost : CostModel
     predicted_labels : sequence of n str, optional
         Needed when ``cost.cost_error`` is per label.
@@ -198,9 +198,9 @@ def optimal_threshold(
     -------
     CostDecision
     """
-    conf, ok = check_confidences(confidences, correct)
+    ok, conf = check_confidences(correct, confidences)
     error_cost = cost.error_costs(predicted_labels, conf.size)
-    thresholds, _, _ = selective_counts(conf, ok)
+    thresholds, _, _ = selective_counts(ok, conf)
     # Expected cost per item when automating the top j groups (j = 0: automate nothing).
     order = np.argsort(-conf, kind="stable")
     sorted_conf = conf[order]
@@ -229,8 +229,8 @@ def optimal_threshold(
 
 
 def manager_table(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     cost: CostModel,
     *,
     predicted_labels: Sequence[str] | None = None,
@@ -248,7 +248,7 @@ def manager_table(
     -------
     list of PolicyRow
     """
-    conf, ok = check_confidences(confidences, correct)
+    ok, conf = check_confidences(correct, confidences)
     error_cost = cost.error_costs(predicted_labels, conf.size)
     sorted_desc = np.sort(conf)[::-1]
     entries: dict[float | None, str] = {None: "review all"}
@@ -256,11 +256,11 @@ def manager_table(
         if not 0 < share < 1:
             raise PolicyError(f"automation shares must be in (0, 1), got {share!r}")
         entries.setdefault(float(sorted_desc[max(0, int(round(share * conf.size)) - 1)]), f"~{share:.0%}")
-    free = optimal_threshold(conf, ok, cost, predicted_labels=predicted_labels, n_bootstrap=1, seed=seed)
+    free = optimal_threshold(ok, conf, cost, predicted_labels=predicted_labels, n_bootstrap=1, seed=seed)
     entries[free.best.threshold] = "cheapest"
     if certificate is not None and certificate.certified:
         entries[certificate.threshold] = "certified"
-        bound = optimal_threshold(conf, ok, cost, predicted_labels=predicted_labels,
+        bound = optimal_threshold(ok, conf, cost, predicted_labels=predicted_labels,
                                   certificate=certificate, n_bootstrap=1, seed=seed)
         if bound.best.threshold is not None:
             entries[bound.best.threshold] = (

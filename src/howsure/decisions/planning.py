@@ -25,7 +25,7 @@ PLANNING_MIN_FLOOR = 5
 def _planning_profile(confidences: Any, correct: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(threshold, share automated, error rate among automated) at each threshold worth
     extrapolating, strict to loose."""
-    thresholds, n_auto, n_err = selective_counts(confidences, correct)
+    thresholds, n_auto, n_err = selective_counts(correct, confidences)
     n = n_auto[-1]
     keep = n_auto >= min(PLANNING_MIN_ITEMS, max(PLANNING_MIN_FLOOR, n // 10), n)
     return thresholds[keep], n_auto[keep] / n, n_err[keep] / n_auto[keep]
@@ -43,8 +43,8 @@ def _planned_share(profile: tuple[np.ndarray, np.ndarray, np.ndarray], n_labels:
 
 
 def planned_automation_share(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     n_labels: int,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
@@ -58,7 +58,7 @@ def planned_automation_share(
 
     Parameters
     ----------
-    confidences, correct : array-like of shape (n,)
+    correct, confidences : array-like of shape (n,)
         A pilot calibration set.
     n_labels : int
         Size of the calibration set being planned.
@@ -74,8 +74,8 @@ def planned_automation_share(
 
 
 def labels_needed(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
@@ -90,7 +90,7 @@ def labels_needed(
 
     Parameters
     ----------
-    confidences, correct : array-like of shape (n,)
+    correct, confidences : array-like of shape (n,)
         A pilot calibration set whose accuracy profile is extrapolated.
     automation_rate : float in (0, 1], optional
 

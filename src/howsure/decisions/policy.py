@@ -2,7 +2,7 @@
 
     from howsure.decisions.policy import Policy
     from howsure.decisions.policy_certification import certify_policy
-    policy = certify_policy(probabilities, true_labels, target_accuracy=0.95, delta=0.05,
+    policy = certify_policy(true_labels, probabilities, target_accuracy=0.95, delta=0.05,
                             labels=["negative", "positive"], model_id="smollm2-135m")
     policy.save("policy.json")
     policy = Policy.load("policy.json")

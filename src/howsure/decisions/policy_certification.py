@@ -83,7 +83,7 @@ def reference_quantiles(confidence: Any, max_values: int = MAX_REFERENCE) -> lis
     return [float(v) for v in np.round(values, REFERENCE_DIGITS)]
 
 
-def data_fingerprint(scores: np.ndarray, truth: np.ndarray, labels: Sequence[str]) -> str:
+def data_fingerprint(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> str:
     """``sha256:...`` over the calibration data exactly as certified (scores, truth, labels)."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"labels": list(labels), "scores_shape": list(scores.shape)}).encode())
@@ -133,8 +133,8 @@ def _truth_indices(truth: Any, labels: list[str], n: int) -> np.ndarray:
 
 
 def certify_policy(
-    scores: Any,
     truth: Any,
+    scores: Any,
     *,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
@@ -152,12 +152,12 @@ def certify_policy(
 
     Parameters
     ----------
-    scores : array-like of shape (n, K) or (n,)
-        Raw label probabilities of the calibration items (columns in label order), or the raw
-        confidence of each item's predicted label.
     truth : array-like of shape (n,)
         With (n, K) scores: the true labels, as names or indices. With (n,) scores: whether
         each predicted label was right (bool or 0/1).
+    scores : array-like of shape (n, K) or (n,)
+        Raw label probabilities of the calibration items (columns in label order), or the raw
+        confidence of each item's predicted label.
     target_accuracy, delta : float in (0, 1)
         With probability at least ``1 - delta`` over the calibration draw, automated items are
         at least ``target_accuracy`` accurate (per predicted label with ``per_class``).
@@ -218,12 +218,12 @@ def certify_policy(
                 f"a {calib.mode!r}-mode calibrator needs (n, K) label probabilities; with (n,) "
                 "confidences use a calibrator fitted with mode='confidence'"
             )
-        raw, correct = check_confidences(array, truth)
+        correct, raw = check_confidences(truth, array)
         confidence = raw if calib is None else np.asarray(calib.predict_proba(raw), dtype=np.float64)
         truth_index = correct.astype(np.int64)
         predicted_names = None
 
-    policy.data_fingerprint = data_fingerprint(array, truth_index, label_names)
+    policy.data_fingerprint = data_fingerprint(truth_index, array, label_names)
     guarantee: dict[str, Any] = {
         "kind": policy.rule, "target_accuracy": target, "delta": delta, "method": method,
         "p_value": p_value,
@@ -235,7 +235,7 @@ def certify_policy(
     if per_class:
         # Certified on the label each item is routed as (Policy.calibrate's), which with a
         # confidence-mode calibrator need not be the calibrated argmax.
-        certificate = certify_per_class(calibrated, truth_index, target, delta, labels=label_names,
+        certificate = certify_per_class(truth_index, calibrated, target, delta, labels=label_names,
                                         joint=True, method=method, p_value=p_value, starts=starts,
                                         predicted=predicted)
         policy.class_thresholds = certificate.thresholds
@@ -249,12 +249,12 @@ def certify_policy(
         if cost is not None:
             raise PolicyError("cost optimisation is available for top_label policies; drop per_class or cost")
     else:
-        certificate = certify_threshold(confidence, correct, target, delta, method=method, p_value=p_value,
+        certificate = certify_threshold(correct, confidence, target, delta, method=method, p_value=p_value,
                                         starts=starts)
         guarantee.update(certificate.to_dict())
         policy.threshold = certificate.threshold
         if cost is not None:
-            decision = optimal_threshold(confidence, correct, cost, predicted_labels=predicted_names,
+            decision = optimal_threshold(correct, confidence, cost, predicted_labels=predicted_names,
                                          certificate=certificate)
             policy.threshold = decision.best.threshold
             policy.cost = {

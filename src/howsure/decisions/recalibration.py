@@ -88,8 +88,8 @@ def _subset(values: Sequence[Any] | None, index: np.ndarray) -> list[Any] | None
 
 
 def certify_on_parts(
-    scores: Any,
     truth: Any,
+    scores: Any,
     fit_idx: Any,
     certify_idx: Any,
     *,
@@ -105,10 +105,10 @@ def certify_on_parts(
 
     Parameters
     ----------
-    scores : array-like of shape (n, K)
-        Raw label probabilities.
     truth : array-like of shape (n,), int
         True class indices.
+    scores : array-like of shape (n, K)
+        Raw label probabilities.
     fit_idx, certify_idx : array-like of int
         Disjoint item indices.
     seed : int
@@ -130,7 +130,7 @@ def certify_on_parts(
         raise PolicyError("no items are left to certify on; label more items")
     fitted = fit_calibrator(calibrator, scores[fit_idx], truth[fit_idx], seed=seed,
                             texts=_subset(texts, fit_idx), ids=_subset(ids, fit_idx))
-    policy = certify_policy(scores[certify_idx], truth[certify_idx], calibrator=fitted, **certify_kwargs)
+    policy = certify_policy(truth[certify_idx], scores[certify_idx], calibrator=fitted, **certify_kwargs)
     policy.guarantee["calibrator_fit"] = {
         "calibrator": calibrator, "chosen": getattr(fitted, "chosen_", None),
         "n_fit": int(fit_idx.size), "n_certify": int(certify_idx.size), "split": how,
@@ -140,8 +140,8 @@ def certify_on_parts(
 
 
 def certify_with_split(
-    scores: Any,
     truth: Any,
+    scores: Any,
     *,
     calibrator: str,
     test_size: float = DEFAULT_TEST_SIZE,
@@ -159,7 +159,7 @@ def certify_with_split(
     how = (f"calibrator fitted on {split.cal_idx.size} items, threshold certified on the other "
            f"{split.test_idx.size} (share {test_size:g}, seed {seed}, stratified by label"
            + (", duplicate texts on one side)" if texts is not None else ")"))
-    return certify_on_parts(scores, truth, split.cal_idx, split.test_idx, calibrator=calibrator, seed=seed,
+    return certify_on_parts(truth, scores, split.cal_idx, split.test_idx, calibrator=calibrator, seed=seed,
                             texts=texts, ids=ids, how=how, **certify_kwargs)
 
 
@@ -190,7 +190,7 @@ def check_calibrator_overlap(calibrator: Any, *, texts: Sequence[str] | None, id
     return statement
 
 
-def raw_calibration_note(confidence: Any, correct: Any) -> str | None:
+def raw_calibration_note(correct: Any, confidence: Any) -> str | None:
     """A sentence when raw top-label confidences are badly calibrated (ECE over
     `RAW_ECE_WARNING`), None otherwise."""
     confidence = np.asarray(confidence, dtype=np.float64)
@@ -331,8 +331,8 @@ def _audit_rates(audit_rate: Any, sources: Sequence[str]) -> tuple[np.ndarray, f
 
 
 def recalibrate_arrays(
-    raw_probabilities: Any,
     labels: Any,
+    raw_probabilities: Any,
     item_ids: Sequence[Hashable],
     sources: Sequence[str],
     *,
@@ -350,10 +350,10 @@ def recalibrate_arrays(
 
     Parameters
     ----------
-    raw_probabilities : array-like of shape (n, K)
-        The model's raw label probabilities, columns in ``label_names`` order.
     labels : array-like of shape (n,), int
         The reviewers' labels as column indices.
+    raw_probabilities : array-like of shape (n, K)
+        The model's raw label probabilities, columns in ``label_names`` order.
     item_ids, sources, audit_rate, certify_share, seed
         See `split_for_recalibration`.
     calibrator : str
@@ -387,7 +387,7 @@ def recalibrate_arrays(
         raise DataError(f"no reviewed items are left to fit the {calibrator!r} calibrator; review more "
                         "items, lower certify_share, or use calibrator='none'")
     certified = certify_on_parts(
-        scores, truth, split.fit, split.certify, calibrator=calibrator, seed=seed, texts=texts,
+        truth, scores, split.fit, split.certify, calibrator=calibrator, seed=seed, texts=texts,
         ids=list(item_ids), how=f"calibrator fitted on reviewed items outside the certification share "
         f"{split.certify_share:g} (seed {seed})",
         target_accuracy=target_accuracy, delta=delta, labels=list(label_names), **certify_kwargs,

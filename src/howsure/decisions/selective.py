@@ -10,13 +10,13 @@ import numpy as np
 from howsure.core.validation import check_confidences
 
 
-def selective_counts(confidences: Any, correct: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def selective_counts(correct: Any, confidences: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Items automated and errors among them at every distinct threshold, strict to loose.
 
     Parameters
     ----------
-    confidences : array-like of shape (n,)
     correct : array-like of shape (n,)
+    confidences : array-like of shape (n,)
 
     Returns
     -------
@@ -28,14 +28,14 @@ def selective_counts(confidences: Any, correct: Any) -> tuple[np.ndarray, np.nda
     n_errors : ndarray of shape (T,), int
         Wrong items among them.
     """
-    conf, ok = check_confidences(confidences, correct)
+    ok, conf = check_confidences(correct, confidences)
     negated, group = np.unique(-conf, return_inverse=True)
     n_automated = np.cumsum(np.bincount(group, minlength=negated.size))
     n_errors = np.cumsum(np.bincount(group, weights=~ok, minlength=negated.size)).astype(np.int64)
     return -negated, n_automated, n_errors
 
 
-def selective_accuracy_curve(confidences: Any, correct: Any) -> dict[str, np.ndarray]:
+def selective_accuracy_curve(correct: Any, confidences: Any) -> dict[str, np.ndarray]:
     """The accuracy-versus-automation trade-off, for tables and charts.
 
     Returns
@@ -44,7 +44,7 @@ def selective_accuracy_curve(confidences: Any, correct: Any) -> dict[str, np.nda
         ``threshold`` (descending), ``automation_rate`` (share of items at or above it),
         ``accuracy`` (accuracy of those items), ``n_automated``, ``n_errors``.
     """
-    thresholds, n_automated, n_errors = selective_counts(confidences, correct)
+    thresholds, n_automated, n_errors = selective_counts(correct, confidences)
     n = n_automated[-1]
     return {
         "threshold": thresholds,

@@ -27,20 +27,20 @@ from howsure.errors import PolicyError
 SIMULATION_RULES = ("fallback", "fixed_sequence", "multistart", "hoeffding_bentkus", "naive_scan", "empirical")
 
 
-def oracle_automation_share(confidences: Any, correct: Any, target_accuracy: float) -> float:
+def oracle_automation_share(correct: Any, confidences: Any, target_accuracy: float) -> float:
     """Share of a population the loosest threshold whose accuracy over the WHOLE population
     reaches the target automates: what a certificate would automate if the population were
     known (the yardstick of `simulate_guarantee`'s automation shares); 0 if none reaches it."""
     target = check_target(target_accuracy)
-    _, n_auto, n_err = selective_counts(confidences, correct)
+    _, n_auto, n_err = selective_counts(correct, confidences)
     # The same tolerance as the failure count: 285 / 300 reaches 0.95.
     reached = np.flatnonzero(1 - n_err / n_auto >= target - 1e-12)
     return float(n_auto[reached[-1]] / n_auto[-1]) if reached.size else 0.0
 
 
 def simulate_guarantee(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     *,
     n_calibration: int,
     n_draws: int = 200,
@@ -59,7 +59,7 @@ def simulate_guarantee(
 
     Parameters
     ----------
-    confidences, correct : array-like of shape (N,)
+    correct, confidences : array-like of shape (N,)
         The population.
     n_calibration, n_draws, seed : int
     rules : sequence of str
@@ -77,7 +77,7 @@ def simulate_guarantee(
         share of the population automated, ``failures`` (int, draws that automated something
         less accurate than the target), ``failure_rate`` and ``certified_rate``.
     """
-    conf, ok = check_confidences(confidences, correct)
+    ok, conf = check_confidences(correct, confidences)
     target = check_target(target_accuracy)
     delta = check_delta(delta)
     unknown = [rule for rule in rules if rule not in SIMULATION_RULES]
@@ -91,12 +91,12 @@ def simulate_guarantee(
 
     def choose(rule: str, c: np.ndarray, y: np.ndarray) -> float | None:
         if rule == "naive_scan":
-            return naive_scan_threshold(c, y, target, delta)
+            return naive_scan_threshold(y, c, target, delta)
         if rule == "empirical":
-            return empirical_threshold(c, y, target)
+            return empirical_threshold(y, c, target)
         method = rule if rule in METHODS else DEFAULT_METHOD
         p_value = "hoeffding_bentkus" if rule == "hoeffding_bentkus" else "binomial"
-        return certify_threshold(c, y, target, delta, method=method, p_value=p_value, starts=starts,
+        return certify_threshold(y, c, target, delta, method=method, p_value=p_value, starts=starts,
                                  plan_if_uncertified=False).threshold
 
     rng = np.random.default_rng(seed)
@@ -128,7 +128,7 @@ def simulate_guarantee(
 
 
 def naive_scan_threshold(
-    confidences: Any, correct: Any, target_accuracy: float = 0.95, delta: float = 0.05
+    correct: Any, confidences: Any, target_accuracy: float = 0.95, delta: float = 0.05
 ) -> float | None:
     """NOT VALID - for the simulation only. Tests every threshold at level ``delta`` and keeps
     the loosest that passes, ignoring that many thresholds were tried.
@@ -140,24 +140,24 @@ def naive_scan_threshold(
     """
     alpha = 1 - check_target(target_accuracy)
     delta = check_delta(delta)
-    thresholds, n_auto, n_err = selective_counts(confidences, correct)
+    thresholds, n_auto, n_err = selective_counts(correct, confidences)
     passed = np.flatnonzero(binomial_p_value(n_err, n_auto, alpha) <= delta)
     return float(thresholds[passed[-1]]) if passed.size else None
 
 
-def empirical_threshold(confidences: Any, correct: Any, target_accuracy: float = 0.95) -> float | None:
+def empirical_threshold(correct: Any, confidences: Any, target_accuracy: float = 0.95) -> float | None:
     """NOT VALID - for the simulation only. The loosest threshold whose accuracy on the
     calibration items reaches the target: what picking a threshold by eye on a chart does."""
     target = check_target(target_accuracy)
-    thresholds, n_auto, n_err = selective_counts(confidences, correct)
+    thresholds, n_auto, n_err = selective_counts(correct, confidences)
     passed = np.flatnonzero(1 - n_err / n_auto >= target)
     return float(thresholds[passed[-1]]) if passed.size else None
 
 
 
 def sample_size_curve(
-    confidences: Any,
     correct: Any,
+    confidences: Any,
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     *,
@@ -175,7 +175,7 @@ def sample_size_curve(
 
     Parameters
     ----------
-    confidences, correct : array-like of shape (n,)
+    correct, confidences : array-like of shape (n,)
     sizes : sequence of int, optional
         Calibration-set sizes; default 100 .. 10 n on a log scale.
     n_draws : int
@@ -188,7 +188,7 @@ def sample_size_curve(
         (10th and 90th bootstrap percentiles), ``certified_fraction`` (share of bootstrap draws
         that certified anything).
     """
-    conf, ok = check_confidences(confidences, correct)
+    ok, conf = check_confidences(correct, confidences)
     if sizes is None:
         sizes = np.unique(np.geomspace(100, max(1000, 10 * conf.size), 12).round().astype(int))
     sizes = np.asarray(sizes, dtype=np.int64)
@@ -199,12 +199,12 @@ def sample_size_curve(
     rng = np.random.default_rng(seed)
     planned, median, low, high, certified = [], [], [], [], []
     for size in sizes:
-        planned.append(planned_automation_share(conf, ok, int(size), target_accuracy, delta, p_value=p_value,
+        planned.append(planned_automation_share(ok, conf, int(size), target_accuracy, delta, p_value=p_value,
                                                 method=method))
         shares = np.empty(n_draws)
         for draw in range(n_draws):
             pick = rng.integers(0, conf.size, size)
-            cert = certify_threshold(conf[pick], ok[pick], target_accuracy, delta, method=method,
+            cert = certify_threshold(ok[pick], conf[pick], target_accuracy, delta, method=method,
                                      p_value=p_value, plan_if_uncertified=False)
             shares[draw] = cert.automation_rate
         median.append(np.median(shares))
@@ -234,7 +234,7 @@ def certified_threshold(correct: np.ndarray, confidence: np.ndarray, target: flo
         Accuracy the automated items must reach with probability at least 1 - ``delta``.
     delta : float
     """
-    return certify_threshold(confidence, correct, target, delta, plan_if_uncertified=False).threshold
+    return certify_threshold(correct, confidence, target, delta, plan_if_uncertified=False).threshold
 
 
 def sample_size_draws(
@@ -270,7 +270,7 @@ def sample_size_draws(
         accuracy of the automated items, NaN at a size where no draw automated anything) with
         ``accuracy_low`` / ``accuracy_high``.
     """
-    confidence, ok = check_confidences(confidence, correct)
+    ok, confidence = check_confidences(correct, confidence)
     correct = ok.astype(np.float64)
     target = check_target(target)
     usable = [int(size) for size in sizes]

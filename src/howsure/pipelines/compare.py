@@ -201,7 +201,7 @@ def _certificates(items: ScoredItems, config: CompareConfig) -> tuple[dict | Non
 
     evaluation = config.evaluation
     split = certify_with_split(
-        items.probabilities, items.labels, calibrator=evaluation.calibrator, test_size=config.certify_share,
+        items.labels, items.probabilities, calibrator=evaluation.calibrator, test_size=config.certify_share,
         seed=evaluation.seed, texts=items.texts, target_accuracy=evaluation.target, delta=config.delta,
         labels=items.label_names,
     )
@@ -215,7 +215,7 @@ def _certificates(items: ScoredItems, config: CompareConfig) -> tuple[dict | Non
         if target == evaluation.target:
             found = guarantee
         else:  # the same fitted calibrator and certification items, another target
-            found = certify_policy(items.probabilities[split.certify_idx], items.labels[split.certify_idx],
+            found = certify_policy(items.labels[split.certify_idx], items.probabilities[split.certify_idx],
                                    calibrator=split.calibrator, target_accuracy=target, delta=config.delta,
                                    labels=items.label_names).guarantee
         table.append({"target_accuracy": target, "certified": found.get("certified"),

@@ -160,7 +160,7 @@ def certify_halves(items, config: DemoConfig, task: Task):
     """The policy: calibrator fitted on one half, threshold certified on the other half (the
     halves depend only on the labels, the texts and the seed, so both models get the same)."""
     return certify_with_split(
-        items.probabilities, items.labels, calibrator=config.calibrator, test_size=0.5, seed=config.seed,
+        items.labels, items.probabilities, calibrator=config.calibrator, test_size=0.5, seed=config.seed,
         texts=items.texts, ids=items.ids, target_accuracy=config.target_accuracy, delta=config.delta,
         labels=items.label_names, task=task, model_id=config.model,
     ).policy

@@ -38,9 +38,9 @@ def plan_labels(path: Path, *, target: float = 0.95, delta: float = 0.05, rates:
                         prediction_column=prediction_column)
     if items.correct is None:
         raise DataError(f"{path} has neither gold labels nor correctness; give --label-column or --correct-column")
-    needed = [(rate, labels_needed(items.confidence, items.correct, target, delta, automation_rate=rate))
+    needed = [(rate, labels_needed(items.correct, items.confidence, target, delta, automation_rate=rate))
               for rate in rates]
-    curve = sample_size_curve(items.confidence, items.correct, target, delta, n_draws=draws, seed=seed)
+    curve = sample_size_curve(items.correct, items.confidence, target, delta, n_draws=draws, seed=seed)
     return LabelPlan(items, needed, curve)
 
 

@@ -130,14 +130,14 @@ def run_thresholds(
                   method=method, p_value=p_value, per_class=per_class, cost=cost, version=policy_version)
     split = None
     if fit_calibrator is not None:
-        split = certify_with_split(items.probabilities, items.labels, calibrator=fit_calibrator,
+        split = certify_with_split(items.labels, items.probabilities, calibrator=fit_calibrator,
                                    test_size=certify_share, seed=seed, texts=items.texts, ids=items.real_ids,
                                    **common)
         policy = split.policy
     elif items.has_distribution:
-        policy = certify_policy(items.probabilities, items.labels, calibrator=calibrator_obj, **common)
+        policy = certify_policy(items.labels, items.probabilities, calibrator=calibrator_obj, **common)
     else:
-        policy = certify_policy(items.confidence, items.correct, calibrator=calibrator_obj, **common)
+        policy = certify_policy(items.correct, items.confidence, calibrator=calibrator_obj, **common)
     if overlap is not None:
         policy.guarantee["calibrator_overlap"] = overlap
     if adapter_overlap is not None:
@@ -145,7 +145,7 @@ def run_thresholds(
     result = ThresholdsResult(items, policy, cost, volume, split=split, overlap=overlap,
                               adapter_overlap=adapter_overlap)
     if split is None and calibrator_obj is None:
-        result.raw_note = raw_calibration_note(items.confidence, items.correct)
+        result.raw_note = raw_calibration_note(items.correct, items.confidence)
     if policy.rule == "top_label":
         _add_threshold_table(result, target, delta, method, p_value)
     return result
@@ -176,23 +176,23 @@ def _add_threshold_table(result: ThresholdsResult, target: float, delta: float, 
         if calib is not None:
             confidence = np.asarray(calib.predict_proba(confidence), dtype=np.float64)
         correct, predicted_names = items.correct, items.predicted
-    result.certificate = certify_threshold(confidence, correct, target, delta, method=method, p_value=p_value,
+    result.certificate = certify_threshold(correct, confidence, target, delta, method=method, p_value=p_value,
                                            starts=policy.guarantee["starts"] or DEFAULT_STARTS,
                                            plan_if_uncertified=False)
     if method == "fixed_sequence":
-        result.top_slice_miss = top_slice_miss(confidence, correct, target, delta, p_value)
+        result.top_slice_miss = top_slice_miss(correct, confidence, target, delta, p_value)
     table_cost = result.cost or CostModel(0.0, 0.0, result.volume if result.volume is not None else DEFAULT_VOLUME)
-    rows = manager_table(confidence, correct, table_cost, certificate=result.certificate,
+    rows = manager_table(correct, confidence, table_cost, certificate=result.certificate,
                          predicted_labels=predicted_names if isinstance(table_cost.cost_error, dict) else None)
     result.rows = rows if result.cost is not None else [r for r in rows if "cheapest" not in r.note]
 
 
-def top_slice_miss(confidence: np.ndarray, correct: np.ndarray, target: float, delta: float,
+def top_slice_miss(correct: np.ndarray, confidence: np.ndarray, target: float, delta: float,
                    p_value: str) -> tuple[int, float, int] | None:
     """(items, accuracy, m0) when the most confident ``items`` (fewer than ``m0``, the smallest
     slice that can be tested) are only ``accuracy`` right, below ``target``: ``fixed_sequence``
     assumes no such slice; None when the calibration items show none."""
     m0 = min_items_to_certify(target, delta, p_value)
-    _, n_auto, n_err = selective_counts(confidence, correct)
+    _, n_auto, n_err = selective_counts(correct, confidence)
     found = top_slice_below_target(n_auto, n_err, 1 - target, m0)
     return None if found is None else (found[0], found[1], m0)

@@ -295,7 +295,7 @@ def recalibrate(
         cost = CostModel(current.cost["cost_review"], current.cost["cost_error"], current.cost["volume_per_day"])
     next_version = max(r.version for r in history) + 1
     policy, report = recalibrate_arrays(
-        scores, truth, [item.item_id for item in labelled], sources,
+        truth, scores, [item.item_id for item in labelled], sources,
         label_names=current.labels, audit_rate=item_rates if lowest_rate is not None else None,
         certify_share=certify_share,
         calibrator=calibrator, seed=seed, texts=[item.text for item in labelled],

@@ -27,7 +27,7 @@ def test_classify_on_the_bundled_model(bundled_backend, tmp_path):
     raw = rng.dirichlet([1.0, 1.0], size=400)
     truth = [task.label_names[int(np.argmax(row))] if rng.random() < 0.9 else task.label_names[int(np.argmin(row))]
              for row in raw]
-    policy = certify_policy(raw, truth, target_accuracy=0.8, delta=0.1, task=task, model_id=bundled_backend.model_id)
+    policy = certify_policy(truth, raw, target_accuracy=0.8, delta=0.1, task=task, model_id=bundled_backend.model_id)
     with ReviewStore(str(tmp_path / "reviews.db")) as store:
         record = store.add_policy(policy.to_dict(), actor="test")
         store.add_user("shop", "client", actor="test")

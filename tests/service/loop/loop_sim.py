@@ -42,7 +42,7 @@ def loop_policy_dict(*, model_id: str = "test-model", n: int = 2000, seed: int =
     # fixed_sequence, which recalibration keeps: the loop tests re-certify on about 170 reviewed
     # items at 95 %, where it certifies and the fallback default (no top-slice condition, starts
     # fixed in advance) needs about 400.
-    policy = certify_policy(probabilities, truth, target_accuracy=target_accuracy, delta=0.05,
+    policy = certify_policy(truth, probabilities, target_accuracy=target_accuracy, delta=0.05,
                             labels=LABELS, task=task, model_id=model_id, method="fixed_sequence")
     assert policy.guarantee["certified"]
     return policy.to_dict()

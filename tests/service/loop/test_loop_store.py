@@ -108,7 +108,7 @@ def test_a_per_class_policy_is_recalibrated_per_class(store):
     from loop_sim import LABELS, population
 
     probabilities, truth = population(2000, 0)
-    body = certify_policy(probabilities, truth, labels=LABELS, per_class=True, target_accuracy=0.9,
+    body = certify_policy(truth, probabilities, labels=LABELS, per_class=True, target_accuracy=0.9,
                           model_id="test-model").to_dict()
     first = store.add_policy(body, actor="admin")
     review(store, serve(store, first, 200, audit_rate=0.5))

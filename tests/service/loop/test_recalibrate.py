@@ -101,7 +101,7 @@ def test_split_refuses_shares_that_would_bias_the_certificate(kwargs, error, mat
 def test_recalibrated_policy_automates_more_than_the_old_one_from_disjoint_fit_and_certify_sets():
     probabilities, truth, ids, sources = served(automated=0.4)
     policy, report = recalibrate_arrays(
-        probabilities[ids], truth[ids], ids.tolist(), sources, label_names=LABELS, audit_rate=0.1,
+        truth[ids], probabilities[ids], ids.tolist(), sources, label_names=LABELS, audit_rate=0.1,
         calibrator="platt", target_accuracy=0.95, delta=0.05, model_id="m",
     )
     assert report["certified"] and report["calibrator"] == "platt" and policy.model_id == "m"
@@ -124,7 +124,7 @@ def test_the_guarantee_fails_on_fresh_items_no_more_often_than_delta():
     misses, automation = 0, []
     for run in range(40):
         probabilities, truth, ids, sources = served(automated=0.4, seed=run + 10)
-        policy, _ = recalibrate_arrays(probabilities[ids], truth[ids], ids.tolist(), sources,
+        policy, _ = recalibrate_arrays(truth[ids], probabilities[ids], ids.tolist(), sources,
                                        label_names=LABELS, audit_rate=0.1, calibrator="platt", seed=run)
         predicted, confidence, _ = policy.calibrate(fresh)
         automated = policy.automate(predicted, confidence)
@@ -136,7 +136,7 @@ def test_the_guarantee_fails_on_fresh_items_no_more_often_than_delta():
 
 def test_auto_reports_the_calibrator_it_chose():
     probabilities, truth, ids, sources = served(n=2500)
-    _, report = recalibrate_arrays(probabilities[ids], truth[ids], ids.tolist(), sources,
+    _, report = recalibrate_arrays(truth[ids], probabilities[ids], ids.tolist(), sources,
                                    label_names=LABELS, audit_rate=0.1, calibrator="auto",
                                    texts=[f"text {i}" for i in ids])
     assert report["calibrator"] == "auto" and report["calibrator_chosen"] in ("temperature", "platt", "beta",
