@@ -124,3 +124,22 @@ def test_bad_settings_are_clear_errors(generator, backend):
         Prompt(instruction="no placeholder")
     with pytest.raises(DataError, match="max_new_tokens"):
         AnswerGenerator(backend, max_new_tokens=0)
+
+
+def test_generation_uses_only_the_backends_public_methods(backend):
+    """answers/generation.py runs the backend's model through `cache_kwargs` and
+    `real_tokens_only`, not its private attributes (hidden.py, in the backend's package, uses
+    `cache_kwargs` too)."""
+    import inspect
+    import re
+
+    from howsure.answers import generation
+    from howsure.backends.transformers import hidden
+
+    assert not re.search(r"backend\._\w", inspect.getsource(generation))
+    assert "_cache_kw" not in inspect.getsource(hidden)
+    (key, value), = backend.cache_kwargs("CACHE").items()
+    assert value == "CACHE" and key in inspect.signature(backend.model.forward).parameters
+    mask = torch.ones((1, 3), dtype=torch.long)
+    with backend.real_tokens_only(mask, answers_only=True):
+        pass

@@ -229,9 +229,9 @@ class AnswerGenerator:
         cache = None
         if prefix_cache is not None:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=False)
-        with self.backend._real_tokens.only(attention[:, prefix_len:], answers_only=not hidden):
+        with self.backend.real_tokens_only(attention[:, prefix_len:], answers_only=not hidden):
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             **{self.backend._cache_kw: cache}, use_cache=True, logits_to_keep=1,
+                             **self.backend.cache_kwargs(cache), use_cache=True, logits_to_keep=1,
                              output_hidden_states=hidden)
         states = _last_states(out) if hidden else None
         next_positions = (prefix_len + lengths).to(self.device)
@@ -318,7 +318,7 @@ class AnswerGenerator:
             attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype,
                                                          device=attention.device)], 1)
             out = self.model(input_ids=chosen.unsqueeze(1), attention_mask=attention,
-                             position_ids=(positions + step).unsqueeze(1), **{self.backend._cache_kw: cache},
+                             position_ids=(positions + step).unsqueeze(1), **self.backend.cache_kwargs(cache),
                              use_cache=True, output_hidden_states=hidden_at_answer)
             cache = output_cache(out)
             log_probs = out.logits[:, -1, :].float().log_softmax(-1)
