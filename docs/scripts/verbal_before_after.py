@@ -35,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from howsure.backends.transformers.adapters import apply_adapter, load_base_model, trained_hashes
+from howsure.backends.transformers.adapters import load_base_model, trained_hashes
 from howsure.calibration.fitting import HASH_DIGITS, item_hashes
-from howsure.finetune.completion_eval import confidence_after_answer, greedy_continuations, score_confidences
+from howsure.answers.generation import AnswerGenerator
+from howsure.backends.transformers.backend import TransformersBackend
+from howsure.finetune.completion_eval import confidence_after_answer, score_confidences, verbal_outputs
 from howsure.finetune.verbal import PromptBuilder, VerbalRecords, read_verbal_file, verbal_task
 
 LEAD_IN = "\nConfidence:"
@@ -100,6 +102,12 @@ def crossfit_probe(features: np.ndarray, correct: np.ndarray, seed: int) -> np.n
     return out
 
 
+def generator(model: str, adapter, max_new_tokens: int) -> AnswerGenerator:
+    """Greedy continuations that only the end-of-turn token ends, as the adapter was trained."""
+    backend = TransformersBackend(model, adapter=None if adapter is None else str(adapter))
+    return AnswerGenerator(backend, max_new_tokens=max_new_tokens, stop=(), batch_size=32)
+
+
 def prepare(args) -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -109,8 +117,8 @@ def prepare(args) -> None:
     builder = PromptBuilder(tokenizer, task)
     items = questions(args.n_per_kind, args.seed)
     started = time.perf_counter()
-    outputs = greedy_continuations(model, tokenizer, [builder.prompt_ids(i["question"], "") for i in items],
-                                   max_new_tokens=8, batch_size=32)
+    outputs = verbal_outputs(generator(args.model, None, 8), VerbalRecords(
+        [i["question"] for i in items], [""] * len(items), [False] * len(items), [0.0] * len(items)), task)
     print(f"answered {len(items)} questions in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     for item, output in zip(items, outputs):
         item["answer"] = output.strip().split("\n")[0].strip()
@@ -170,21 +178,17 @@ def compare(args) -> None:
         if not with_adapter and kept.exists() and json.loads(kept.read_text())["questions"] == test.questions:
             said[name] = json.loads(kept.read_text())["outputs"]
         else:
-            tokenizer, model = load_base_model(args.model)
-            if with_adapter:
-                model, _ = apply_adapter(model, adapter, args.model)
             started = time.perf_counter()
-            builder = PromptBuilder(tokenizer, task)
-            said[name] = greedy_continuations(model, tokenizer, [builder.prompt_ids(q, a + lead_in) for q, a in
-                                                                 zip(test.questions, test.answers)],
-                                              max_new_tokens=args.max_new_tokens, batch_size=32)
+            led = VerbalRecords(test.questions, [a + lead_in for a in test.answers], test.correct, test.targets)
+            said[name] = verbal_outputs(generator(args.model, adapter if with_adapter else None, args.max_new_tokens),
+                                        led, task)
             print(f"{name}: {len(test)} continuations in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             if not with_adapter:
                 kept.write_text(json.dumps({"questions": test.questions, "outputs": said[name]}))
         rows[name] = [confidence_after_answer(lead_in.strip() + o) for o in said[name]]
     print(f"{len(test)} held-out questions (none trained on or used for validation), "
           f"{sum(test.correct)} answered right ({np.mean(test.correct):.1%})")
-    print(f"| confidence | readable | AUROC | ECE | RMS cal. error (bins of 100) | distinct share | mean |")
+    print("| confidence | readable | AUROC | ECE | RMS cal. error (bins of 100) | distinct share | mean |")
     print("|---|---|---|---|---|---|---|")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     flags = []

@@ -196,6 +196,21 @@ class AnswerGenerator:
                 raise DataError(f"text {i} makes a prompt of {len(ids)} tokens; with {self.max_new_tokens} "
                                 f"answer tokens that is more than the model's {limit}")
         shared = [i for i, ids in enumerate(full) if prefix_ids and ids[:len(prefix_ids)] == prefix_ids]
+        return self._run(full, shared, prefix_ids, prefix_cache, hidden=hidden, samples=samples,
+                         temperature=temperature, seed=seed, progress=progress)
+
+    def continue_ids(self, prompts: Sequence[Sequence[int]], *,
+                     progress: Callable[[int], None] | None = None) -> list[GeneratedAnswer]:
+        """Greedy continuation of each prompt given as token ids, in input order: for prompts
+        that end in text of their own, such as a question's prompt followed by a fixed answer whose
+        continuation is wanted (`howsure.finetune.completion_eval`). No shared head is assumed:
+        each prompt is run whole, in length-sorted left-padded batches."""
+        full = [list(ids) for ids in prompts]
+        if any(not ids for ids in full):
+            raise DataError("a prompt to continue has no tokens")
+        return self._run(full, [], [], None, hidden=None, samples=0, temperature=1.0, seed=0, progress=progress)
+
+    def _run(self, full, shared, prefix_ids, prefix_cache, *, hidden, samples, temperature, seed, progress):
         whole = sorted(set(range(len(full))) - set(shared))
         results: list[GeneratedAnswer | None] = [None] * len(full)
         for rows, use_prefix in ((shared, True), (whole, False)):
