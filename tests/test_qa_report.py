@@ -122,3 +122,26 @@ def test_qa_report_command_writes_the_page_and_the_summary(tmp_path):
     result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "short.npy"),
                                  "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "expected (200, layers, hidden)" in " ".join(result.output.split())
+
+
+def test_markdown_table_has_every_metric_raw_and_calibrated_with_intervals_and_the_probe_layer(tmp_path):
+    records, hidden = synthetic(n=200)
+    source = tmp_path / "qa.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    np.save(tmp_path / "hidden.npy", hidden)
+    result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
+                                 "-o", str(tmp_path / "report.html"), "--json", str(tmp_path / "summary.json"),
+                                 "--bootstrap", "50", "--markdown"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    probe = summary["probe"]
+    assert probe["best_layer"] == 1 and set(probe["layer_auroc"]) == {"0", "1", "2"}
+    assert probe["layer_auroc"]["1"] > 0.8 > max(probe["layer_auroc"]["0"], probe["layer_auroc"]["2"])
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| estimator | scored | accuracy raw | accuracy cal. | AUROC raw | AUROC cal. | "
+                               "ECE raw | ECE cal. | RMS cal. error raw | RMS cal. error cal. |")
+    token = next(line for line in lines if line.startswith("| token_prob |")).split(" | ")
+    raw_ece = summary["estimators"][0]["raw"]["ece"]
+    assert token[6] == f"{raw_ece['value']:.3f} [{raw_ece['low']:.3f}, {raw_ece['high']:.3f}]"
+    assert all("[" in cell for cell in token[2:10])  # every metric with its interval
+    assert any(line.startswith("Probe layer: 1 has the best") for line in lines)

@@ -28,10 +28,12 @@ def qa_report_command(
     folds: int = typer.Option(5, help="Cross-fitting folds (grouped by question id)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples behind each 95% interval."),
     seed: int = typer.Option(0, help="Seed of folds, splits and bootstrap."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (every metric raw and "
+                                  "calibrated with its interval, the probe's layers) instead of the terminal table."),
 ) -> None:
     """Compare confidence estimators for free-form answers: one table, one reliability diagram each."""
     from howsure.pipelines.qa_report import QAReportConfig, load_hidden, qa_report, read_qa_records
-    from howsure.report.qa import write_qa_report
+    from howsure.report.qa import markdown_table, write_qa_report
 
     records = read_qa_records(input)
     states = load_hidden(hidden, records.correct.size) if hidden is not None else None
@@ -41,9 +43,13 @@ def qa_report_command(
         summary = qa_report(records, hidden=states, config=config, source=str(input),
                             command="howsure " + " ".join(sys.argv[1:]))
     write_qa_report(summary, output, json_out)
+    if markdown:
+        typer.echo(markdown_table(summary), nl=False)
+        err_console.print(escape(f"report -> {output}" + (f", summary -> {json_out}" if json_out else "")))
+        return
     table = Table(title=f"{summary['input']['n_items']} questions, accuracy {summary['input']['accuracy']:.1%}")
     table.add_column("estimator", no_wrap=True, min_width=18)  # the names are what the table is read by
-    for column in ("scored", "null", "AUROC", "ECE cal", "RMS cal", "Brier cal", "answers auto", "flags"):
+    for column in ("scored", "null", "AUROC", "ECE raw", "ECE cal", "RMS raw", "RMS cal", "answers auto", "flags"):
         table.add_column(column, justify="left" if column == "flags" else "right")
     for e in summary["estimators"]:
         raw, cal, cert = e["raw"] or {}, e["calibrated"] or {}, e["certification"]
@@ -53,8 +59,11 @@ def qa_report_command(
             return "–" if entry.get("value") is None else f"{entry['value']:.3f}"
 
         auto = "–" if not cert else (f"{cert['automation_rate']:.0%}" if cert["certified"] else "none")
-        table.add_row(escape(e["name"]), str(e["n_scored"]), str(e["n_null"]), value(raw, "auroc"), value(cal, "ece"),
-                      value(cal, "rms_calibration_error"), value(cal, "brier"), auto,
+        table.add_row(escape(e["name"]), str(e["n_scored"]), str(e["n_null"]), value(raw, "auroc"), value(raw, "ece"),
+                      value(cal, "ece"), value(raw, "rms_calibration_error"), value(cal, "rms_calibration_error"), auto,
                       escape("; ".join(f.split(":")[0] for f in e["flags"])))
     console.print(table)
+    if summary["probe"]:
+        console.print(f"probe: best layer {summary['probe']['best_layer']} (cross-validated AUROC per layer in the "
+                      f"summary); chosen per outer fold: {summary['probe']['chosen_layers']}. Intervals: --markdown")
     console.print(escape(f"report -> {output}" + (f", summary -> {json_out}" if json_out else "")))

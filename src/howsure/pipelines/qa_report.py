@@ -40,7 +40,7 @@ from howsure.calibration.crossfit import crossfit_predict
 from howsure.decisions.certification import certify_threshold
 from howsure.errors import DataError
 from howsure.io.records import read_records
-from howsure.probes.crossval import nested_crossfit
+from howsure.probes.crossval import layer_scores, nested_crossfit
 from howsure.report.plots import reliability_diagram, side_by_side
 from howsure.stats.metrics import summarize
 from howsure.stats.splits import calibration_test_split
@@ -221,7 +221,13 @@ def qa_report(records: QARecords, *, hidden: np.ndarray | None = None, config: Q
         nested = nested_crossfit(hidden, records.correct.astype(int), groups=records.ids, n_folds=config.n_folds,
                                  seed=config.seed)
         scores[PROBE_NAME] = nested.probabilities[:, 1]
-        probe_info = {"chosen_layers": nested.chosen_layers, "auroc": nested.auroc, "scheme": nested.scheme.to_dict()}
+        # Descriptive only (the probe's scores above never use it): each layer's cross-validated
+        # AUROC over all the questions, and the layer it puts first.
+        per_layer = layer_scores(hidden, records.correct.astype(int), groups=records.ids, n_folds=config.n_folds,
+                                 seed=config.seed)
+        probe_info = {"chosen_layers": nested.chosen_layers, "auroc": nested.auroc, "scheme": nested.scheme.to_dict(),
+                      "best_layer": per_layer.best_layer,
+                      "layer_auroc": {str(layer): value for layer, value in zip(per_layer.layers, per_layer.auroc)}}
         notes.append(f"{PROBE_NAME}: logistic regression on a last-token hidden state, {nested.scheme.describe()}; "
                      f"the layer chosen inside each outer fold's training part: {nested.chosen_layers}")
     if not scores:
