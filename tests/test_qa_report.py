@@ -36,6 +36,15 @@ def synthetic(n=300, seed=0):
 CONFIG = QAReportConfig(n_boot=100)
 
 
+def write_inputs(tmp_path, n=200):
+    """`synthetic` records as qa.jsonl and their hidden states as hidden.npy in ``tmp_path``."""
+    records, hidden = synthetic(n=n)
+    source = tmp_path / "qa.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    np.save(tmp_path / "hidden.npy", hidden)
+    return records, hidden, source
+
+
 def by_name(summary):
     return {e["name"]: e for e in summary["estimators"]}
 
@@ -105,10 +114,7 @@ def test_log_probability_scores_are_exponentiated_and_said_so():
 
 
 def test_qa_report_command_writes_the_page_and_the_summary(tmp_path):
-    records, hidden = synthetic(n=200)
-    source = tmp_path / "qa.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in records))
-    np.save(tmp_path / "hidden.npy", hidden)
+    records, hidden, source = write_inputs(tmp_path)
     result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
                                  "-o", str(tmp_path / "report.html"), "--json", str(tmp_path / "summary.json"),
                                  "--bootstrap", "50"])
@@ -125,10 +131,7 @@ def test_qa_report_command_writes_the_page_and_the_summary(tmp_path):
 
 
 def test_markdown_table_has_every_metric_raw_and_calibrated_with_intervals_and_the_probe_layer(tmp_path):
-    records, hidden = synthetic(n=200)
-    source = tmp_path / "qa.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in records))
-    np.save(tmp_path / "hidden.npy", hidden)
+    records, hidden, source = write_inputs(tmp_path)
     result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
                                  "-o", str(tmp_path / "report.html"), "--json", str(tmp_path / "summary.json"),
                                  "--bootstrap", "50", "--markdown"])
