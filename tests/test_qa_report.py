@@ -148,3 +148,25 @@ def test_markdown_table_has_every_metric_raw_and_calibrated_with_intervals_and_t
     assert token[6] == f"{raw_ece['value']:.3f} [{raw_ece['low']:.3f}, {raw_ece['high']:.3f}]"
     assert all("[" in cell for cell in token[2:10])  # every metric with its interval
     assert any(line.startswith("Probe layer: 1 has the best") for line in lines)
+
+
+def test_targets_out_writes_each_record_with_the_probes_cross_fitted_value(tmp_path):
+    from howsure.finetune.verbal import read_verbal_file
+    from howsure.probes.crossval import nested_crossfit
+
+    records, hidden, source = write_inputs(tmp_path)
+    out = tmp_path / "targets.jsonl"
+    result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
+                                 "-o", str(tmp_path / "r.html"), "--bootstrap", "20", "--targets-out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [{k: v for k, v in w.items() if k != "target_confidence"} for w in written] == records
+    nested = nested_crossfit(hidden.astype(np.float32), np.array([r["correct"] for r in records], dtype=int),
+                             groups=[r["id"] for r in records], n_folds=5, seed=0)
+    for fit, held in nested.folds:  # each value from the outer fold that held its question out
+        np.testing.assert_allclose([written[i]["target_confidence"] for i in held], nested.probabilities[held, 1],
+                                   atol=1e-6)
+    assert read_verbal_file(out).targets == [w["target_confidence"] for w in written]  # finetune-verbal reads it
+    result = runner.invoke(app, ["qa-report", "-i", str(source), "-o", str(tmp_path / "r.html"),
+                                 "--targets-out", str(out)])
+    assert result.exit_code == 2 and "give --hidden too" in " ".join(result.output.split())

@@ -28,20 +28,31 @@ def qa_report_command(
     folds: int = typer.Option(5, help="Cross-fitting folds (grouped by question id)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples behind each 95% interval."),
     seed: int = typer.Option(0, help="Seed of folds, splits and bootstrap."),
+    targets_out: Optional[Path] = typer.Option(None, "--targets-out", help="Write each record plus target_confidence, "
+                                               "the probe's cross-fitted P(correct) (needs --hidden): the input of "
+                                               "`howsure finetune-verbal`."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (every metric raw and "
                                   "calibrated with its interval, the probe's layers) instead of the terminal table."),
 ) -> None:
     """Compare confidence estimators for free-form answers: one table, one reliability diagram each."""
-    from howsure.pipelines.qa_report import QAReportConfig, load_hidden, qa_report, read_qa_records
+    from howsure.io.records import read_records
+    from howsure.pipelines.qa_report import (QAReportConfig, hidden_state_probe, load_hidden, qa_report,
+                                             read_qa_records, write_targets)
     from howsure.report.qa import markdown_table, write_qa_report
 
     records = read_qa_records(input)
     states = load_hidden(hidden, records.correct.size) if hidden is not None else None
     config = QAReportConfig(calibrator=calibrator, n_folds=folds, target_accuracy=target, delta=delta,
                             n_boot=bootstrap, seed=seed)
+    if targets_out is not None and states is None:
+        raise typer.BadParameter("--targets-out writes the probe's values: give --hidden too", param_hint="--targets-out")
     with err_console.status("cross-fitting and certifying every estimator …"):
-        summary = qa_report(records, hidden=states, config=config, source=str(input),
+        probe = None if states is None else hidden_state_probe(records, states, config)
+        summary = qa_report(records, probe=probe, config=config, source=str(input),
                             command="howsure " + " ".join(sys.argv[1:]))
+    if targets_out is not None:
+        write_targets(read_records(input), probe, targets_out)
+        err_console.print(escape(f"probe targets -> {targets_out}"))
     write_qa_report(summary, output, json_out)
     if markdown:
         typer.echo(markdown_table(summary), nl=False)
