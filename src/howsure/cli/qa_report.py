@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import command, console, err_console
+from howsure.io.records import read_records
 
 
 @command("qa-report")
@@ -35,7 +36,6 @@ def qa_report_command(
                                   "calibrated with its interval, the probe's layers) instead of the terminal table."),
 ) -> None:
     """Compare confidence estimators for free-form answers: one table, one reliability diagram each."""
-    from howsure.io.records import read_records
     from howsure.pipelines.qa_report import (QAReportConfig, hidden_state_probe, load_hidden, qa_report,
                                              read_qa_records, write_targets)
     from howsure.report.qa import markdown_table, write_qa_report
