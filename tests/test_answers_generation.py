@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from howsure.answers import estimators as est
 from howsure.answers.estimators import token_scores
 from howsure.answers.generation import AnswerGenerator, Prompt
 from howsure.backends import load_backend
@@ -124,3 +125,68 @@ def test_bad_settings_are_clear_errors(generator, backend):
         Prompt(instruction="no placeholder")
     with pytest.raises(DataError, match="max_new_tokens"):
         AnswerGenerator(backend, max_new_tokens=0)
+
+
+def test_generation_uses_only_the_backends_public_methods(backend):
+    """answers/generation.py runs the backend's model through `cache_kwargs` and
+    `real_tokens_only`, not its private attributes (hidden.py, in the backend's package, uses
+    `cache_kwargs` too)."""
+    import inspect
+    import re
+
+    from howsure.answers import generation
+    from howsure.backends.transformers import hidden
+
+    assert not re.search(r"backend\._\w", inspect.getsource(generation))
+    assert "_cache_kw" not in inspect.getsource(hidden)
+    (key, value), = backend.cache_kwargs("CACHE").items()
+    assert value == "CACHE" and key in inspect.signature(backend.model.forward).parameters
+    mask = torch.ones((1, 3), dtype=torch.long)
+    with backend.real_tokens_only(mask, answers_only=True):
+        pass
+
+
+class _Asked:
+    """A real backend whose label-scoring calls are recorded (what entailment clustering asks)."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+
+    def label_scores(self, task, texts, **kwargs):
+        self.calls.append((task.name, list(texts)))
+        return self.backend.label_scores(task, texts, **kwargs)
+
+
+def _yes(backend, question, a, b):
+    text = f"Question: {question}\nAnswer A: {a}\nAnswer B: {b}"
+    return backend.label_scores(est.ENTAILMENT_TASK, [text])[0].probabilities[0]
+
+
+def test_entailment_clustering_through_a_real_model_asks_both_directions(backend):
+    question = "What is the capital of France?"
+    samples = ["Paris", "paris", "Berlin", "Rome"]
+    asked = _Asked(backend)
+    clusters = est.entailment_clusters(asked, question, samples)
+    assert clusters[0] == clusters[1]  # equal after normalisation: never asked
+    assert [name for name, _ in asked.calls] == ["qa-entailment", "qa-entailment"]
+    berlin, rome = (texts for _, texts in asked.calls)
+    assert berlin == [f"Question: {question}\nAnswer A: Berlin\nAnswer B: Paris",
+                      f"Question: {question}\nAnswer A: Paris\nAnswer B: Berlin"]
+    assert len(rome) == 2 * (2 if clusters[2] != clusters[0] else 1)  # both directions to every kept cluster
+    # the rule recomputed from the real model's yes probabilities: joined only when both are >= 0.5
+    both = lambda a, b: _yes(backend, question, a, b) >= 0.5 and _yes(backend, question, b, a) >= 0.5  # noqa: E731
+    assert (clusters[2] == clusters[0]) == both("Berlin", "Paris")
+    kept = ["Paris"] + ([] if clusters[2] == clusters[0] else ["Berlin"])
+    joined = next((k for k in kept if both("Rome", k)), None)
+    if joined is not None:
+        assert clusters[3] == clusters[samples.index(joined)]
+    assert (joined is None) == (clusters[3] not in clusters[:3])
+
+
+@pytest.mark.model
+def test_entailment_clustering_with_the_bundled_model(bundled_backend):
+    """Obvious equivalences: "Paris"/"paris" (normalised) share a cluster; "Berlin" and "Tokyo" never join Paris."""
+    asked = _Asked(bundled_backend)
+    clusters = est.entailment_clusters(asked, "What is the capital of France?", ["Paris", "paris", "Berlin", "Tokyo"])
+    assert clusters[0] == clusters[1] and clusters[2] != clusters[0] and clusters[3] != clusters[0]
+    assert asked.calls and all(len(texts) % 2 == 0 for _, texts in asked.calls)

@@ -21,7 +21,7 @@ from howsure.finetune.completion_eval import (
 )
 from howsure.finetune.verbal import (
     IGNORE_INDEX, CompletionObjective, CompletionRow, PromptBuilder, VerbalRecords, completion_cross_entropy,
-    completion_labels, completion_loss, confidence_text, finetune_verbal, read_verbal_file, verbal_task,
+    completion_labels, confidence_text, finetune_verbal, read_verbal_file, verbal_task,
 )
 from howsure.finetune.data import split_train_validation
 from howsure.core.task import load_task
@@ -233,15 +233,26 @@ def test_a_flat_confidence_is_flagged_and_gets_no_ranking_credit():
     assert nothing.auroc is None and nothing.n_readable == 0
 
 
-def test_generation_continues_after_the_fixed_answer(trained, tiny_model_dir):
-    tokenizer, base = load_base_model(str(tiny_model_dir))
+def test_generation_continues_after_the_fixed_answer(tiny_model_dir):
+    """`verbal_outputs` (AnswerGenerator.continue_ids, batched and left-padded) says what the
+    plain transformers `generate()` of each prompt alone says: the old private loop's output."""
+    from howsure.answers.generation import AnswerGenerator
+    from howsure.backends.transformers.backend import TransformersBackend
+
     records = toy_records(6)
-    outputs = verbal_outputs(base, tokenizer, records, TASK, max_new_tokens=4, batch_size=4)
-    assert len(outputs) == 6 and all(isinstance(o, str) for o in outputs)
-    # one at a time, unpadded, gives the same greedy text: left padding does not change it
-    single = [verbal_outputs(base, tokenizer, VerbalRecords([q], [a], [c], [t]), TASK, max_new_tokens=4)[0]
-              for q, a, c, t in zip(records.questions, records.answers, records.correct, records.targets)]
-    assert outputs == single
+    generator = AnswerGenerator(TransformersBackend(str(tiny_model_dir), threads=1), max_new_tokens=4, stop=(),
+                                batch_size=4)
+    outputs = verbal_outputs(generator, records, TASK)
+    tokenizer, base = load_base_model(str(tiny_model_dir))
+    builder = PromptBuilder(tokenizer, TASK)
+    expected = []
+    for q, a in zip(records.questions, records.answers):
+        ids = torch.tensor([builder.prompt_ids(q, a)])
+        with torch.no_grad():
+            out = base.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=4,
+                                pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+        expected.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    assert len({*expected}) >= 2 and outputs == expected
 
 
 def test_the_command_trains_and_a_rerun_has_nothing_to_do(tiny_model_dir, tmp_path):

@@ -36,6 +36,15 @@ def synthetic(n=300, seed=0):
 CONFIG = QAReportConfig(n_boot=100)
 
 
+def write_inputs(tmp_path, n=200):
+    """`synthetic` records as qa.jsonl and their hidden states as hidden.npy in ``tmp_path``."""
+    records, hidden = synthetic(n=n)
+    source = tmp_path / "qa.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    np.save(tmp_path / "hidden.npy", hidden)
+    return records, hidden, source
+
+
 def by_name(summary):
     return {e["name"]: e for e in summary["estimators"]}
 
@@ -105,10 +114,7 @@ def test_log_probability_scores_are_exponentiated_and_said_so():
 
 
 def test_qa_report_command_writes_the_page_and_the_summary(tmp_path):
-    records, hidden = synthetic(n=200)
-    source = tmp_path / "qa.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in records))
-    np.save(tmp_path / "hidden.npy", hidden)
+    records, hidden, source = write_inputs(tmp_path)
     result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
                                  "-o", str(tmp_path / "report.html"), "--json", str(tmp_path / "summary.json"),
                                  "--bootstrap", "50"])
@@ -122,3 +128,45 @@ def test_qa_report_command_writes_the_page_and_the_summary(tmp_path):
     result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "short.npy"),
                                  "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "expected (200, layers, hidden)" in " ".join(result.output.split())
+
+
+def test_markdown_table_has_every_metric_raw_and_calibrated_with_intervals_and_the_probe_layer(tmp_path):
+    records, hidden, source = write_inputs(tmp_path)
+    result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
+                                 "-o", str(tmp_path / "report.html"), "--json", str(tmp_path / "summary.json"),
+                                 "--bootstrap", "50", "--markdown"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    probe = summary["probe"]
+    assert probe["best_layer"] == 1 and set(probe["layer_auroc"]) == {"0", "1", "2"}
+    assert probe["layer_auroc"]["1"] > 0.8 > max(probe["layer_auroc"]["0"], probe["layer_auroc"]["2"])
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| estimator | scored | accuracy raw | accuracy cal. | AUROC raw | AUROC cal. | "
+                               "ECE raw | ECE cal. | RMS cal. error raw | RMS cal. error cal. |")
+    token = next(line for line in lines if line.startswith("| token_prob |")).split(" | ")
+    raw_ece = summary["estimators"][0]["raw"]["ece"]
+    assert token[6] == f"{raw_ece['value']:.3f} [{raw_ece['low']:.3f}, {raw_ece['high']:.3f}]"
+    assert all("[" in cell for cell in token[2:10])  # every metric with its interval
+    assert any(line.startswith("Probe layer: 1 has the best") for line in lines)
+
+
+def test_targets_out_writes_each_record_with_the_probes_cross_fitted_value(tmp_path):
+    from howsure.finetune.verbal import read_verbal_file
+    from howsure.probes.crossval import nested_crossfit
+
+    records, hidden, source = write_inputs(tmp_path)
+    out = tmp_path / "targets.jsonl"
+    result = runner.invoke(app, ["qa-report", "-i", str(source), "--hidden", str(tmp_path / "hidden.npy"),
+                                 "-o", str(tmp_path / "r.html"), "--bootstrap", "20", "--targets-out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [{k: v for k, v in w.items() if k != "target_confidence"} for w in written] == records
+    nested = nested_crossfit(hidden.astype(np.float32), np.array([r["correct"] for r in records], dtype=int),
+                             groups=[r["id"] for r in records], n_folds=5, seed=0)
+    for fit, held in nested.folds:  # each value from the outer fold that held its question out
+        np.testing.assert_allclose([written[i]["target_confidence"] for i in held], nested.probabilities[held, 1],
+                                   atol=1e-6)
+    assert read_verbal_file(out).targets == [w["target_confidence"] for w in written]  # finetune-verbal reads it
+    result = runner.invoke(app, ["qa-report", "-i", str(source), "-o", str(tmp_path / "r.html"),
+                                 "--targets-out", str(out)])
+    assert result.exit_code == 2 and "give --hidden too" in " ".join(result.output.split())

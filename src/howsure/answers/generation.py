@@ -196,6 +196,21 @@ class AnswerGenerator:
                 raise DataError(f"text {i} makes a prompt of {len(ids)} tokens; with {self.max_new_tokens} "
                                 f"answer tokens that is more than the model's {limit}")
         shared = [i for i, ids in enumerate(full) if prefix_ids and ids[:len(prefix_ids)] == prefix_ids]
+        return self._run(full, shared, prefix_ids, prefix_cache, hidden=hidden, samples=samples,
+                         temperature=temperature, seed=seed, progress=progress)
+
+    def continue_ids(self, prompts: Sequence[Sequence[int]], *,
+                     progress: Callable[[int], None] | None = None) -> list[GeneratedAnswer]:
+        """Greedy continuation of each prompt given as token ids, in input order: for prompts
+        that end in text of their own, such as a question's prompt followed by a fixed answer whose
+        continuation is wanted (`howsure.finetune.completion_eval`). No shared head is assumed:
+        each prompt is run whole, in length-sorted left-padded batches."""
+        full = [list(ids) for ids in prompts]
+        if any(not ids for ids in full):
+            raise DataError("a prompt to continue has no tokens")
+        return self._run(full, [], [], None, hidden=None, samples=0, temperature=1.0, seed=0, progress=progress)
+
+    def _run(self, full, shared, prefix_ids, prefix_cache, *, hidden, samples, temperature, seed, progress):
         whole = sorted(set(range(len(full))) - set(shared))
         results: list[GeneratedAnswer | None] = [None] * len(full)
         for rows, use_prefix in ((shared, True), (whole, False)):
@@ -229,9 +244,9 @@ class AnswerGenerator:
         cache = None
         if prefix_cache is not None:
             cache = batch_prefix_cache(prefix_cache, batch, self.model.config, read_only=False)
-        with self.backend._real_tokens.only(attention[:, prefix_len:], answers_only=not hidden):
+        with self.backend.real_tokens_only(attention[:, prefix_len:], answers_only=not hidden):
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             **{self.backend._cache_kw: cache}, use_cache=True, logits_to_keep=1,
+                             **self.backend.cache_kwargs(cache), use_cache=True, logits_to_keep=1,
                              output_hidden_states=hidden)
         states = _last_states(out) if hidden else None
         next_positions = (prefix_len + lengths).to(self.device)
@@ -318,7 +333,7 @@ class AnswerGenerator:
             attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype,
                                                          device=attention.device)], 1)
             out = self.model(input_ids=chosen.unsqueeze(1), attention_mask=attention,
-                             position_ids=(positions + step).unsqueeze(1), **{self.backend._cache_kw: cache},
+                             position_ids=(positions + step).unsqueeze(1), **self.backend.cache_kwargs(cache),
                              use_cache=True, output_hidden_states=hidden_at_answer)
             cache = output_cache(out)
             log_probs = out.logits[:, -1, :].float().log_softmax(-1)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from howsure.cli.app import command, console, err_console
+from howsure.io.records import read_records
 
 
 @command("qa-report")
@@ -28,22 +29,38 @@ def qa_report_command(
     folds: int = typer.Option(5, help="Cross-fitting folds (grouped by question id)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples behind each 95% interval."),
     seed: int = typer.Option(0, help="Seed of folds, splits and bootstrap."),
+    targets_out: Optional[Path] = typer.Option(None, "--targets-out", help="Write each record plus target_confidence, "
+                                               "the probe's cross-fitted P(correct) (needs --hidden): the input of "
+                                               "`howsure finetune-verbal`."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (every metric raw and "
+                                  "calibrated with its interval, the probe's layers) instead of the terminal table."),
 ) -> None:
     """Compare confidence estimators for free-form answers: one table, one reliability diagram each."""
-    from howsure.pipelines.qa_report import QAReportConfig, load_hidden, qa_report, read_qa_records
-    from howsure.report.qa import write_qa_report
+    from howsure.pipelines.qa_report import (QAReportConfig, hidden_state_probe, load_hidden, qa_report,
+                                             read_qa_records, write_targets)
+    from howsure.report.qa import markdown_table, write_qa_report
 
     records = read_qa_records(input)
     states = load_hidden(hidden, records.correct.size) if hidden is not None else None
     config = QAReportConfig(calibrator=calibrator, n_folds=folds, target_accuracy=target, delta=delta,
                             n_boot=bootstrap, seed=seed)
+    if targets_out is not None and states is None:
+        raise typer.BadParameter("--targets-out writes the probe's values: give --hidden too", param_hint="--targets-out")
     with err_console.status("cross-fitting and certifying every estimator …"):
-        summary = qa_report(records, hidden=states, config=config, source=str(input),
+        probe = None if states is None else hidden_state_probe(records, states, config)
+        summary = qa_report(records, probe=probe, config=config, source=str(input),
                             command="howsure " + " ".join(sys.argv[1:]))
+    if targets_out is not None:
+        write_targets(read_records(input), probe, targets_out)
+        err_console.print(escape(f"probe targets -> {targets_out}"))
     write_qa_report(summary, output, json_out)
+    if markdown:
+        typer.echo(markdown_table(summary), nl=False)
+        err_console.print(escape(f"report -> {output}" + (f", summary -> {json_out}" if json_out else "")))
+        return
     table = Table(title=f"{summary['input']['n_items']} questions, accuracy {summary['input']['accuracy']:.1%}")
     table.add_column("estimator", no_wrap=True, min_width=18)  # the names are what the table is read by
-    for column in ("scored", "null", "AUROC", "ECE cal", "RMS cal", "Brier cal", "answers auto", "flags"):
+    for column in ("scored", "null", "AUROC", "ECE raw", "ECE cal", "RMS raw", "RMS cal", "answers auto", "flags"):
         table.add_column(column, justify="left" if column == "flags" else "right")
     for e in summary["estimators"]:
         raw, cal, cert = e["raw"] or {}, e["calibrated"] or {}, e["certification"]
@@ -53,8 +70,11 @@ def qa_report_command(
             return "–" if entry.get("value") is None else f"{entry['value']:.3f}"
 
         auto = "–" if not cert else (f"{cert['automation_rate']:.0%}" if cert["certified"] else "none")
-        table.add_row(escape(e["name"]), str(e["n_scored"]), str(e["n_null"]), value(raw, "auroc"), value(cal, "ece"),
-                      value(cal, "rms_calibration_error"), value(cal, "brier"), auto,
+        table.add_row(escape(e["name"]), str(e["n_scored"]), str(e["n_null"]), value(raw, "auroc"), value(raw, "ece"),
+                      value(cal, "ece"), value(raw, "rms_calibration_error"), value(cal, "rms_calibration_error"), auto,
                       escape("; ".join(f.split(":")[0] for f in e["flags"])))
     console.print(table)
+    if summary["probe"]:
+        console.print(f"probe: best layer {summary['probe']['best_layer']} (cross-validated AUROC per layer in the "
+                      f"summary); chosen per outer fold: {summary['probe']['chosen_layers']}. Intervals: --markdown")
     console.print(escape(f"report -> {output}" + (f", summary -> {json_out}" if json_out else "")))

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from howsure.answers.estimators import parse_confidence
+from howsure.answers.generation import AnswerGenerator
 from howsure.core.task import Task
 from howsure.errors import DataError
 from howsure.finetune.verbal import CONFIDENCE_SEPARATOR, PromptBuilder, VerbalRecords
@@ -33,39 +33,16 @@ from howsure.stats.metrics import auroc, expected_calibration_error, rms_calibra
 FLAT_MODE_SHARE = 0.9
 
 
-def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], *, max_new_tokens: int = 12,
-                         batch_size: int = 16, device: torch.device | str = "cpu",
-                         on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Greedy continuation text of each prompt (token ids), in batches of left-padded prompts,
-    stopping at the end-of-turn token."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[str] = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]):] = 1
-        with torch.no_grad():
-            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                       max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                       eos_token_id=tokenizer.eos_token_id)
-        for row, i in enumerate(chunk):
-            out[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-        if on_batch is not None:
-            on_batch(len(chunk))
-    return out
-
-
-def verbal_outputs(model, tokenizer, records: VerbalRecords, task: Task, **kwargs) -> list[str]:
-    """What the model says after each record's question and answer."""
-    builder = PromptBuilder(tokenizer, task)
-    return greedy_continuations(model, tokenizer, [builder.prompt_ids(q, a) for q, a in
-                                                   zip(records.questions, records.answers)], **kwargs)
+def verbal_outputs(generator: AnswerGenerator, records: VerbalRecords, task: Task, *,
+                   on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """What the model says after each record's question and answer: `AnswerGenerator`'s greedy
+    continuation of the prompt ids `PromptBuilder` trains on (``generator.max_new_tokens`` and
+    ``generator.batch_size`` apply; build it with ``stop=()`` so only the end-of-turn token ends
+    the continuation, as in training)."""
+    builder = PromptBuilder(generator.tokenizer, task)
+    answers = generator.continue_ids([builder.prompt_ids(q, a) for q, a in zip(records.questions, records.answers)],
+                                     progress=on_batch)
+    return [answer.text for answer in answers]
 
 
 def confidence_after_answer(output: str) -> float | None:

@@ -26,6 +26,7 @@ per estimator and left out of its numbers (its coverage is stated).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from howsure.calibration.crossfit import crossfit_predict
 from howsure.decisions.certification import certify_threshold
 from howsure.errors import DataError
 from howsure.io.records import read_records
-from howsure.probes.crossval import nested_crossfit
+from howsure.probes.crossval import layer_scores, nested_crossfit
 from howsure.report.plots import reliability_diagram, side_by_side
 from howsure.stats.metrics import summarize
 from howsure.stats.splits import calibration_test_split
@@ -204,26 +205,64 @@ def estimator_result(name: str, scores: np.ndarray, correct: np.ndarray, ids: li
     return result
 
 
+@dataclass
+class ProbeResult:
+    """The hidden-state probe as an estimator: each record's nested cross-fitted P(correct) (no
+    value from a probe fitted, or a layer chosen, on its own question), what the summary says of
+    it, and the note."""
+
+    values: np.ndarray  # (n,) in record order
+    info: dict
+    note: str
+
+
+def hidden_state_probe(records: QARecords, hidden: np.ndarray, config: QAReportConfig) -> ProbeResult:
+    """A linear probe's nested cross-fitted P(correct) from the saved hidden states (folds grouped
+    by question id; each outer fold picks its layer on its own training part)."""
+    if hidden.shape[0] != records.correct.size:
+        raise DataError(f"{hidden.shape[0]} rows of hidden states for {records.correct.size} records")
+    nested = nested_crossfit(hidden, records.correct.astype(int), groups=records.ids, n_folds=config.n_folds,
+                             seed=config.seed)
+    # Descriptive only (the probe's scores never use it): each layer's cross-validated AUROC over
+    # all the questions, and the layer it puts first.
+    per_layer = layer_scores(hidden, records.correct.astype(int), groups=records.ids, n_folds=config.n_folds,
+                             seed=config.seed)
+    info = {"chosen_layers": nested.chosen_layers, "auroc": nested.auroc, "scheme": nested.scheme.to_dict(),
+            "best_layer": per_layer.best_layer,
+            "layer_auroc": {str(layer): value for layer, value in zip(per_layer.layers, per_layer.auroc)}}
+    note = (f"{PROBE_NAME}: logistic regression on a last-token hidden state, {nested.scheme.describe()}; "
+            f"the layer chosen inside each outer fold's training part: {nested.chosen_layers}")
+    return ProbeResult(nested.probabilities[:, 1], info, note)
+
+
+def write_targets(records: Sequence[dict], probe: ProbeResult, path: str | Path) -> Path:
+    """Each `howsure qa` record plus ``target_confidence``, the probe's cross-fitted P(correct):
+    the targets `howsure finetune-verbal` trains the model to say."""
+    if len(records) != probe.values.size:
+        raise DataError(f"{len(records)} records but {probe.values.size} probe values")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record, value in zip(records, probe.values):
+            handle.write(json.dumps({**record, "target_confidence": round(float(value), 6)}, ensure_ascii=False) + "\n")
+    return path
+
+
 def qa_report(records: QARecords, *, hidden: np.ndarray | None = None, config: QAReportConfig | None = None,
-              source: str = "", command: str | None = None) -> dict:
+              source: str = "", command: str | None = None, probe: ProbeResult | None = None) -> dict:
     """The summary of every estimator (one entry each, in the records' order, the probe last).
 
-    With ``hidden``, a linear probe's nested cross-fitted P(correct) is added as
-    ``hidden_state_probe`` (folds grouped by question id; each outer fold picks its layer on its
-    own training part) and its chosen layers are stated."""
+    With ``hidden`` (or its ``probe``, `hidden_state_probe`, already computed), the probe's nested
+    cross-fitted P(correct) is added as ``hidden_state_probe`` and its layers are stated."""
     config = config or QAReportConfig()
     scores = dict(records.scores)
     notes = list(records.notes)
-    probe_info = None
-    if hidden is not None:
-        if hidden.shape[0] != records.correct.size:
-            raise DataError(f"{hidden.shape[0]} rows of hidden states for {records.correct.size} records")
-        nested = nested_crossfit(hidden, records.correct.astype(int), groups=records.ids, n_folds=config.n_folds,
-                                 seed=config.seed)
-        scores[PROBE_NAME] = nested.probabilities[:, 1]
-        probe_info = {"chosen_layers": nested.chosen_layers, "auroc": nested.auroc, "scheme": nested.scheme.to_dict()}
-        notes.append(f"{PROBE_NAME}: logistic regression on a last-token hidden state, {nested.scheme.describe()}; "
-                     f"the layer chosen inside each outer fold's training part: {nested.chosen_layers}")
+    if probe is None and hidden is not None:
+        probe = hidden_state_probe(records, hidden, config)
+    probe_info = None if probe is None else probe.info
+    if probe is not None:
+        scores[PROBE_NAME] = probe.values
+        notes.append(probe.note)
     if not scores:
         raise DataError(f"{source or 'the input'} has no estimator scores ('scores' is empty in every record)")
     estimators = [estimator_result(name, values, records.correct, records.ids, config)

@@ -113,3 +113,28 @@ _TEMPLATE = """<!DOCTYPE html>
 <footer>{% if s.command %}Made with <code>{{ s.command }}</code>.{% endif %}</footer>
 </main></body></html>
 """
+
+
+MARKDOWN_METRICS = (("accuracy", "accuracy"), ("auroc", "AUROC"), ("ece", "ECE"),
+                    ("rms_calibration_error", "RMS cal. error"))
+
+
+def markdown_table(summary: dict) -> str:
+    """The estimator table as Markdown (for docs; readable in any terminal): per estimator the
+    scored count, then accuracy, AUROC, ECE and RMS calibration error, each raw and calibrated
+    with its 95 % bootstrap interval, the certified threshold and the flags; then the probe's
+    layers (chosen per outer fold, and each layer's cross-validated AUROC)."""
+    header = ["estimator", "scored"] + [f"{label} {side}" for _, label in MARKDOWN_METRICS for side in ("raw", "cal.")]
+    lines = ["| " + " | ".join(header + ["certified threshold", "flags"]) + " |", "|" + "---|" * (len(header) + 2)]
+    for e in summary["estimators"]:
+        cells = [" ".join(part for part in pair if part) for pair in _cells(e, tuple(m for m, _ in MARKDOWN_METRICS))]
+        flags = "; ".join(f.split(":")[0] for f in e["flags"]) or ""
+        lines.append("| " + " | ".join([e["name"], f"{e['n_scored']}/{e['n_items']}", *cells, _threshold(e), flags])
+                     + " |")
+    probe = summary.get("probe")
+    if probe:
+        layers = ", ".join(f"{layer}: {value:.3f}" for layer, value in probe["layer_auroc"].items())
+        lines += ["", f"Probe layer: {probe['best_layer']} has the best cross-validated AUROC over all questions; "
+                      f"the layers chosen inside each outer fold's training part: {probe['chosen_layers']}. "
+                      f"AUROC per layer: {layers}."]
+    return "\n".join(lines) + "\n"

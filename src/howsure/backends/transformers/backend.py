@@ -462,3 +462,15 @@ class TransformersBackend:
                     total += step_log_probs[:, s, j - 1, seq[j]]
                 result[row_index, s] = total.exp().double().cpu().numpy()
         return result
+
+    # ------------------------------------------------------------------ for other model runners
+    def real_tokens_only(self, mask: torch.Tensor, *, answers_only: bool):
+        """Context in which the hooked blocks compute only the positions ``mask`` marks real
+        (pads zeroed); ``answers_only`` also limits the answer-only blocks to the last position.
+        For code that runs ``self.model`` itself (`howsure.answers.generation`)."""
+        return self._real_tokens.only(mask, answers_only=answers_only)
+
+    def cache_kwargs(self, cache) -> dict:
+        """The keyword arguments that hand ``cache`` (past keys and values) to ``self.model``:
+        its forward's name for them differs between model classes."""
+        return {self._cache_kw: cache}

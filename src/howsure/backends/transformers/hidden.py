@@ -84,7 +84,7 @@ def _forward_hidden(backend, suffixes: list[list[int]], prefix_cache, prefix_len
         # every position, so the answer position's state is exact at every layer.
         result = backend.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            **{backend._cache_kw: cache}, use_cache=False, output_hidden_states=True, logits_to_keep=1,
+            **backend.cache_kwargs(cache), use_cache=False, output_hidden_states=True, logits_to_keep=1,
         )
         states = torch.stack([result.hidden_states[layer][:, -1, :] for layer in keep], dim=1)
     return states.float().cpu().numpy()
