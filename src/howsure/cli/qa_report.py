@@ -36,11 +36,12 @@ def qa_report_command(
                                   "calibrated with its interval, the probe's layers) instead of the terminal table."),
 ) -> None:
     """Compare confidence estimators for free-form answers: one table, one reliability diagram each."""
-    from howsure.pipelines.qa_report import (QAReportConfig, hidden_state_probe, load_hidden, qa_report,
-                                             read_qa_records, write_targets)
+    from howsure.pipelines.qa_report import (QAReportConfig, hidden_state_probe, load_hidden, qa_records_from_dicts,
+                                             qa_report, write_targets)
     from howsure.report.qa import markdown_table, write_qa_report
 
-    records = read_qa_records(input)
+    rows = read_records(input)  # once: the arrays below and, with --targets-out, the records written back
+    records = qa_records_from_dicts(rows, repr(str(input)))
     states = load_hidden(hidden, records.correct.size) if hidden is not None else None
     config = QAReportConfig(calibrator=calibrator, n_folds=folds, target_accuracy=target, delta=delta,
                             n_boot=bootstrap, seed=seed)
@@ -51,7 +52,7 @@ def qa_report_command(
         summary = qa_report(records, probe=probe, config=config, source=str(input),
                             command="howsure " + " ".join(sys.argv[1:]))
     if targets_out is not None:
-        write_targets(read_records(input), probe, targets_out)
+        write_targets(rows, probe, targets_out)
         err_console.print(escape(f"probe targets -> {targets_out}"))
     write_qa_report(summary, output, json_out)
     if markdown:
