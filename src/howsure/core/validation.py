@@ -375,7 +375,8 @@ def check_split_labels(y: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- decisions' inputs
 
 
-def check_confidences(correct: Any, confidences: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_confidences(correct: Any, confidences: Any, *, names: tuple[str, str] = ("correct", "confidences"),
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a calibration set, truth first like every validator and decision function.
 
     Parameters
@@ -384,35 +385,39 @@ def check_confidences(correct: Any, confidences: Any) -> tuple[np.ndarray, np.nd
         Whether each item's predicted label was right: bool or 0/1.
     confidences : array-like of shape (n,)
         Confidence of that predicted label, in [0, 1].
+    names : (str, str)
+        The caller's names of the two arguments, for the error messages (a two-sided
+        certificate calls them ``is_positive`` and ``positive_probability``).
 
     Returns
     -------
     correct : ndarray of shape (n,), bool
     confidences : ndarray of shape (n,), float64
     """
-    conf = as_float_array(confidences, lambda exc: f"confidences must be numbers in [0, 1]: {exc}")
+    truth, score = names
+    conf = as_float_array(confidences, lambda exc: f"{score} must be numbers in [0, 1]: {exc}")
     if conf.ndim != 1:
-        raise ScoresError(f"confidences must have shape (n,), got shape {conf.shape}")
+        raise ScoresError(f"{score} must have shape (n,), got shape {conf.shape}")
     if conf.size == 0:
         raise ScoresError("the calibration set is empty; a threshold needs labelled items to certify")
     bad = first_bad(~np.isfinite(conf) | (conf < 0) | (conf > 1))
     if bad is not None:
         i = bad[0]
-        raise ScoresError(f"confidences must be in [0, 1]; item {i} has {conf[i].item()!r}")
+        raise ScoresError(f"{score} must be in [0, 1]; item {i} has {conf[i].item()!r}")
     raw = np.asarray(correct)
     check_length(
         raw,
         conf.size,
-        f"confidences has {conf.size} items but correct has shape {raw.shape}; give one 0/1 correctness per item",
+        f"{score} has {conf.size} items but {truth} has shape {raw.shape}; give one 0/1 value per item",
     )
     if raw.dtype != bool:
         numeric = as_float_array(
-            raw, lambda _exc: f"correct must hold 0/1 or true/false, got values like {raw[:3].tolist()!r}"
+            raw, lambda _exc: f"{truth} must hold 0/1 or true/false, got values like {raw[:3].tolist()!r}"
         )
         off = first_bad(~np.isin(numeric, (0.0, 1.0)))
         if off is not None:
             i = off[0]
-            raise ScoresError(f"correct must hold 0/1 or true/false; item {i} has {raw[i].item()!r}")
+            raise ScoresError(f"{truth} must hold 0/1 or true/false; item {i} has {raw[i].item()!r}")
         raw = numeric == 1.0
     return raw, conf
 

@@ -380,7 +380,7 @@ def certify_two_sided(
         With probability >= ``1 - delta`` the auto-accepted items are >= target positive AND
         the auto-rejected items are >= target negative (each side at ``delta / 2``).
     """
-    positive, p = check_confidences(is_positive, positive_probability)
+    positive, p = check_confidences(is_positive, positive_probability, names=("is_positive", "positive_probability"))
     per_class = certify_per_class(
         positive.astype(np.int64), np.column_stack([1 - p, p]), target_accuracy, delta,
         labels=("negative", "positive"), joint=True, method=method, p_value=p_value,
