@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,6 +249,7 @@ def head_node():
             except subprocess.TimeoutExpired:
                 head.kill()
                 head.wait()
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_client_address_equals_single_process(head_node, tiny_model_dir, tmp_path):
