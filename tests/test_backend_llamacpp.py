@@ -2,8 +2,9 @@
 
 It must see the transformers backend's prompts token for token, read the answer position's
 logits (the only ones llama.cpp keeps with logits_all off), and agree with the transformers
-backend within 0.05 on 200 SST-2 dev texts, although the two compute differently: llama.cpp
-runs the Q4_1 weights as they are, transformers dequantises them to float32.
+backend within 0.05 on 99 % of 200 SST-2 dev texts, although the two compute differently:
+llama.cpp runs the Q4_1 weights as they are (8-bit activations), transformers dequantises them
+to float32.
 """
 
 import json
@@ -65,7 +66,8 @@ def test_agrees_with_transformers_within_0_05_on_99_percent_of_200_sst2_dev_text
     print(f"\nllama.cpp vs transformers float32, 200 SST-2 dev texts: max |dp| {difference.max():.4f}, "
           f"mean {difference.mean():.4f}, same argmax {same_argmax:.1%}")
     # The issue's 0.05 holds for all but one or two texts: llama.cpp multiplies Q4_1 blocks with
-    # 8-bit activations, transformers dequantised float32 (docs/backends.md).
+    # 8-bit activations, transformers dequantised float32; no llama.cpp setting that keeps the
+    # GGUF closes it (docs/scripts/llamacpp_agreement.py, docs/backends.md).
     assert np.mean(difference < 0.05) >= 0.99
     assert difference.max() < 0.06 and difference.mean() < 0.02
     assert same_argmax >= 0.95

@@ -1,17 +1,21 @@
 """`--engine ray`: scoring on a local Ray cluster equals single-process scoring, row for row and
-byte for byte; a killed actor loses and duplicates no row; a killed driver resumes.
+byte for byte; a killed actor loses and duplicates no row; a killed driver resumes; a head node
+started with `ray start` serves `--address ray://` (Ray Client) with the same output.
 
 One Ray cluster (loopback, started once for the session: start-up is slow on 2 cores) serves
-every test; each run starts its own actor pool on it."""
+every test but the Ray Client one; each run starts its own actor pool on it."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from howsure.backends import load_backend
+from howsure.backends.openai_server import free_loopback_port
 from howsure.cli import app
 from howsure.core.task import load_task
 from howsure.errors import DataError, ModelError
@@ -169,6 +174,12 @@ def test_clear_errors_without_ray_or_cluster(monkeypatch):
             ray_engine.connect("auto")
     with pytest.raises(ModelError, match=r"could not reach the Ray cluster at --address '127.0.0.1:9'"):
         ray_engine._check_reachable("127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(ModelError, match=r"could not reach the Ray cluster at --address 'ray://127.0.0.1:9'"):
+        ray_engine._check_reachable("ray://127.0.0.1:9")
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "grpc", None)  # ray without its client extra
+        with pytest.raises(ModelError, match=r"'ray://127.0.0.1:9' is a Ray Client address, which needs grpcio"):
+            ray_engine.connect("ray://127.0.0.1:9")
     with pytest.raises(DataError, match="--actors must be a whole number >= 1, got 0"):
         ray_engine.score_rows_on_ray("m", "transformers", {}, load_task("sentiment"), rows(), "x.jsonl", actors=0)
 
@@ -200,3 +211,64 @@ def test_backend_errors_arrive_as_themselves(cluster, tiny_model_dir, tmp_path):
                                      actors=1, chunk_rows=5)
     written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert written == [f"id{i}" for i in range(len(written))] and len(written) in (0, 5, 10)  # whole chunks
+
+
+@pytest.fixture(scope="module")
+def head_node():
+    """`ray start --head` on loopback with a Ray Client server, as a user starts an existing
+    cluster (docs/backends.md); yields the client port. ``--block`` keeps the command in the
+    foreground, so SIGTERM to it ends this node's processes and no other cluster's (`ray stop`
+    would end every Ray process on the machine). Its own temp dir keeps `auto` of other
+    clusters unchanged."""
+    pytest.importorskip("grpc", reason="Ray Client needs ray[client], part of the `ray` extra")
+    gcs, client = free_loopback_port(), free_loopback_port()
+    temp = tempfile.mkdtemp(prefix="hs-ray-")  # short: Ray's socket paths live under it
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+               "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--ray-client-server-port", str(client),
+               "--num-cpus", "3", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp]
+    # Workers import this checkout's howsure; no 30 s drain on SIGTERM (nothing to drain).
+    env = dict(os.environ, PYTHONPATH=str(SRC), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    with tempfile.TemporaryFile() as log:
+        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", client), timeout=1).close()
+                    break
+                except OSError:
+                    if head.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        pytest.fail(f"ray start --head did not serve port {client}:\n{log.read().decode()[-3000:]}")
+                    time.sleep(0.5)
+            yield client
+        finally:
+            head.terminate()
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                head.kill()
+                head.wait()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_client_address_equals_single_process(head_node, tiny_model_dir, tmp_path):
+    """`howsure score --engine ray --address ray://127.0.0.1:PORT` against the head node above:
+    Ray Data cannot run its executor in a Ray Client process, so the pipeline runs in an actor
+    of the cluster and the driver fetches the chunks; the file equals single-process scoring."""
+    texts = TEXTS[:300]  # two chunks of the CLI's 256
+    source = tmp_path / "texts.csv"
+    source.write_text("text\n" + "".join(f"{t}\n" for t in texts))
+    out = tmp_path / "client.jsonl"
+    command = [sys.executable, "-m", "howsure", "score", "-i", str(source), "-o", str(out), "-m", str(tiny_model_dir),
+               "--engine", "ray", "--address", f"ray://127.0.0.1:{head_node}", "--actors", "2"]
+    done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scored 300 text(s), 0 already done" in done.stdout
+    reference = tmp_path / "single.jsonl"
+    the_rows = TextRows(list(range(len(texts))), texts, [str(i) for i in range(len(texts))], [None] * len(texts))
+    score_rows(load_backend(str(tiny_model_dir)), load_task("sentiment"), the_rows, reference,
+               source=str(source), columns={"text": "text", "id": None, "label": None})
+    assert out.read_bytes() == reference.read_bytes()
+    assert json.loads(meta_path(out).read_text())["model"] == json.loads(meta_path(reference).read_text())["model"]

@@ -20,6 +20,7 @@ and batches them exactly as a single process does. Results stream back in input 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import socket
@@ -43,7 +44,9 @@ from howsure.pipelines.score_job import ScoreSummary, score_rows
 #: Actors when none are asked for: one per CPU of a local cluster is too many for a model each.
 DEFAULT_ACTORS = 2
 CONNECT_TIMEOUT_S = 5.0
-INSTALL_RAY = "pip install 'howsure[ray]' (ray[data]==2.60.0)"
+#: connections a ``ray://`` address gets when its proxy fails to start the client's server
+CLIENT_SERVER_ATTEMPTS = 3
+INSTALL_RAY = "pip install 'howsure[ray]' (ray[data,client]==2.60.0)"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
 
     Raises `ModelError` when Ray is not installed or the cluster cannot be reached."""
     ray = _import_ray()
+    if address and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ModelError(f"--address {address!r} is a Ray Client address, which needs grpcio (ray[client]); "
+                         f"{INSTALL_RAY}")
     if ray.is_initialized():
         return False
     quiet = dict(logging_level="WARNING", log_to_driver=False)
@@ -85,7 +91,17 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         return True
     _check_reachable(address)
     try:
-        ray.init(address=address, **quiet)
+        for attempt in range(1, CLIENT_SERVER_ATTEMPTS + 1):
+            try:
+                ray.init(address=address, **quiet)
+                break
+            except ConnectionAbortedError as exc:
+                # A Ray Client proxy starts one server process per client; on a busy head that
+                # process sometimes exits at once ("SpecificServer startup failed" in its log)
+                # and the client is refused. A new connection gets a new process.
+                if "Initialization failure" not in str(exc) or attempt == CLIENT_SERVER_ATTEMPTS:
+                    raise
+                ray.shutdown()
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"could not reach the Ray cluster at --address {address!r}: {first_line}; start one with "
@@ -94,10 +110,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
 
 
 def _check_reachable(address: str) -> None:
-    """A ``HOST:PORT`` where nothing listens fails now: `ray.init` would retry it for minutes."""
-    host, sep, port = address.rpartition(":")
-    if address == "auto" or "://" in address or not sep or not port.isdigit():
-        return  # auto and ray:// fail fast in ray.init itself
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` where nothing listens fails now: `ray.init` would
+    keep retrying it."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if "://" in host or not sep or not port.isdigit():
+        return  # auto, or a scheme ray.init reads itself
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
@@ -164,19 +181,12 @@ def _describe(load: Callable[[], Backend]) -> ClusterBackend:
     return ClusterBackend(backend.model_id, getattr(backend, "dtype", None), getattr(backend, "adapter", None))
 
 
-def score_chunks_on_ray(load: Callable[[], Backend], task: Task, chunks: Sequence[Sequence[str]], top_k: int, *,
-                        actors: int = DEFAULT_ACTORS, num_cpus: float | None = None,
-                        num_gpus: float | None = None) -> Iterator[list[LabelScores]]:
-    """Each chunk's scores, in chunk order, as they come back from a pool of ``actors`` actors
-    (each ``load()`` once), each holding ``num_cpus`` CPUs and ``num_gpus`` GPUs of the cluster.
-    Needs `connect` first.
-
-    Ray Data's actor pool restarts a dead actor and retries its chunk without end by default
-    (``max_restarts=-1``, ``max_task_retries=-1`` in ray 2.60's ``ActorPoolMapOperator``);
-    ``tests/test_ray_engine.py`` kills one mid-run."""
+def _scored_chunks(load: Callable[[], Backend], task: Task, chunks: Sequence[Sequence[str]], top_k: int,
+                   actors: int, num_cpus: float | None, num_gpus: float | None) -> Iterator[list[str]]:
+    """The Ray Data pipeline: each chunk's scores as `scores_to_json` strings, in chunk order.
+    Runs where Ray Data can drive a job: a process connected to the cluster as a worker or
+    driver (a Ray Client process cannot, see `score_chunks_on_ray`)."""
     ray = _import_ray()
-    if not chunks:
-        return
     dataset = ray.data.from_items([{"chunk": k, "texts": list(texts)} for k, texts in enumerate(chunks)],
                                   override_num_blocks=len(chunks))
     dataset.context.execution_options.preserve_order = True  # chunks come back in input order
@@ -188,18 +198,72 @@ def score_chunks_on_ray(load: Callable[[], Backend], task: Task, chunks: Sequenc
         num_cpus=num_cpus, num_gpus=num_gpus,
     )
     expected = 0
-    try:
-        for item in scored.iter_rows():
-            if int(item["chunk"]) != expected:
-                raise ModelError(f"Ray returned chunk {int(item['chunk'])} where chunk {expected} was due")
-            if item["error"]:
-                raise backend_error(item["error"])
-            expected += 1
-            yield [scores_from_json(text) for text in item["scores"]]
-    except Exception as exc:  # a howsure error Ray wrapped; anything else as Ray raised it
-        raise howsure_cause(exc) or exc
+    for item in scored.iter_rows():
+        if int(item["chunk"]) != expected:
+            raise ModelError(f"Ray returned chunk {int(item['chunk'])} where chunk {expected} was due")
+        if item["error"]:
+            raise backend_error(item["error"])
+        expected += 1
+        yield list(item["scores"])
     if expected != len(chunks):
         raise ModelError(f"Ray returned {expected} of {len(chunks)} chunks")
+
+
+class _ChunkStream:
+    """`_scored_chunks` run on the cluster, handed out one chunk per call: what a Ray Client
+    driver (``ray://``) iterates, because Ray Data's executor needs a process of the cluster
+    (from a client it fails with ``'Worker' object has no attribute 'core_worker'``)."""
+
+    def __init__(self, *pipeline: Any) -> None:
+        self._chunks = _scored_chunks(*pipeline)
+
+    def next_chunk(self) -> list[str] | None:
+        """The next chunk's scores; None after the last. A howsure error comes back as
+        ``"ClassName:message"`` (the remote wrapping would lose its type)."""
+        try:
+            return next(self._chunks, None)
+        except HowsureError as exc:
+            return f"{type(exc).__name__}:{exc}"  # type: ignore[return-value]
+
+
+def _client_mode() -> bool:
+    from ray.util.client import ray as client
+
+    return bool(client.is_connected())
+
+
+def _chunks_through_client(ray, *pipeline: Any) -> Iterator[list[str]]:
+    stream = ray.remote(_ChunkStream).options(num_cpus=0, max_restarts=0).remote(*pipeline)
+    try:
+        while (chunk := ray.get(stream.next_chunk.remote())) is not None:
+            if isinstance(chunk, str):
+                raise backend_error(chunk)
+            yield chunk
+    finally:
+        ray.kill(stream)
+
+
+def score_chunks_on_ray(load: Callable[[], Backend], task: Task, chunks: Sequence[Sequence[str]], top_k: int, *,
+                        actors: int = DEFAULT_ACTORS, num_cpus: float | None = None,
+                        num_gpus: float | None = None) -> Iterator[list[LabelScores]]:
+    """Each chunk's scores, in chunk order, as they come back from a pool of ``actors`` actors
+    (each ``load()`` once), each holding ``num_cpus`` CPUs and ``num_gpus`` GPUs of the cluster.
+    Needs `connect` first. Connected through Ray Client (``ray://``), the pipeline runs in an
+    actor of the cluster and this process fetches its chunks one by one.
+
+    Ray Data's actor pool restarts a dead actor and retries its chunk without end by default
+    (``max_restarts=-1``, ``max_task_retries=-1`` in ray 2.60's ``ActorPoolMapOperator``);
+    ``tests/test_ray_engine.py`` kills one mid-run."""
+    ray = _import_ray()
+    if not chunks:
+        return
+    pipeline = (load, task, chunks, top_k, actors, num_cpus, num_gpus)
+    try:
+        source = _chunks_through_client(ray, *pipeline) if _client_mode() else _scored_chunks(*pipeline)
+        for scores in source:
+            yield [scores_from_json(text) for text in scores]
+    except Exception as exc:  # a howsure error Ray wrapped; anything else as Ray raised it
+        raise howsure_cause(exc) or exc
 
 
 def score_rows_on_ray(
