@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from howsure.backends import load_backend
-from howsure.backends.openai_server import free_loopback_port
+from howsure.backends.openai_server import background_server, free_loopback_port
 from howsure.cli import app
 from howsure.core.task import load_task
 from howsure.errors import DataError, ModelError
@@ -228,28 +228,20 @@ def head_node():
                "--num-cpus", "3", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp]
     # Workers import this checkout's howsure; no 30 s drain on SIGTERM (nothing to drain).
     env = dict(os.environ, PYTHONPATH=str(SRC), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-    with tempfile.TemporaryFile() as log:
-        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def serving() -> bool:
         try:
-            deadline = time.monotonic() + 240
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", client), timeout=1).close()
-                    break
-                except OSError:
-                    if head.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        pytest.fail(f"ray start --head did not serve port {client}:\n{log.read().decode()[-3000:]}")
-                    time.sleep(0.5)
+            socket.create_connection(("127.0.0.1", client), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        with background_server(command, ready=serving, timeout_s=240, env=env, stop_timeout_s=60,
+                               what=f"ray start --head (client port {client})"):
             yield client
-        finally:
-            head.terminate()
-            try:
-                head.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                head.kill()
-                head.wait()
-            shutil.rmtree(temp, ignore_errors=True)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_client_address_equals_single_process(head_node, tiny_model_dir, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 
@@ -48,30 +48,43 @@ def llama_cpp_server(gguf: str | os.PathLike, *, alias: str, threads: int = 2, a
                "--logits_all", "true", "--verbose", "false"] + (["--api_key", api_key] if api_key else [])
     url = f"http://127.0.0.1:{port}/v1"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/models", headers=headers, timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    with background_server(command, ready=answers, timeout_s=timeout_s,
+                           what=f"llama-cpp-python's server on {str(gguf)!r}", log_chars=1500):
+        yield url
+
+
+@contextlib.contextmanager
+def background_server(command: list[str], *, ready: Callable[[], bool], timeout_s: float, what: str,
+                      env: dict[str, str] | None = None, stop_timeout_s: float = 20,
+                      log_chars: int = 3000) -> Iterator[subprocess.Popen]:
+    """Start ``command``, poll ``ready()`` every half second until it is true, yield the process,
+    and stop it afterwards (SIGTERM, then SIGKILL after ``stop_timeout_s``). `ModelError` naming
+    ``what``, with the tail of its output, when it exits or is not ready within ``timeout_s``."""
     with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    if httpx.get(f"{url}/models", headers=headers, timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
+            while not ready():
                 if server.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    tail = log.read().decode("utf-8", "replace")[-1500:]
-                    raise ModelError(f"llama-cpp-python's server on {str(gguf)!r} did not start "
-                                     f"(exit code {server.poll()}): {tail}")
+                    tail = log.read().decode("utf-8", "replace")[-log_chars:]
+                    raise ModelError(f"{what} did not start (exit code {server.poll()}): {tail}")
                 time.sleep(0.5)
-            yield url
+            yield server
         finally:
             server.terminate()
             try:
-                server.wait(timeout=20)
+                server.wait(timeout=stop_timeout_s)
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
 
 
-__all__ = ["START_TIMEOUT_S", "free_loopback_port", "llama_cpp_server"]
+__all__ = ["START_TIMEOUT_S", "background_server", "free_loopback_port", "llama_cpp_server"]

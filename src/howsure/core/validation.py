@@ -375,8 +375,8 @@ def check_split_labels(y: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- decisions' inputs
 
 
-def check_confidences(correct: Any, confidences: Any, *, names: tuple[str, str] = ("correct", "confidences"),
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def check_confidences(correct: Any, confidences: Any, *,
+                      names: tuple[str, str] = ("correct", "confidences")) -> tuple[np.ndarray, np.ndarray]:
     """Validate a calibration set, truth first like every validator and decision function.
 
     Parameters
