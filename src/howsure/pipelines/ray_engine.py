@@ -90,6 +90,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
                  runtime_env={"env_vars": {"PYTHONPATH": path}}, **quiet)
         return True
     _check_reachable(address)
+    if address.startswith("ray://"):
+        _client_token_auth()
     try:
         for attempt in range(1, CLIENT_SERVER_ATTEMPTS + 1):
             try:
@@ -107,6 +109,21 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         raise ModelError(f"could not reach the Ray cluster at --address {address!r}: {first_line}; start one with "
                          "`ray start --head` and pass the address it prints (or `auto` on one of its nodes)") from None
     return False
+
+
+def _client_token_auth() -> None:
+    """Give a Ray Client the token `ray start` would use. `ray start` (ray 2.60) turns token
+    authentication on when ``RAY_AUTH_MODE`` is unset and a token exists (``~/.ray/auth_token``,
+    written by any earlier local `ray.init`), but a Ray Client does not, so it sends no token
+    and the head answers it with a 30 s "connection timeout". An explicit ``RAY_AUTH_MODE``
+    (token or disabled) is left as it is."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # the cached config reads the mode again
 
 
 def _check_reachable(address: str) -> None:
