@@ -281,3 +281,28 @@ def test_the_published_llama_runs_compare_on_the_same_items(shared_data, tmp_pat
     assert sides["tuned"]["certificate"]["automation_rate"] > sides["base"]["certificate"]["automation_rate"]
     weak = next(row for row in summary["groups"][0]["rows"] if row["group"] == "weak_positive")
     assert weak["n"] == 251 and weak["tuned"]["raw_accuracy"] > weak["base"]["raw_accuracy"]
+
+
+def test_an_evaluation_already_run_is_reused_only_with_the_same_settings(scored, monkeypatch):
+    """The demo hands `compare` the base side's own evaluation: the summary is the one a fresh
+    evaluation gives, the base side is not cross-fitted again, and an evaluation made with other
+    settings is not taken for it."""
+    import howsure.pipelines.compare as compare_module
+
+    settings = EvaluationConfig(calibrator="temperature", n_boot=20, n_folds=3, title="the demo's own")
+    config = CompareConfig(settings)
+    fresh = compare(load_scored_file(scored["base"]), load_scored_file(scored["tuned"]), config)
+    calls = []
+    real = compare_module.evaluate
+    monkeypatch.setattr(compare_module, "evaluate", lambda items, *a, **k: calls.append(items) or real(items, *a, **k))
+    base = load_scored_file(scored["base"])
+    base.evaluation = evaluate(base.items, settings)
+    tuned = load_scored_file(scored["tuned"])
+    reused = compare(base, tuned, config)
+    assert [items is tuned.items for items in calls] == [True]  # only the tuned side was evaluated
+    for key in ("sides", "changes"):
+        assert json.dumps(json_ready(reused[key]), sort_keys=True) == json.dumps(json_ready(fresh[key]), sort_keys=True)
+    calls.clear()
+    base.evaluation = evaluate(base.items, EvaluationConfig(calibrator="temperature", n_boot=20, n_folds=5))
+    compare(base, tuned, config)
+    assert len(calls) == 2  # other folds: evaluated again

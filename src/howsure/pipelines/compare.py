@@ -72,6 +72,10 @@ class ScoredFile:
     path: str = ""
     scoring: dict | None = None  # the run's meta file (model, dtype, task, ...) when `howsure score` wrote one
     adapter_overlap: dict | None = None  # `check_adapter_overlap`'s statement, scores from a LoRA adapter
+    # An `Evaluation` of these very items that the caller already ran (the demo evaluates the
+    # base model before it trains): reused when its settings equal the comparison's but for the
+    # title, instead of cross-fitting the same calibrators again.
+    evaluation: Any = None
 
 
 def load_scored_file(path: str | Path, *, records_key: str | None = None, **columns: Any) -> ScoredFile:
@@ -259,7 +263,9 @@ def _group_keys(groups: dict[str, list[str]]) -> dict[str, list[str]]:
 
 def _evaluate_side(key: str, side: ScoredFile, config: CompareConfig, command: str | None) -> tuple[dict, Any]:
     items = side.items
-    result = evaluate(items, config.evaluation, command=command, adapter_overlap=side.adapter_overlap)
+    result = side.evaluation
+    if not _reusable(result, side, config.evaluation):
+        result = evaluate(items, config.evaluation, command=command, adapter_overlap=side.adapter_overlap)
     summary = result.summary
     names = items.label_names
     entry = {
@@ -279,6 +285,13 @@ def _evaluate_side(key: str, side: ScoredFile, config: CompareConfig, command: s
             "calibrated": _confusion(items.labels[result.evaluated], calibrated_predicted, len(names)),
         }
     return entry, result
+
+
+def _reusable(result: Any, side: ScoredFile, evaluation: EvaluationConfig) -> bool:
+    """Whether ``result`` is what `evaluate` would return for ``side`` under ``evaluation``: the
+    same items object, the same settings but for the title, no adapter statement to add."""
+    return (result is not None and result.items is side.items and side.adapter_overlap is None
+            and result.config is not None and replace(result.config, title=None) == replace(evaluation, title=None))
 
 
 # --------------------------------------------------------------------------- both

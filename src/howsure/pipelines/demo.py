@@ -149,7 +149,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     clock.lap("certification")
     result = DemoResult(scores_path, written["report"], policy_path, evaluation.summary, policy, items.n_items)
     if config.finetune:
-        _finetune_stages(result, out_dir, config, task, rows, items, clock, training_progress, tuned_progress)
+        _finetune_stages(result, out_dir, config, task, rows, evaluation, clock, training_progress, tuned_progress)
     # The report was written before certification: the stage times join its summary now.
     result.stage_seconds = evaluation.summary["stage_seconds"] = clock.table()
     write_summary(evaluation.summary, written["summary"])
@@ -166,10 +166,12 @@ def certify_halves(items, config: DemoConfig, task: Task):
     ).policy
 
 
-def _finetune_stages(result: DemoResult, out_dir: Path, config: DemoConfig, task: Task, rows, base_items,
+def _finetune_stages(result: DemoResult, out_dir: Path, config: DemoConfig, task: Task, rows, base_evaluation,
                      clock: StageClock, training_progress, progress) -> None:
     """Train (or take) the adapter, score the sentences with it, certify both models on the same
-    halves and put the automation table into ``result`` and its summary."""
+    halves and put the automation table into ``result`` and its summary (the base side reuses
+    ``base_evaluation``, the base stages' own)."""
+    base_items = base_evaluation.items
     scored_hashes = set(item_hashes(base_items.texts, "text"))
     if config.adapter is not None:
         adapter = Path(config.adapter)
@@ -200,7 +202,8 @@ def _finetune_stages(result: DemoResult, out_dir: Path, config: DemoConfig, task
     evaluation = EvaluationConfig(calibrator=config.calibrator, n_folds=config.n_folds, seed=config.seed,
                                   target=config.target_accuracy,
                                   title="howsure demo: SmolLM2-135M before and after fine-tuning")
-    comparison = compare(ScoredFile(base_items, path=str(result.scores_path)), ScoredFile(tuned_items, path=str(tuned_path)),
+    comparison = compare(ScoredFile(base_items, path=str(result.scores_path), evaluation=base_evaluation),
+                         ScoredFile(tuned_items, path=str(tuned_path)),
                          CompareConfig(evaluation=evaluation, delta=config.delta, targets=tuple(config.targets)),
                          command="howsure demo")
     result.comparison_path, _ = write_comparison(comparison, out_dir / "comparison")

@@ -82,6 +82,7 @@ class Evaluation:
     fold: np.ndarray
     calibrator: Any
     items: ScoredItems
+    config: EvaluationConfig | None = None  # the settings it ran with (None: built by hand)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write report.html, summary.json, calibrator.json and predictions.jsonl to ``out_dir``."""
@@ -206,7 +207,7 @@ def evaluate(items: ScoredItems, config: EvaluationConfig | None = None, command
         summary["adapter"] = adapter_overlap
         summary["notes"].insert(0, adapter_overlap["words"])
     return Evaluation(summary, evaluated, calibrated_confidence, calibrated_correct, calibrated_probabilities,
-                      fold_of, final, items)
+                      fold_of, final, items, config)
 
 
 def _metrics(items: ScoredItems, index: np.ndarray, config: EvaluationConfig, correct=None, confidence=None, probabilities=None):
