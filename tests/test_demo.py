@@ -2,6 +2,7 @@
 bundled model end to end (its report opened in Chromium in tests/test_demo_report.py)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,6 +78,9 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, tiny_model_dir, monkeypa
     assert stages["scoring"] > 0 and sum(stages[s] for s in STAGES) == pytest.approx(stages["total"], abs=0.35)
     printed = " ".join(result.output.split())
     assert "stages: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages.items()) in printed
+    # ... and what they were measured on: the dtype computed in, the threads, the CPU's flags.
+    assert re.match(r"(float32|mixed|bfloat16), \d+ threads; cpu flags: ", summary["machine"]), summary["machine"]
+    assert "on: " + " ".join(summary["machine"].split()) in printed
     redrawn = CliRunner().invoke(app, ["report", str(out / "summary.json"), "--out", str(tmp_path / "again.html")])
     assert redrawn.exit_code == 0, redrawn.output
     assert "report:" in result.output and "accuracy" in result.output

@@ -72,6 +72,7 @@ def demo(
                              f"{result.comparison_path}"))
     stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.stage_seconds.items())
     console.print(f"stages: {stages}", highlight=False)
+    console.print(escape(f"on: {result.machine}"), highlight=False)
     console.print(f"done in {time.perf_counter() - started:.0f} s")
 
 

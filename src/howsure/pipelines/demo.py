@@ -100,6 +100,7 @@ class DemoResult:
     automation: dict | None = None   # summary["automation"]: the base / fine-tuned table, when fine-tuned
     tuned_policy_path: Path | None = None
     comparison_path: Path | None = None
+    machine: str = ""                # machine_line(): what the stage times were measured on
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
@@ -152,8 +153,21 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
         _finetune_stages(result, out_dir, config, task, rows, evaluation, clock, training_progress, tuned_progress)
     # The report was written before certification: the stage times join its summary now.
     result.stage_seconds = evaluation.summary["stage_seconds"] = clock.table()
+    # The times depend on the CPU's vector units (bf16 and AVX512 or not) and the threads.
+    result.machine = evaluation.summary["machine"] = machine_line(backend)
     write_summary(evaluation.summary, written["summary"])
     return result
+
+
+def machine_line(backend) -> str:
+    """The dtype the backend computes in, its torch threads and the CPU's relevant flags."""
+    import torch
+
+    from howsure.backends.transformers import cpu_features
+
+    device = getattr(backend, "device", None)
+    where = f"{device}" if device is not None and getattr(device, "type", "cpu") != "cpu" else f"{torch.get_num_threads()} threads"
+    return f"{getattr(backend, 'dtype', '?')}, {where}; {cpu_features.describe()}"
 
 
 def certify_halves(items, config: DemoConfig, task: Task):
