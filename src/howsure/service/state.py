@@ -69,11 +69,11 @@ class Service:
         self.throttle = throttle
         # Texts cost their tokens: a batch holds at most max_batch_tokens of them (so one batch
         # runs a bounded time), batches take turns across clients, and the tokens waiting are
-        # bounded in all and per client (429 beyond). Overlap: the model scores one cohort of
-        # clients while the web side answers the other, instead of waiting for all of them.
+        # bounded in all and per client (429 beyond). No overlap: on the bundled model halving
+        # the passes costs more per text than the waits it saves (docs/service.md, Throughput).
         self.batcher: MicroBatcher = MicroBatcher(
             self._score, max_batch=max_batch, max_wait_ms=max_wait_ms, max_batch_cost=max_batch_tokens,
-            max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens, overlap=True)
+            max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens)
         # Requests answered by one forward pass are stored together; no waiting beyond what queued.
         self.writer: MicroBatcher = MicroBatcher(self._write, max_batch=256, max_wait_ms=0)
         self._rng = random.Random(seed)
