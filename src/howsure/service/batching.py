@@ -5,19 +5,22 @@ texts until it has ``max_batch`` of them or none arrived for ``max_wait_ms`` (un
 first waits a little longer for the clients it just answered), then runs one
 call of the processing function (``backend.label_scores``) in a dedicated worker thread and hands
 each request its own results. Texts that arrive while a batch runs queue up and form the next
-batch at once, so under load the batches are full and the model never waits for the web layer.
+batch at once, so under load the batches are full (the model still waits while a round's
+clients are answered and send again; see overlap below).
 
     batcher = MicroBatcher(lambda texts: backend.label_scores(task, texts), max_batch=32)
     await batcher.start()
     scores = await batcher.submit(["a text", "another"])   # in a request handler
     await batcher.stop()
 
-With ``overlap=True`` (what the service runs) a pass never waits while texts are waiting: when
+With ``overlap=True`` a pass never waits while texts are waiting: when
 one ends, the next starts at once with the texts that queued while it ran, and the texts that
 come later wait for the pass after. Only an idle model waits to fill a batch, and then only until
 half as many texts as the last pass had have come (or a gap of ``max_wait_ms``). Under load the
 clients so settle into two cohorts: one is scored while the web side answers the other and its
-clients send their next texts, instead of the model waiting for every client of a round.
+clients send their next texts, instead of the model waiting for every client of a round. The
+service runs without it: on the bundled model the half-size passes cost more per text than the
+waits they save (docs/service.md, Throughput).
 
 One bad item does not fail its neighbours: when a batch raises, its items are run again one by
 one and only the failing ones get the exception.
