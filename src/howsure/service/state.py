@@ -69,8 +69,7 @@ class Service:
         self.throttle = throttle
         # Texts cost their tokens: a batch holds at most max_batch_tokens of them (so one batch
         # runs a bounded time), batches take turns across clients, and the tokens waiting are
-        # bounded in all and per client (429 beyond). No overlap: on the bundled model halving
-        # the passes costs more per text than the waits it saves (docs/service.md, Throughput).
+        # bounded in all and per client (429 beyond).
         self.batcher: MicroBatcher = MicroBatcher(
             self._score, max_batch=max_batch, max_wait_ms=max_wait_ms, max_batch_cost=max_batch_tokens,
             max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens)
