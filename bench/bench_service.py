@@ -15,11 +15,11 @@
 The phases alternate, offline / service / offline / service / ... / offline (``--rounds``
 service phases), and each service phase is compared with the mean of the offline passes
 either side of it: on a machine shared with other work the speed drifts, and a ratio of
-neighbours is what survives that. It prints every phase, the ratios (the target is >= 0.8)
+neighbours is what survives that. It prints every phase, the ratios (the target is > 0.85)
 with their median, p50/p90/p99 latency and the service's batch sizes.
 
-    python bench/bench_service.py                          # 256 texts, 32 clients, 2 threads
-    python bench/bench_service.py --texts 512 --rounds 3 --threads 4
+    python bench/bench_service.py                          # 256 texts, 32 clients, 2 threads, 3 rounds
+    python bench/bench_service.py --texts 512 --rounds 5 --threads 4
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "src" / "howsure" / "samples" / "rt_polarity_2000.csv"
+#: The median ratio the service should beat (issue 12).
+TARGET_RATIO = 0.85
 
 
 def load_texts(n: int) -> tuple[list[str], list[str]]:
@@ -155,7 +157,8 @@ async def run_clients(url: str, token: str, texts: list[str], clients: int, per_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=256, help="How many texts of the bundled sample.")
-    parser.add_argument("--rounds", type=int, default=2, help="Service phases (each between two offline passes).")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Service phases (each between two offline passes); the target is on the median of 3.")
     parser.add_argument("--clients", type=int, default=32, help="Concurrent clients.")
     parser.add_argument("--items-per-request", type=int, default=1)
     parser.add_argument("--http", choices=("raw", "httpx"), default="raw",
@@ -279,7 +282,7 @@ def main() -> None:
         print(f"{f'service, {args.clients} clients':28}{n / service[i]:>9.1f}   ratio {ratios[i]:.3f} "
               "(to the mean of the offline passes either side)")
     print(f"{'offline label_scores':28}{n / offline[-1]:>9.1f}")
-    print(f"median ratio {statistics.median(ratios):.3f} (target >= 0.8)")
+    print(f"median ratio {statistics.median(ratios):.3f} (target > {TARGET_RATIO})")
     lat = figures["latency_s"]
     print(f"latency per request: p50 {lat['p50'] * 1000:.0f} ms, p90 {lat['p90'] * 1000:.0f} ms, "
           f"p99 {lat['p99'] * 1000:.0f} ms, max {lat['max'] * 1000:.0f} ms ({len(latencies)} requests)")

@@ -5,12 +5,22 @@ texts until it has ``max_batch`` of them or none arrived for ``max_wait_ms`` (un
 first waits a little longer for the clients it just answered), then runs one
 call of the processing function (``backend.label_scores``) in a dedicated worker thread and hands
 each request its own results. Texts that arrive while a batch runs queue up and form the next
-batch at once, so under load the batches are full and the model never waits for the web layer.
+batch at once, so under load the batches are full (the model still waits while a round's
+clients are answered and send again; see overlap below).
 
     batcher = MicroBatcher(lambda texts: backend.label_scores(task, texts), max_batch=32)
     await batcher.start()
     scores = await batcher.submit(["a text", "another"])   # in a request handler
     await batcher.stop()
+
+With ``overlap=True`` a pass never waits while texts are waiting: when
+one ends, the next starts at once with the texts that queued while it ran, and the texts that
+come later wait for the pass after. Only an idle model waits to fill a batch, and then only until
+half as many texts as the last pass had have come (or a gap of ``max_wait_ms``). Under load the
+clients so settle into two cohorts: one is scored while the web side answers the other and its
+clients send their next texts, instead of the model waiting for every client of a round. The
+service runs without it: on the bundled model the half-size passes cost more per text than the
+waits they save (docs/service.md, Throughput).
 
 One bad item does not fail its neighbours: when a batch raises, its items are run again one by
 one and only the failing ones get the exception.
@@ -104,7 +114,11 @@ class MicroBatcher(Generic[T, R]):
         long (so a lone item waits max_wait_ms, a trickle at most max_batch * max_wait_ms).
     refill_share : float
         Under load: while fewer items than the last batch had have arrived, wait for them up to
-        this share of the last batch's processing time (0 turns this off).
+        this share of the last batch's processing time (0 turns this off; ``overlap`` never
+        waits for them).
+    overlap : bool
+        Start each pass with the items that queued while the last one ran, at once, instead of
+        waiting for the clients the last one answered (see the module docstring).
     keep_sizes : int
         How many recent batch sizes `stats` keeps (for tests and the bench).
     max_batch_cost : float, optional
@@ -122,6 +136,7 @@ class MicroBatcher(Generic[T, R]):
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
         refill_share: float = 0.25,
+        overlap: bool = False,
         keep_sizes: int = 10_000,
         max_batch_cost: float | None = None,
         max_queue_cost: float | None = None,
@@ -141,6 +156,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.refill_share = refill_share
+        self.overlap = overlap
         self.max_batch_cost = math.inf if max_batch_cost is None else float(max_batch_cost)
         self.max_queue_cost = math.inf if max_queue_cost is None else float(max_queue_cost)
         self.max_client_cost = math.inf if max_client_cost is None else float(max_client_cost)
@@ -293,9 +309,12 @@ class MicroBatcher(Generic[T, R]):
             return entry
         return None
 
-    async def _collect(self) -> list[_Entry]:
+    async def _collect(self, after_pass: bool = False) -> list[_Entry]:
+        """The next batch; ``after_pass``: a pass ended a moment ago, so what waits now queued
+        while it ran."""
         assert self._arrived is not None
         ready = time.monotonic()
+        queued_during_pass = after_pass and bool(self._waiting)
         while not self._waiting:
             self._arrived.clear()
             await self._arrived.wait()
@@ -311,8 +330,15 @@ class MicroBatcher(Generic[T, R]):
         # after max_wait without a new text. A client that left costs one round one wait.
         expected = min(self._last_size, self.max_batch)
         refill_until = ready + self.refill_share * self._last_duration
+        # With overlap the texts that queued during the last pass go at once, and an idle model
+        # starts with half as many as the last pass had, as soon as they have come: the other
+        # half queue meanwhile and go next, so one cohort of clients is scored while the other
+        # is answered.
+        limit = self.max_batch
+        if self.overlap and not queued_during_pass and expected:
+            limit = math.ceil(expected / 2)
         while True:
-            while len(batch) < self.max_batch:
+            while len(batch) < limit:
                 entry = self._take(self.max_batch_cost - cost if batch else math.inf, skipped)
                 if entry is None:
                     break
@@ -320,7 +346,9 @@ class MicroBatcher(Generic[T, R]):
                 cost += entry.cost
             if len(batch) >= self.max_batch or skipped or not batch and not self._waiting:
                 break  # full (in items or in cost), or every waiting caller went away
-            refilling = len(batch) < expected and time.monotonic() < refill_until
+            if self.overlap and (queued_during_pass or len(batch) >= limit):
+                break
+            refilling = not self.overlap and len(batch) < expected and time.monotonic() < refill_until
             timeout = refill_until - time.monotonic() if refilling else self.max_wait_s
             self._arrived.clear()
             try:
@@ -332,8 +360,10 @@ class MicroBatcher(Generic[T, R]):
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        after_pass = False
         while True:
-            batch = [entry for entry in await self._collect() if not entry.future.done()]
+            batch = [entry for entry in await self._collect(after_pass) if not entry.future.done()]
+            after_pass = bool(batch)
             if not batch:
                 continue
             running = loop.run_in_executor(self._executor, self._process_batch, [e.item for e in batch],

@@ -16,26 +16,38 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class Recorder:
-    def __init__(self, delay: float = 0.0):
+    """A batch function that sleeps ``delay`` plus ``per_item`` for each item (like a forward
+    pass) and records its calls, their (start, end) times and how many ran at once."""
+
+    def __init__(self, delay: float = 0.0, per_item: float = 0.0):
         self.calls: list[list] = []
+        self.spans: list[tuple[float, float]] = []
         self.active = 0
         self.max_active = 0
         self.delay = delay
+        self.per_item = per_item
         self.lock = threading.Lock()
 
     def __call__(self, items):
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
+        started = time.monotonic()
         try:
-            time.sleep(self.delay)
+            time.sleep(self.delay + self.per_item * len(items))
             if any(item == "bad" for item in items):
                 raise ValueError("bad item")
             self.calls.append(list(items))
             return [f"<{item}>" for item in items]
         finally:
+            self.spans.append((started, time.monotonic()))
             with self.lock:
                 self.active -= 1
+
+    def idle_s(self, skip: int) -> float:
+        """Seconds between consecutive calls after the first ``skip`` (the model waiting)."""
+        spans = self.spans[skip:]
+        return sum(start - end for (_, end), (start, _) in zip(spans, spans[1:]))
 
 
 def run(coro):
@@ -218,6 +230,46 @@ def test_under_load_the_next_batch_waits_for_the_clients_just_answered():
     run(main())
     # Without the refill wait the 10 ms gap rule would split each later round apart.
     assert [len(call) for call in recorder.calls] == [4, 4, 4]
+
+
+async def clients_with_turnaround(batcher: MicroBatcher, clients: int, rounds: int, turnaround: float) -> list:
+    """``clients`` callers that each send one text, wait for it, take ``turnaround`` (the web
+    side answering them and their next request coming in) and send again, ``rounds`` times."""
+    async def client(name: str) -> list:
+        results = []
+        for k in range(rounds):
+            results.append(await batcher.submit([f"{name}{k}"], client=name))
+            await asyncio.sleep(turnaround)
+        return results
+
+    await batcher.start()
+    try:
+        return await asyncio.gather(*(client(f"c{i}-") for i in range(clients)))
+    finally:
+        await batcher.stop()
+
+
+def test_with_overlap_one_cohort_is_scored_while_the_other_is_answered():
+    clients, rounds, turnaround = 8, 6, 0.06
+    runs = {}
+    for overlap in (False, True):
+        # A pass of 4 texts (0.1 s) outlasts the 0.06 s the other 4 clients take to come back.
+        recorder = Recorder(per_item=0.025)
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=10, overlap=overlap)
+        results = run(clients_with_turnaround(batcher, clients, rounds, turnaround))
+        assert results == [[[f"<c{i}-{k}>"] for k in range(rounds)] for i in range(clients)]
+        assert recorder.max_active == 1  # overlap or not, never two passes at once
+        runs[overlap] = recorder
+
+    waiting, overlapped = runs[False], runs[True]
+    # Without overlap every round the model waits a turnaround for all 8 clients to come back.
+    assert [len(call) for call in waiting.calls] == [8] * rounds
+    assert waiting.idle_s(skip=0) >= 0.8 * (rounds - 1) * turnaround
+    # With it the first round's clients split into two cohorts of about 4 that take turns, and
+    # from then on each pass starts as the one before ends.
+    sizes = [len(call) for call in overlapped.calls]
+    assert sum(sizes) == clients * rounds and max(sizes[2:]) <= 6, sizes
+    assert overlapped.idle_s(skip=1) < 0.25 * waiting.idle_s(skip=0), sizes
 
 
 # ---------------------------------------------------------------------------- fairness and bounds
