@@ -157,3 +157,21 @@ def test_migrations_wait_longer_than_requests(tmp_path):
         db.upgrade(f"sqlite:///{path}")  # waits past DB_WAIT_S for the lock, then succeeds
     finally:
         locker.close()
+
+
+def test_a_burst_of_requests_reuses_sqlite_connections(tmp_path):
+    """As many requests as the worker threads hold connections at once; once they are back in
+    the pool, the next burst opens none (an overflow connection would be closed on return and
+    opened again, PRAGMAs and all, by the next burst)."""
+    import sqlalchemy as sa
+
+    engine = db.make_engine(str(tmp_path / "burst.db"))
+    opened = []
+    sa.event.listen(engine, "connect", lambda *_: opened.append(1))
+    for burst in range(2):
+        held = [engine.connect() for _ in range(32)]  # 32 clients' requests at once
+        for connection in held:
+            connection.execute(sa.text("SELECT 1"))
+            connection.close()
+        assert len(opened) == 32, f"burst {burst}: {len(opened)} connections opened in all"
+    engine.dispose()

@@ -55,6 +55,8 @@ SOURCES = ("review", "audit")
 # process polls, and others may take the lock between its polls), so a busy database with
 # several writing processes needs some slack here too.
 DB_WAIT_S = 3.0
+#: Pooled SQLite connections kept open: anyio's default worker-thread limit.
+SQLITE_POOL_SIZE = 40
 MIGRATION_WAIT_S = 60.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
 ACCEPTED_URLS = (
@@ -305,9 +307,12 @@ def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         _create_private_file(make_url(url).database)
+        # As many pooled connections as request threads can hold at once (anyio's pool: 40), so
+        # a burst of requests reuses connections instead of opening overflow ones and closing
+        # them again (each open runs the PRAGMAs below); an SQLite connection is a file handle.
         engine = sa.create_engine(
             url, connect_args={"timeout": DB_WAIT_S, "check_same_thread": False},
-            pool_size=10, max_overflow=20, pool_timeout=DB_WAIT_S,
+            pool_size=SQLITE_POOL_SIZE, max_overflow=10, pool_timeout=DB_WAIT_S,
         )
         _configure_sqlite(engine)
         return engine
