@@ -6,7 +6,8 @@ fine-tune never saw. Prints the figures docs/finetuning.md quotes.
     python docs/scripts/finetune_before_after.py sst2 --train-size 480 --workdir /tmp/ft-sst2
     # the seed experiment: train on the biased synthetic set (bias 0.9), evaluate on an unbiased,
     # neutral-heavy one (bias 0.5, another seed)
-    python docs/scripts/finetune_before_after.py seed --steps 54 --workdir /tmp/ft-seed
+    python docs/scripts/finetune_before_after.py seed --train-size 320 --eval-size 320 --steps 54 \
+        --learning-rate 1e-3 --threads 1 --workdir /tmp/ft-seed
 
 Each stage resumes from its files in --workdir (training from its checkpoint, scoring from
 its partial output). Training time and the process's peak RSS after training are printed.
