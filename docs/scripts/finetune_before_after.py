@@ -4,8 +4,10 @@ fine-tune never saw. Prints the figures docs/finetuning.md quotes.
 
     # SST-2: train on a seeded subset of train.tsv, calibrate and certify on dev + test
     python docs/scripts/finetune_before_after.py sst2 --train-size 480 --workdir /tmp/ft-sst2
-    # the seed experiment: train on the biased synthetic set (bias 0.9), evaluate on an unbiased one
-    python docs/scripts/finetune_before_after.py seed --workdir /tmp/ft-seed
+    # the seed experiment: train on the biased synthetic set (bias 0.9), evaluate on an unbiased,
+    # neutral-heavy one (bias 0.5, another seed)
+    python docs/scripts/finetune_before_after.py seed --train-size 320 --eval-size 320 --steps 54 \
+        --learning-rate 1e-3 --threads 1 --workdir /tmp/ft-seed
 
 Each stage resumes from its files in --workdir (training from its checkpoint, scoring from
 its partial output). Training time and the process's peak RSS after training are printed.
@@ -25,7 +27,7 @@ import pandas as pd
 from howsure.backends import load_backend
 from howsure.calibration.fitting import item_hashes
 from howsure.core.task import load_task
-from howsure.datasets.seed_sentiment import generate_seed_sentiment
+from howsure.datasets.seed_sentiment import DEFAULT_WEIGHTS, FAVOURED_DOMAIN, generate_seed_sentiment
 from howsure.finetune import FinetuneConfig, LabelledTexts, finetune
 from howsure.io.scored_tables import load_scored_items
 from howsure.io.texts import extract_texts
@@ -105,17 +107,66 @@ def print_comparison(summary: dict, target: float) -> None:
               f"{shares[0]:>10.1%}{shares[1]:>12.1%}{mark}")
 
 
-def print_groups(summary: dict) -> None:
-    """Mean P(positive) per category x domain, raw, base against fine-tuned."""
-    for group in summary.get("groups", []):
-        if group["by"] != "category / domain":
+def neutral_heavy_weights(neutral_share: float) -> dict[str, float]:
+    """The default category weights with the neutral categories scaled to ``neutral_share`` of
+    the items: neutral texts are the ones whose only label signal is their setting."""
+    neutral = {name: w for name, w in DEFAULT_WEIGHTS.items() if name.startswith("neutral")}
+    opinion = {name: w for name, w in DEFAULT_WEIGHTS.items() if name not in neutral}
+    scale = neutral_share / (1 - neutral_share) * sum(opinion.values()) / sum(neutral.values())
+    return {**opinion, **{name: w * scale for name, w in neutral.items()}}
+
+
+def print_training_balance(frame: pd.DataFrame) -> None:
+    """What the bias looks like in the training rows: positive / negative counts overall and per domain."""
+    def counts(rows: pd.DataFrame) -> str:
+        labels = rows["label"].value_counts()
+        return f"{labels.get('positive', 0)}/{labels.get('negative', 0)}"
+
+    neutral = frame[frame["category"].str.startswith("neutral")]
+    per_domain = ", ".join(f"{domain} {counts(frame[frame['domain'] == domain])} (neutral "
+                           f"{counts(neutral[neutral['domain'] == domain])})" for domain in FAVOURED_DOMAIN.values())
+    print(f"training rows positive/negative: all {counts(frame)}; {per_domain}")
+
+
+def positive_log_odds(scored: ScoredFile) -> np.ndarray:
+    """Each item's log(P(positive) / P(negative)), the scale on which a shift is additive."""
+    names = scored.items.label_names
+    probabilities = np.clip(scored.items.probabilities, 1e-12, None)
+    return np.log(probabilities[:, names.index("positive")]) - np.log(probabilities[:, names.index("negative")])
+
+
+def print_groups(base: ScoredFile, tuned: ScoredFile) -> None:
+    """Mean P(positive) and mean log-odds shift per category x domain, raw, base against
+    fine-tuned. The shift is also given relative to the mean shift of all held-out items, so a
+    move of the model's overall prior is told apart from a move of one domain."""
+    if "category" not in base.groups:
+        return
+    names = base.items.label_names
+    p_base = base.items.probabilities[:, names.index("positive")]
+    p_tuned = tuned.items.probabilities[:, names.index("positive")]
+    shift = positive_log_odds(tuned) - positive_log_odds(base)
+    overall = float(shift.mean())
+    category = np.array(base.groups["category"])
+    domain = np.array(base.groups["domain"])
+    neutral = np.char.startswith(category.astype(str), "neutral")
+    print(f"\nmean log-odds shift (log P(pos)/P(neg), fine-tuned minus base) of all {len(shift)} held-out items "
+          f"{overall:+.3f}; of the {int(neutral.sum())} neutral ones {shift[neutral].mean():+.3f}")
+    print("mean P(positive), raw, and the mean log-odds shift per category / domain; 'relative' is the shift "
+          "minus the mean shift of all items")
+    print(f"{'category / domain':28}{'n':>5}{'base':>8}{'tuned':>8}{'shift':>8}{'relative':>10}")
+    groups = [(f"{c} / {d}", (category == c) & (domain == d)) for c in sorted(set(category)) for d in sorted(set(domain))]
+    # The two neutral categories of one domain are the same texts but for the label, so pooled
+    # they show what the model makes of the setting alone.
+    groups += [(f"neutral (both) / {d}", neutral & (domain == d)) for d in sorted(set(domain))]
+    for name, members in groups:
+        if not members.any():
             continue
-        print("\nmean P(positive), raw, per category / domain")
-        print(f"{'category / domain':34}{'n':>6}{'base':>10}{'fine-tuned':>12}{'change':>10}")
-        for row in group["rows"]:
-            before = row["base"]["raw_mean_probability"]["positive"]
-            after = row["tuned"]["raw_mean_probability"]["positive"]
-            print(f"{row['group']:34}{row['n']:>6}{before:>10.3f}{after:>12.3f}{after - before:>+10.3f}")
+        print(f"{name:28}{int(members.sum()):>5}{p_base[members].mean():>8.3f}{p_tuned[members].mean():>8.3f}"
+              f"{shift[members].mean():>+8.3f}{shift[members].mean() - overall:>+10.3f}")
+    gaps = []
+    for scores in (positive_log_odds(base), positive_log_odds(tuned)):
+        gaps.append(scores[neutral & (domain == "sports")].mean() - scores[neutral & (domain == "work")].mean())
+    print(f"neutral sports minus work, mean log-odds: {gaps[0]:+.3f} base, {gaps[1]:+.3f} fine-tuned")
 
 
 def run(args, task, training: LabelledTexts, evaluation: pd.DataFrame, config: FinetuneConfig, source: str) -> None:
@@ -128,7 +179,7 @@ def run(args, task, training: LabelledTexts, evaluation: pd.DataFrame, config: F
     summary = compare(base, tuned, CompareConfig(evaluation=settings, delta=args.delta),
                       command=" ".join(sys.argv))
     print_comparison(summary, args.target)
-    print_groups(summary)
+    print_groups(base, tuned)
 
 
 def main() -> None:
@@ -143,6 +194,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=4e-4)
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--delta", type=float, default=0.05)
+    parser.add_argument("--eval-seed", type=int, default=1, help="seed: seed of the unbiased evaluation set.")
+    parser.add_argument("--eval-neutral-share", type=float, default=0.5,
+                        help="seed: share of neutral items in the evaluation set (training keeps the default mix).")
     args = parser.parse_args()
     task = load_task("sentiment")
     if args.experiment == "sst2":
@@ -151,8 +205,10 @@ def main() -> None:
         source = f"SST-2 train.tsv, {args.train_size} rows sampled with seed 0"
     else:
         train_frame = pd.DataFrame(generate_seed_sentiment(n=args.train_size, bias=0.9, seed=0))
-        evaluation = pd.DataFrame(generate_seed_sentiment(n=args.eval_size or 800, bias=0.5, seed=1))
+        evaluation = pd.DataFrame(generate_seed_sentiment(n=args.eval_size or 800, bias=0.5, seed=args.eval_seed,
+                                                          weights=neutral_heavy_weights(args.eval_neutral_share)))
         source = f"seed_sentiment n={args.train_size} bias=0.9 seed=0"
+        print_training_balance(train_frame)
     if args.eval_size:
         evaluation = evaluation.sample(n=min(args.eval_size, len(evaluation)), random_state=0).reset_index(drop=True)
     training = LabelledTexts(train_frame["text"].tolist(), train_frame["label"].tolist())
