@@ -296,3 +296,24 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir, tmp_path):
     assert history[-1]["validation_loss"] >= result.best_validation_loss
     assert result.best_validation_loss == min(h["validation_loss"] for h in history)
     assert math.isfinite(result.best_validation_loss)
+
+
+def test_low_label_mass_through_an_adapter_is_explained_not_blamed_on_the_prompt(trained, tiny_model_dir, tmp_path):
+    """The label loss is normalised over the labels, so an adapter may leave them a small share of
+    the vocabulary: scoring through it warns with that reason, not "check the prompt"."""
+    from howsure.backends.labels import LowLabelMassWarning
+    from howsure.backends.transformers import TransformersBackend
+    from howsure.io.texts import TextRows
+    from howsure.pipelines.score_job import score_rows
+
+    output, _ = trained
+    texts = toy_data(6).texts
+    rows = TextRows(list(range(6)), texts, [str(i) for i in range(6)], [None] * 6)
+    messages = {}
+    for name, adapter in (("base", None), ("adapter", str(output))):
+        backend = TransformersBackend(str(tiny_model_dir), adapter=adapter, threads=1)
+        with pytest.warns(LowLabelMassWarning) as caught:  # the tiny random model: almost no label mass
+            score_rows(backend, SENTIMENT, rows, tmp_path / f"{name}.jsonl")
+        messages[name] = str(caught[0].message)
+    assert "check the prompt" in messages["base"] and "howsure finetune" not in messages["base"]
+    assert "LoRA adapter from `howsure finetune`" in messages["adapter"] and "check the prompt" not in messages["adapter"]

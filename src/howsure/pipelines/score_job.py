@@ -219,6 +219,6 @@ def score_rows(
             finished += len(chunk)
             if progress:
                 progress(finished, total)
-    median = warn_if_low_label_mass(masses)  # once, over every row of the output
+    median = warn_if_low_label_mass(masses, adapter=meta["adapter"] is not None)  # once, over every row
     skipped = [(rows.where(n), why) for n, why in rows.invalid]
     return ScoreSummary(output, total, len(todo), total - len(todo), skipped, median)
