@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from howsure.backends import load_backend
+from howsure.backends.transformers import cpu_features
 from howsure.calibration.fitting import item_hashes
 from howsure.core.task import Task, load_task
 from howsure.core.validation import check_delta, check_target
@@ -162,10 +165,6 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
 
 def machine_line(backend) -> str:
     """The dtype the backend computes in, its torch threads and the CPU's relevant flags."""
-    import torch
-
-    from howsure.backends.transformers import cpu_features
-
     device = getattr(backend, "device", None)
     where = f"{device}" if device is not None and getattr(device, "type", "cpu") != "cpu" else f"{torch.get_num_threads()} threads"
     return f"{getattr(backend, 'dtype', '?')}, {where}; {cpu_features.describe()}"
