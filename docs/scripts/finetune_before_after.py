@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--eval-neutral-share", type=float, default=0.5,
                         help="seed: share of neutral items in the evaluation set (training keeps the default mix).")
     args = parser.parse_args()
+    if not 0 < args.eval_neutral_share < 1:
+        parser.error(f"--eval-neutral-share must be a share strictly between 0 and 1, got {args.eval_neutral_share!r}")
     task = load_task("sentiment")
     if args.experiment == "sst2":
         train_frame = read_sst2("train.tsv").sample(n=args.train_size, random_state=0)
