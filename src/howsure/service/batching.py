@@ -23,7 +23,9 @@ service runs without it: on the bundled model the half-size passes cost more per
 waits they save (docs/service.md, Throughput).
 
 One bad item does not fail its neighbours: when a batch raises, its items are run again one by
-one and only the failing ones get the exception.
+one and only the failing ones get the exception. An exception of a type in ``fail_whole`` (a
+dependency every item needs is down: no item would fare better alone) fails the whole batch at
+once instead.
 
 Fairness and bounds: each submission names its ``client`` and each item may carry a ``cost`` (the
 service passes the text's token count). Batches are formed round-robin across the clients with
@@ -121,6 +123,9 @@ class MicroBatcher(Generic[T, R]):
         waiting for the clients the last one answered (see the module docstring).
     keep_sizes : int
         How many recent batch sizes `stats` keeps (for tests and the bench).
+    fail_whole : tuple of exception types
+        Exceptions of these types from ``process`` go to every item of the batch at once,
+        without running the items again one by one.
     max_batch_cost : float, optional
         Most summed item cost in one call of ``process`` (a batch always takes its first item,
         whatever it costs). None: only ``max_batch`` bounds a batch.
@@ -141,6 +146,7 @@ class MicroBatcher(Generic[T, R]):
         max_batch_cost: float | None = None,
         max_queue_cost: float | None = None,
         max_client_cost: float | None = None,
+        fail_whole: tuple[type[BaseException], ...] = (),
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise DataError(f"max_batch must be an integer >= 1, got {max_batch!r}")
@@ -163,6 +169,7 @@ class MicroBatcher(Generic[T, R]):
         self._last_size = 0
         self._last_duration = 0.0
         self.keep_sizes = keep_sizes
+        self.fail_whole = fail_whole
         self.stats = BatcherStats()
         # Waiting items per client, in the order the clients take turns (the next is first).
         self._waiting: dict[Hashable, deque[_Entry]] = {}
@@ -398,8 +405,8 @@ class MicroBatcher(Generic[T, R]):
             try:
                 return [(True, result) for result in self._call(items)]
             except Exception as exc:  # noqa: BLE001 - isolated below, re-raised per item
-                if len(items) == 1:
-                    return [(False, exc)]
+                if len(items) == 1 or isinstance(exc, self.fail_whole):
+                    return [(False, exc)] * len(items)
                 log.info("a batch of %d failed (%s); running its items one by one", len(items), exc)
             outcomes: list[tuple[bool, Any]] = []
             for item in items:

@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from howsure.backends.base import Backend
 from howsure.core.task import Task
 from howsure.decisions.policy import Policy, adapter_checksum
-from howsure.errors import ClaimError, PolicyError
+from howsure.errors import ClaimError, DatabaseUnavailable, PolicyError
 from howsure.service import auth, sessions
 from howsure.service.admission import RequestLimits
 from howsure.service.batching import MicroBatcher
@@ -70,9 +70,12 @@ class Service:
         # Texts cost their tokens: a batch holds at most max_batch_tokens of them (so one batch
         # runs a bounded time), batches take turns across clients, and the tokens waiting are
         # bounded in all and per client (429 beyond).
+        # A batch reads the active policy once, so a database or policy that fails fails the whole
+        # batch at once (no item would fare better alone).
         self.batcher: MicroBatcher = MicroBatcher(
             self._score, max_batch=max_batch, max_wait_ms=max_wait_ms, max_batch_cost=max_batch_tokens,
-            max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens)
+            max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens,
+            fail_whole=(ServiceUnavailable, DatabaseUnavailable))
         # Requests answered by one forward pass are stored together; no waiting beyond what queued.
         self.writer: MicroBatcher = MicroBatcher(self._write, max_batch=256, max_wait_ms=0)
         self._rng = random.Random(seed)
@@ -139,43 +142,43 @@ class Service:
             raise ServiceUnavailable("no policy is active; start the service with `howsure serve --policy FILE`")
         return self.loaded(record)
 
-    def admit(self, texts: Sequence[str], *, batch: bool) -> tuple[LoadedPolicy, list[int]]:
-        """The active policy and each text's tokens, once the texts are within the limits."""
-        tokens = self.limits.check(texts, batch=batch)
-        return self.active(), tokens
+    def admit(self, texts: Sequence[str], *, batch: bool) -> list[int]:
+        """Each text's tokens, once the texts are within the limits and a policy can decide them.
 
-    # ------------------------------------------------------------------ classification
-    def _score(self, pairs: list[tuple[LoadedPolicy, str]]) -> list[tuple[np.ndarray, Any]]:
-        """The batch function: score and decide every text, one backend call per policy among
-        the pairs (normally one). Deciding here, for the whole batch, lets every request the
-        batch answers go on to the database write at once (one group commit)."""
-        groups: dict[int, list[int]] = {}
-        for index, (loaded, _) in enumerate(pairs):
-            groups.setdefault(id(loaded), []).append(index)
-        results: list[Any] = [None] * len(pairs)
-        for indices in groups.values():
-            loaded = pairs[indices[0]][0]
-            scores = self.backend_for(loaded).label_scores(loaded.task, [pairs[i][1] for i in indices], top_k=1)
-            raw = np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
-            for i, row, decision in zip(indices, raw, loaded.policy.decide(raw)):
-                results[i] = (row, decision)
-        return results
+        Which policy decides is read when the texts are scored (`_score`, once per forward
+        pass), not here: the request needs no database read of its own, and a policy activated
+        while it waited decides it. Until the service has seen an active policy, this reads the
+        database so that a service without one answers 503 at once (a policy once active is
+        only ever replaced by another, never removed)."""
+        tokens = self.limits.check(texts, batch=batch)
+        if self.known_policy_version is None:
+            self.active()
+        return tokens
+
+    def _score(self, texts: list[str]) -> list[tuple[LoadedPolicy, np.ndarray, Any]]:
+        """The batch function: read the active policy, score every text with its backend and
+        decide them, once for the whole batch. Deciding here lets every request the batch
+        answers go on to the database write at once (one group commit)."""
+        loaded = self.active()
+        scores = self.backend_for(loaded).label_scores(loaded.task, texts, top_k=1)
+        raw = np.vstack([np.asarray(score.probabilities, dtype=np.float64) for score in scores])
+        return [(loaded, row, decision) for row, decision in zip(raw, loaded.policy.decide(raw))]
 
     def _audit_draw(self) -> bool:
         with self._rng_lock:
             return self._rng.random() < self.audit_rate
 
-    def new_items(self, loaded: LoadedPolicy, items: Sequence[Any], outcomes: Sequence[Any]) -> list[NewItem]:
-        """The `NewItem`s of one request from its (raw probabilities, decision) pairs, with the
-        audit draw for the auto ones."""
-        labels = loaded.policy.labels
+    def new_items(self, items: Sequence[Any], outcomes: Sequence[Any]) -> list[NewItem]:
+        """The `NewItem`s of one request from its (policy, raw probabilities, decision)
+        outcomes, with the audit draw for the auto ones. The items of one request may have been
+        scored in two batches on either side of a policy activation: each names its own."""
         new_items = []
-        for item, (row, decision) in zip(items, outcomes):
+        for item, (loaded, row, decision) in zip(items, outcomes):
             audit = decision.decision == "auto" and self._audit_draw()
             new_items.append(NewItem(
                 text=item.text, prediction=decision.label, confidence=float(decision.confidence),
                 probabilities=decision.probabilities,
-                raw_probabilities={label: float(p) for label, p in zip(labels, row)},
+                raw_probabilities={label: float(p) for label, p in zip(loaded.policy.labels, row)},
                 decision=decision.decision,
                 queue_reason="review" if decision.decision == "review" else ("audit" if audit else None),
                 policy_version=loaded.version, policy_id=loaded.policy_id,

@@ -85,6 +85,30 @@ def test_concurrent_requests_share_forward_passes(make_service):
     assert stats.items == 12 and stats.batches < 12 and stats.largest > 1
 
 
+def test_the_active_policy_is_read_once_per_forward_pass_not_per_request(make_service, monkeypatch):
+    env = make_service(threshold=0.9, max_batch=16, max_wait_ms=200)
+    service = env.app.state.service
+    reads = []
+    read_active = service.store.active_policy
+    monkeypatch.setattr(service.store, "active_policy", lambda: reads.append(1) or read_active())
+    before = service.batcher.stats.batches
+    threads = [threading.Thread(target=env.classify, args=([f"text {i}"],)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert service.batcher.stats.items == 12
+    assert len(reads) == service.batcher.stats.batches - before < 12
+
+
+def test_a_policy_added_after_a_503_serves_the_next_request(make_service, policy_dict_factory):
+    env = make_service(policy=False)
+    assert env.client.post("/v1/classify", json={"text": "x"}, headers=env.headers("cody")).status_code == 503
+    added = env.store.add_policy(policy_dict_factory(threshold=0.0), actor="test")
+    [item] = env.classify(["now there is one"])
+    assert item["policy_version"] == added.version and item["decision"] == "auto"
+
+
 def test_idempotent_retries_return_the_stored_item(make_service):
     env = make_service(threshold=None)
     [first] = env.classify(["retry me"], request_id="req-1")

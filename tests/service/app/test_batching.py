@@ -126,6 +126,26 @@ def test_one_bad_item_fails_alone():
     assert isinstance(bad, ValueError) and "bad item" in str(bad)
 
 
+
+def test_a_fail_whole_error_fails_the_batch_at_once_without_rerunning_its_items():
+    calls: list[list[str]] = []
+
+    def database_down(items):
+        calls.append(list(items))
+        raise ConnectionError("database down")
+
+    async def main():
+        batcher = MicroBatcher(database_down, max_batch=8, max_wait_ms=50, fail_whole=(ConnectionError,))
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit([text]) for text in "abc"), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    outcomes = run(main())
+    assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
+    assert calls == [["a", "b", "c"]]  # one call: no item was run again on its own
+
 def test_wrong_number_of_results_is_an_error_not_a_misalignment():
     async def main():
         batcher = MicroBatcher(lambda items: items[:-1], max_batch=4, max_wait_ms=1)

@@ -36,11 +36,11 @@ def classify_router(max_text_chars: int, max_items: int) -> APIRouter:
         Retry-After. Texts of a client that disconnects before they are scored are dropped.
         """
         items = body.items if isinstance(body, ClassifyBatch) else [body]
-        loaded, tokens = await run_in_threadpool(service.admit, [item.text for item in items],
-                                                 batch=isinstance(body, ClassifyBatch))
+        tokens = await run_in_threadpool(service.admit, [item.text for item in items],
+                                         batch=isinstance(body, ClassifyBatch))
         outcomes = await unless_disconnected(request, service.batcher.submit(
-            [(loaded, item.text) for item in items], client=user.name, costs=tokens))
-        new_items = service.new_items(loaded, items, outcomes)  # no await: the batch's requests queue together
+            [item.text for item in items], client=user.name, costs=tokens))
+        new_items = service.new_items(items, outcomes)  # no await: the batch's requests queue together
         [records] = await service.writer.submit([(user.name, new_items)])
         service.check_request_ids(items, records, user.name)
         return ClassifyResponse(items=[
