@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--offline-batch-size", type=int, default=32,
                         help="Offline texts per pass (the backend's default).")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
-    parser.add_argument("--batch-tokens", type=int, default=512, help="The service's --batch-tokens.")
+    parser.add_argument("--batch-tokens", type=int, default=None,
+                        help="The service's --batch-tokens (default: howsure serve's own).")
     parser.add_argument("--offline-batch-tokens", type=int, default=4096,
                         help="Offline padded-token budget (the backend's default, best for one call over all texts).")
     parser.add_argument("--model", default=None, help="Default: the bundled model.")
@@ -193,7 +194,7 @@ def main() -> None:
     backend.label_scores(task, texts[:8])  # warm-up: prefix cache, allocator
     print(f"model {model}, {len(texts)} texts, {args.clients} clients ({args.http}) x {args.items_per_request} text(s) per "
           f"request, {args.threads} torch threads, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms}, "
-          f"batch_tokens {args.batch_tokens} (offline {args.offline_batch_tokens}), {os.cpu_count()} CPUs", flush=True)
+          f"batch_tokens {args.batch_tokens or 'as howsure serve'} (offline {args.offline_batch_tokens}), {os.cpu_count()} CPUs", flush=True)
 
     offline_s, scores = offline_pass(backend, task, texts)
     offline = [offline_s]
@@ -216,7 +217,9 @@ def main() -> None:
         command = [sys.executable, "-m", "howsure", "serve", "--db", db, "--policy", str(policy_path),
                    "--model", model, "--port", str(port), "--threads", str(args.threads),
                    "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-                   "--batch-tokens", str(args.batch_tokens), "--log-level", "warning"]
+                   "--log-level", "warning"]
+        if args.batch_tokens is not None:
+            command += ["--batch-tokens", str(args.batch_tokens)]
         log = open(tmp_path / "serve.log", "wb")
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         try:

@@ -91,9 +91,9 @@ def serve(
     device: str = DeviceOption,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts per micro-batch."),
     batch_tokens: int = typer.Option(
-        512, "--batch-tokens",
-        help="Most padded tokens per forward pass: a micro-batch mixing short and long texts is split "
-             "into passes of similar lengths, so less compute goes to padding."),
+        1536, "--batch-tokens",
+        help="Most padded tokens per forward pass (as many as a micro-batch holds): within it the backend "
+             "splits a batch of short and long texts into passes of similar lengths where that costs less."),
     max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest a text waits for a batch to fill."),
     lease_seconds: float = typer.Option(300.0, "--lease-seconds", help="How long a reviewer holds an item."),
     secure_cookies: bool = typer.Option(False, "--secure-cookies", help="Session cookie only over HTTPS."),
