@@ -21,6 +21,7 @@ from howsure.cli.scoring import DeviceOption, open_backend
 from howsure.decisions.policy import Policy, adapter_checksum
 from howsure.models import DEFAULT_MODEL
 from howsure.service import auth
+from howsure.service.admission import MAX_BATCH_TOKENS
 from howsure.service.hardening import exposure_warning
 
 users_app = typer.Typer(help="Users of the review service (admin, reviewer, client).", no_args_is_help=True)
@@ -91,7 +92,7 @@ def serve(
     device: str = DeviceOption,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts per micro-batch."),
     batch_tokens: int = typer.Option(
-        1536, "--batch-tokens",
+        MAX_BATCH_TOKENS, "--batch-tokens",
         help="Most padded tokens per forward pass (as many as a micro-batch holds): within it the backend "
              "splits a batch of short and long texts into passes of similar lengths where that costs less."),
     max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="Longest a text waits for a batch to fill."),

@@ -25,6 +25,10 @@ from howsure.errors import DataError, HowsureError
 
 T = TypeVar("T")
 
+#: Most tokens one micro-batch holds (`create_app`'s ``max_batch_tokens``), and so the most one
+#: forward pass needs (`howsure serve --batch-tokens`'s default).
+MAX_BATCH_TOKENS = 1536
+
 
 class RequestTooLarge(HowsureError):
     """The request's texts add up to more tokens than one request may carry (HTTP 413)."""

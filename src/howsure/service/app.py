@@ -33,7 +33,7 @@ from howsure import __version__
 from howsure.backends.base import Backend
 from howsure.backends.openmp import release_thread_pool
 from howsure.errors import DataError, PolicyError
-from howsure.service.admission import RequestLimits
+from howsure.service.admission import MAX_BATCH_TOKENS, RequestLimits
 from howsure.service.audit import audit_accuracy, clopper_pearson
 from howsure.service.errors import ServiceUnavailable, error_response, install_error_handlers
 from howsure.service.hardening import DOCS_PATHS, SecurityHeaders
@@ -120,7 +120,7 @@ def create_app(
     secure_cookies: bool = False,
     max_text_tokens: int = 1024,
     max_request_tokens: int = 8192,
-    max_batch_tokens: int = 1536,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
     max_client_tokens: int = 16384,
     max_queue_tokens: int = 65536,
     auth_failures: int = 20,

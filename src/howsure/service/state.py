@@ -69,9 +69,8 @@ class Service:
         self.throttle = throttle
         # Texts cost their tokens: a batch holds at most max_batch_tokens of them (so one batch
         # runs a bounded time), batches take turns across clients, and the tokens waiting are
-        # bounded in all and per client (429 beyond).
-        # A batch reads the active policy once, so a database or policy that fails fails the whole
-        # batch at once (no item would fare better alone).
+        # bounded in all and per client (429 beyond). A batch reads the active policy once, so a
+        # database or policy that fails fails the whole batch at once (no item would fare better alone).
         self.batcher: MicroBatcher = MicroBatcher(
             self._score, max_batch=max_batch, max_wait_ms=max_wait_ms, max_batch_cost=max_batch_tokens,
             max_queue_cost=max_queue_tokens, max_client_cost=max_client_tokens,
@@ -155,6 +154,7 @@ class Service:
             self.active()
         return tokens
 
+    # ------------------------------------------------------------------ classification
     def _score(self, texts: list[str]) -> list[tuple[LoadedPolicy, np.ndarray, Any]]:
         """The batch function: read the active policy, score every text with its backend and
         decide them, once for the whole batch. Deciding here lets every request the batch

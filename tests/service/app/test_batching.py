@@ -126,7 +126,6 @@ def test_one_bad_item_fails_alone():
     assert isinstance(bad, ValueError) and "bad item" in str(bad)
 
 
-
 def test_a_fail_whole_error_fails_the_batch_at_once_without_rerunning_its_items():
     calls: list[list[str]] = []
 
@@ -145,6 +144,7 @@ def test_a_fail_whole_error_fails_the_batch_at_once_without_rerunning_its_items(
     outcomes = run(main())
     assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
     assert calls == [["a", "b", "c"]]  # one call: no item was run again on its own
+
 
 def test_wrong_number_of_results_is_an_error_not_a_misalignment():
     async def main():
