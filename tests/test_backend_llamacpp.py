@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from howsure.backends import load_backend
+from howsure.backends.llamacpp_cpu import load_llama
 from howsure.cli import app
 from howsure.core.task import Task, load_task
 from howsure.errors import ModelError
@@ -82,12 +83,12 @@ def _last_position_logits(llm, ids):
 def test_with_logits_all_off_only_the_answer_position_has_logits_and_that_is_the_one_read(
         llama_backend, task, sst2_dev):
     ids = llama_backend.encode(llama_backend.prompt(task, sst2_dev[0]))
-    every = llama_cpp.Llama(str(llama_backend.path), n_ctx=512, logits_all=True, verbose=False, n_threads=2,
+    every = load_llama(str(llama_backend.path), n_ctx=512, logits_all=True, verbose=False, n_threads=2,
                             type_k=0, type_v=0)
     every.eval(ids)
     reference = every.scores[len(ids) - 1].astype(np.float64)
     assert np.all(np.abs(every.scores[: len(ids) - 1]).max(axis=1) > 0)
-    last_only = llama_cpp.Llama(str(llama_backend.path), n_ctx=512, logits_all=False, verbose=False, n_threads=2,
+    last_only = load_llama(str(llama_backend.path), n_ctx=512, logits_all=False, verbose=False, n_threads=2,
                                 type_k=0, type_v=0)
     kept = _last_position_logits(last_only, ids)
     # llama-cpp-python's own table holds zeros where llama.cpp kept nothing (here: everywhere,
@@ -114,7 +115,7 @@ def test_multi_token_labels_by_the_chain_rule(task, sst2_dev):
     assert vocab.has_sequences and all(len(s) >= 2 for s in vocab.all_sequences)
     texts = sst2_dev[:5]
     scores = backend.label_scores(multi, texts)
-    every = llama_cpp.Llama(str(backend.path), n_ctx=512, logits_all=True, verbose=False, n_threads=2,
+    every = load_llama(str(backend.path), n_ctx=512, logits_all=True, verbose=False, n_threads=2,
                             type_k=0, type_v=0)
     for text, score in zip(texts, scores):
         ids = backend.encode(backend.prompt(multi, text))

@@ -32,18 +32,19 @@ def llamacpp_backend(threads: int, batch_size: int = 32, kv_type: str = "f32", f
     import llama_cpp
     from llama_cpp import _internals
 
-    defaults = llama_cpp.llama_model_default_params
+    # Llama reads its defaults from llama_cpp.llama_cpp, not from the package's re-export.
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
 
     def model_params():
         params = defaults()
         params.use_extra_bufts = repack  # the CPU backend's repacked weight layouts
         return params
 
-    llama_cpp.llama_model_default_params = model_params
+    llama_cpp.llama_cpp.llama_model_default_params = model_params
     try:
         backend = load_backend("smollm2-135m", "llamacpp", threads=threads, batch_size=batch_size, kv_type=kv_type)
     finally:
-        llama_cpp.llama_model_default_params = defaults
+        llama_cpp.llama_cpp.llama_model_default_params = defaults
     if flash_attn or n_ubatch:
         params = type(backend._ctx.params).from_buffer_copy(backend._ctx.params)
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else params.flash_attn_type

@@ -40,6 +40,7 @@ import numpy as np
 
 from howsure.backends.base import ProgressCallback
 from howsure.backends.labels import LabelVocabulary, build_label_vocabulary, label_scores_from_probs
+from howsure.backends.llamacpp_cpu import without_amx_repacking
 from howsure.core.scores import LabelScores
 from howsure.core.task import Task
 from howsure.errors import DataError, ModelError
@@ -217,9 +218,11 @@ class LlamaCppBackend:
         self.dtype = dtype
         try:
             # Llama loads the weights and the tokenizer; its own one-sequence context is unused
-            # (kept small) because a batch needs one sequence per text.
-            self.llm = llama_cpp.Llama(str(self.path), n_ctx=64, n_batch=64, n_threads=threads,
-                                       n_threads_batch=threads, logits_all=False, verbose=False)
+            # (kept small) because a batch needs one sequence per text. AMX repacking crashes
+            # the first decode where llama.cpp uses it (howsure.backends.llamacpp_cpu).
+            with without_amx_repacking(llama_cpp, stacklevel=4) as self.amx_repacking_off:
+                self.llm = llama_cpp.Llama(str(self.path), n_ctx=64, n_batch=64, n_threads=threads,
+                                           n_threads_batch=threads, logits_all=False, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load {str(self.path)!r}: {exc}") from None
         self.max_positions = int(self.llm._model.n_ctx_train()) or None

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import httpx
 
+from howsure.backends.llamacpp_cpu import without_amx_repacking
 from howsure.errors import ModelError
 
 START_TIMEOUT_S = 180.0
@@ -32,8 +33,10 @@ def free_loopback_port() -> int:
 def llama_cpp_server(gguf: str | os.PathLike, *, alias: str, threads: int = 2, api_key: str | None = None,
                      n_ctx: int = 2048, port: int | None = None,
                      timeout_s: float = START_TIMEOUT_S) -> Iterator[str]:
-    """Run ``python -m llama_cpp.server`` on ``gguf``, serving it as model ``alias``; yield its
-    base URL (``http://127.0.0.1:PORT/v1``) once ``/models`` answers, stop it afterwards.
+    """Run llama-cpp-python's server on ``gguf`` (``python -m howsure.backends.openai_server``,
+    which is ``python -m llama_cpp.server`` with `llamacpp_cpu.without_amx_repacking`), serving
+    it as model ``alias``; yield its base URL (``http://127.0.0.1:PORT/v1``) once ``/models``
+    answers, stop it afterwards.
 
     ``--logits_all true`` is passed because llama-cpp-python returns log-probabilities only
     then. ``api_key``: the server then refuses requests without it (it is passed on the
@@ -43,7 +46,8 @@ def llama_cpp_server(gguf: str | os.PathLike, *, alias: str, threads: int = 2, a
     if not gguf.is_file():
         raise ModelError(f"GGUF file {str(gguf)!r} does not exist")
     port = port or free_loopback_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+    # This module's own main runs llama_cpp.server's, without AMX repacking where that crashes.
+    command = [sys.executable, "-m", "howsure.backends.openai_server", "--model", str(gguf), "--model_alias", alias,
                "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads), "--n_ctx", str(n_ctx),
                "--logits_all", "true", "--verbose", "false"] + (["--api_key", api_key] if api_key else [])
     url = f"http://127.0.0.1:{port}/v1"
@@ -87,4 +91,17 @@ def background_server(command: list[str], *, ready: Callable[[], bool], timeout_
                 server.wait()
 
 
-__all__ = ["START_TIMEOUT_S", "background_server", "free_loopback_port", "llama_cpp_server"]
+def serve_llama_cpp() -> None:
+    """``python -m llama_cpp.server``'s main (same arguments), loading its models without
+    llama.cpp's AMX weight repacking where `howsure.backends.llamacpp_cpu` says it crashes."""
+    import llama_cpp
+    from llama_cpp.server.__main__ import main
+
+    with without_amx_repacking(llama_cpp):
+        main()
+
+
+__all__ = ["START_TIMEOUT_S", "background_server", "free_loopback_port", "llama_cpp_server", "serve_llama_cpp"]
+
+if __name__ == "__main__":
+    serve_llama_cpp()

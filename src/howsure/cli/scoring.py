@@ -14,6 +14,7 @@ from rich.markup import escape
 from howsure import backends  # backends.load_backend looked up at call time: tests patch it
 from howsure.backends.cache import open_cached_backend
 from howsure.backends.labels import INSPECT_LOW_LABEL_MASS, LowLabelMassWarning
+from howsure.backends.llamacpp_cpu import LlamaCppAmxWarning
 from howsure.cli.app import app, command, console, err_console
 from howsure.core.task import load_task
 from howsure.errors import DataError, ModelError
@@ -57,12 +58,13 @@ def server_options(backend: str, base_url: Optional[str], api_key_env: Optional[
 def one_line_warnings() -> Iterator[None]:
     """Print the library's notices as one yellow warning line each on stderr instead of
     Python's ``file:line: Warning`` form: `LowLabelMassWarning` (one per scoring run) and
-    `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU). Other warnings pass
+    `Bf16FallbackWarning` (a bf16 mode computing in float32 on this CPU), `LlamaCppAmxWarning`
+    (llama.cpp loading without its AMX repacking). Other warnings pass
     through, shown once the block has ended: inside it `warnings.showwarning` records into the
     very list being shown, which never ends."""
     from howsure.backends.transformers.cpu_features import Bf16FallbackWarning
 
-    categories = (LowLabelMassWarning, Bf16FallbackWarning)
+    categories = (LowLabelMassWarning, Bf16FallbackWarning, LlamaCppAmxWarning)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
