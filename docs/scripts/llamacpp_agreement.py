@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from howsure.backends import load_backend
+from howsure.backends.llamacpp_cpu import model_defaults
 from howsure.core.task import load_task
 
 SST2_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentiment" / "sst2" / "dev.tsv"
@@ -32,19 +33,9 @@ def llamacpp_backend(threads: int, batch_size: int = 32, kv_type: str = "f32", f
     import llama_cpp
     from llama_cpp import _internals
 
-    # Llama reads its defaults from llama_cpp.llama_cpp, not from the package's re-export.
-    defaults = llama_cpp.llama_cpp.llama_model_default_params
-
-    def model_params():
-        params = defaults()
-        params.use_extra_bufts = repack  # the CPU backend's repacked weight layouts
-        return params
-
-    llama_cpp.llama_cpp.llama_model_default_params = model_params
-    try:
+    # the CPU backend's repacked weight layouts (off anyway where llama.cpp reports AMX)
+    with model_defaults(llama_cpp, use_extra_bufts=repack):
         backend = load_backend("smollm2-135m", "llamacpp", threads=threads, batch_size=batch_size, kv_type=kv_type)
-    finally:
-        llama_cpp.llama_cpp.llama_model_default_params = defaults
     if flash_attn or n_ubatch:
         params = type(backend._ctx.params).from_buffer_copy(backend._ctx.params)
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else params.flash_attn_type

@@ -56,34 +56,44 @@ def extra_buffers_notice(system_info: str, environ: Mapping[str, str] = os.envir
 
 
 @contextlib.contextmanager
-def without_amx_repacking(llama_cpp, *, stacklevel: int = 3) -> Iterator[bool]:
-    """Models that ``llama_cpp.Llama`` loads inside this block skip the extra buffer types where
-    `extra_buffers_notice` says so (with a `LlamaCppAmxWarning`); yields whether they do.
+def model_defaults(llama_cpp, **fields) -> Iterator[None]:
+    """Models that ``llama_cpp.Llama`` loads inside this block get ``fields`` set on their model
+    parameters (``use_extra_bufts=False`` ...).
 
     ``Llama`` takes no model-parameters argument: it fills its parameters from
-    ``llama_cpp.llama_cpp.llama_model_default_params()`` and loads the weights in its
-    constructor, so the block swaps that function for one that turns ``use_extra_bufts`` off.
-    The swap is process-wide for the block's duration (a lock keeps two blocks from
-    interleaving); any model loaded meanwhile in another thread gets the same, safe, setting."""
+    ``llama_cpp.llama_cpp.llama_model_default_params()`` (not the package's re-export) and loads
+    the weights in its constructor, so the block swaps that function for one that sets
+    ``fields``. The swap is process-wide for the block's duration (a lock keeps two blocks in
+    different threads from interleaving; blocks nest in one thread)."""
+    module = llama_cpp.llama_cpp
+    with _PATCH_LOCK:
+        original = module.llama_model_default_params
+
+        def defaults_with_fields():
+            params = original()
+            for name, value in fields.items():
+                setattr(params, name, value)
+            return params
+
+        module.llama_model_default_params = defaults_with_fields
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
+
+
+@contextlib.contextmanager
+def without_amx_repacking(llama_cpp, *, stacklevel: int = 3) -> Iterator[bool]:
+    """Models that ``llama_cpp.Llama`` loads inside this block skip the extra buffer types where
+    `extra_buffers_notice` says so (`model_defaults` with ``use_extra_bufts=False``, and a
+    `LlamaCppAmxWarning`); yields whether they do."""
     notice = extra_buffers_notice(llama_cpp.llama_print_system_info().decode("utf-8", "replace"))
     if notice is None:
         yield False
         return
     warnings.warn(LlamaCppAmxWarning(notice), stacklevel=stacklevel)
-    module = llama_cpp.llama_cpp
-    with _PATCH_LOCK:
-        original = module.llama_model_default_params
-
-        def default_params_without_extra_buffers():
-            params = original()
-            params.use_extra_bufts = False
-            return params
-
-        module.llama_model_default_params = default_params_without_extra_buffers
-        try:
-            yield True
-        finally:
-            module.llama_model_default_params = original
+    with model_defaults(llama_cpp, use_extra_bufts=False):
+        yield True
 
 
 def load_llama(*args, **kwargs):
@@ -95,4 +105,4 @@ def load_llama(*args, **kwargs):
 
 
 __all__ = ["AMX_OPT_IN", "LlamaCppAmxWarning", "amx_reported", "extra_buffers_notice", "load_llama",
-           "without_amx_repacking"]
+           "model_defaults", "without_amx_repacking"]
