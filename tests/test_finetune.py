@@ -19,7 +19,7 @@ from howsure.finetune import (
 from howsure.backends.transformers.adapters import load_base_model
 from howsure.backends.transformers.adapters import METADATA_FILE
 from howsure.finetune.forward import PromptEncoder, batch_log_probs
-from howsure.finetune.loss import answer_position_loss, label_log_probs
+from howsure.finetune.loss import answer_position_loss, label_log_masses, label_log_probs, label_loss
 from howsure.backends.labels import build_label_vocabulary, label_scores_from_probs
 from howsure.core.task import load_task, Task
 
@@ -116,6 +116,46 @@ def test_label_log_probs_match_howsure_scoring_with_multi_token_labels(tiny_mode
     ours = label_log_probs(next_log_probs, vocab, sequence_log_probs).exp().numpy()
     scored = label_scores_from_probs(vocab, next_log_probs.exp().numpy(), sequence_log_probs.exp().numpy())
     np.testing.assert_allclose(ours, np.array([s.probabilities for s in scored]), atol=1e-12)
+
+
+def test_label_mass_weight_adds_the_labels_total_mass_and_at_one_is_the_whole_vocabulary_loss(tiny_model_dir):
+    tokenizer, _ = load_base_model(str(tiny_model_dir))
+    vocab = build_label_vocabulary(MULTI, tokenizer)
+    generator = torch.Generator().manual_seed(1)
+    next_log_probs = torch.randn(5, len(tokenizer), generator=generator, dtype=torch.float64).log_softmax(-1)
+    sequence_log_probs = torch.rand(5, len(vocab.all_sequences), generator=generator, dtype=torch.float64).log() - 3
+    gold = torch.tensor([0, 1, 1, 0, 1])
+    log_masses = label_log_masses(next_log_probs, vocab, sequence_log_probs)
+    # Brute force from the scorer's own masses: a label's mass over the whole vocabulary.
+    scored = label_scores_from_probs(vocab, next_log_probs.exp().numpy(), sequence_log_probs.exp().numpy())
+    masses = np.array([s.label_mass for s in scored])
+    np.testing.assert_allclose(log_masses.exp().numpy(), masses, rtol=1e-12)
+    gold_mass = masses[np.arange(5), gold.numpy()]
+    normalised_ce = -np.log(gold_mass / masses.sum(1)).mean()
+    assert float(label_loss(log_masses, gold)) == pytest.approx(normalised_ce, rel=1e-12)
+    assert float(label_loss(log_masses, gold, 1.0)) == pytest.approx(-np.log(gold_mass).mean(), rel=1e-12)
+    assert float(label_loss(log_masses, gold, 0.5)) == pytest.approx(
+        normalised_ce - 0.5 * np.log(masses.sum(1)).mean(), rel=1e-12)
+    with pytest.raises(DataError, match="label_mass_weight must be a number >= 0, got -1"):
+        FinetuneConfig(label_mass_weight=-1)
+
+
+def test_training_with_label_mass_weight_keeps_the_model_answering_with_a_label(tiny_model_dir, tmp_path):
+    """The normalised loss leaves the labels' total mass wherever it drifts; with weight 1 the
+    same run raises it. Same data, steps and seed, only the weight differs."""
+    from howsure.backends.transformers import TransformersBackend
+
+    texts = toy_data(16).texts
+    base = TransformersBackend(str(tiny_model_dir), threads=1).label_scores(SENTIMENT, texts)
+    totals = {"base": np.median([s.label_mass.sum() for s in base])}
+    for weight in (0.0, 1.0):
+        output = tmp_path / f"w{weight}"
+        finetune(SENTIMENT, toy_data(), output, model=str(tiny_model_dir),
+                 config=FinetuneConfig(max_steps=6, learning_rate=5e-3, label_mass_weight=weight, **SMALL))
+        tuned = TransformersBackend(str(tiny_model_dir), adapter=str(output), threads=1).label_scores(SENTIMENT, texts)
+        totals[weight] = np.median([s.label_mass.sum() for s in tuned])
+    assert totals[1.0] > 5 * totals["base"], totals
+    assert totals[1.0] > 5 * totals[0.0], totals
 
 
 # ---------------------------------------------------------------------------------- forward

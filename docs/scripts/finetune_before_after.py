@@ -16,6 +16,7 @@ its partial output). Training time and the process's peak RSS after training are
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -88,6 +89,13 @@ def score_both(task, frame: pd.DataFrame, workdir: Path, adapter: Path, model: s
         print(f"scored {len(frame)} items with the {name} model in {time.perf_counter() - started:.0f} s")
         sides.append(ScoredFile(load_scored_items(path, label_column="label"), groups, str(path)))
     return sides
+
+
+def median_label_mass(path: Path) -> float:
+    """The median over a scored file's items of the labels' total probability at the answer
+    position (how much of the next-token distribution the model gives to the labels at all)."""
+    with open(path, encoding="utf-8") as lines:
+        return float(np.median([sum(json.loads(line)["label_mass"].values()) for line in lines if line.strip()]))
 
 
 def print_comparison(summary: dict, target: float) -> None:
@@ -179,6 +187,8 @@ def run(args, task, training: LabelledTexts, evaluation: pd.DataFrame, config: F
     summary = compare(base, tuned, CompareConfig(evaluation=settings, delta=args.delta),
                       command=" ".join(sys.argv))
     print_comparison(summary, args.target)
+    masses = [median_label_mass(workdir / f"{name}.jsonl") for name in ("base", "tuned")]
+    print(f"{'median label mass':34}{masses[0]:>10.3f}{masses[1]:>12.3f}")
     print_groups(base, tuned)
 
 
@@ -192,6 +202,8 @@ def main() -> None:
     parser.add_argument("--eval-size", type=int, default=None, help="Evaluation items (default: all).")
     parser.add_argument("--steps", type=int, default=None, help="Optimizer steps (default: one epoch).")
     parser.add_argument("--learning-rate", type=float, default=4e-4)
+    parser.add_argument("--label-mass-weight", type=float, default=0.0,
+                        help="Weight of -log(total label mass) in the loss (FinetuneConfig.label_mass_weight).")
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--delta", type=float, default=0.05)
     parser.add_argument("--eval-seed", type=int, default=1, help="seed: seed of the unbiased evaluation set.")
@@ -215,7 +227,8 @@ def main() -> None:
         evaluation = evaluation.sample(n=min(args.eval_size, len(evaluation)), random_state=0).reset_index(drop=True)
     training = LabelledTexts(train_frame["text"].tolist(), train_frame["label"].tolist())
     config = FinetuneConfig(batch_size=16, learning_rate=args.learning_rate, max_steps=args.steps,
-                            eval_interval=5, checkpoint_interval=5, patience=0)
+                            eval_interval=5, checkpoint_interval=5, patience=0,
+                            label_mass_weight=args.label_mass_weight)
     print(f"{args.experiment}: training on {len(training.texts)} texts, evaluating on up to {len(evaluation)} items, "
           f"model {args.model}")
     run(args, task, training, evaluation, config, source)

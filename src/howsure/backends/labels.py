@@ -248,18 +248,20 @@ def warn_if_low_label_mass(
     median (``None`` for no scores).
 
     ``scores``: `LabelScores`, or each text's total label mass (``label_mass.sum()``).
-    ``adapter``: the scores come through a LoRA adapter (`howsure finetune`), whose loss is
-    normalised over the labels: nothing in it keeps the labels' share of the vocabulary up, so a
-    small share is what training does, not a prompt the model misreads, and the warning says so."""
+    ``adapter``: the scores come through a LoRA adapter (`howsure finetune`), whose default loss
+    is normalised over the labels: nothing in it keeps the labels' share of the vocabulary up, so
+    a small share is what training does, not a prompt the model misreads, and the warning says so
+    (and names ``--label-mass-weight``, the loss term that keeps it up)."""
     if len(scores) == 0:
         return None
     masses = [s if isinstance(s, (int, float)) else float(s.label_mass.sum()) for s in scores]
     median = float(np.median(masses))
     if median < threshold:
-        why = ("expected with a LoRA adapter from `howsure finetune`: its loss is normalised over the "
-               "labels, so training lets their share of the vocabulary fall while the normalised label "
-               "probabilities (what it trained, and what calibration measures) stay meaningful; check them "
-               "with `howsure evaluate`" if adapter else
+        why = ("expected with a LoRA adapter from `howsure finetune` at its default loss, which is "
+               "normalised over the labels, so training lets their share of the vocabulary fall while the "
+               "normalised label probabilities (what it trained, and what calibration measures) stay "
+               "meaningful; check them with `howsure evaluate`, or train with --label-mass-weight to keep "
+               "the share up (needed where a server returns only its top tokens)" if adapter else
                "the model mostly answers something else, so the label probabilities rest on a small share "
                "of its answers and mean little; check the prompt and verbalizers with `howsure inspect`")
         warnings.warn(f"median probability on the labels is {median:.3f} (< {threshold}): {why}",

@@ -57,6 +57,10 @@ def finetune_command(
     eval_interval: int = typer.Option(50, help="Steps between validation losses."),
     checkpoint_interval: int = typer.Option(50, help="Steps between resumable checkpoints."),
     patience: int = typer.Option(5, help="Evaluations without a better validation loss before stopping (0: never)."),
+    label_mass_weight: float = typer.Option(
+        0.0, "--label-mass-weight", help="Weight of -log(the labels' total probability) in the loss: 0 trains the "
+                                         "normalised label probabilities only, 1 the gold label's probability over "
+                                         "the whole vocabulary (keeps the model answering with a label)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUTPUT's last checkpoint (default)."),
     device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, cuda:N or auto (bf16 autocast on a GPU with bf16)."),
     threads: Optional[int] = ThreadsOption,
@@ -73,7 +77,7 @@ def finetune_command(
         rank=rank, alpha=alpha, dropout=dropout, target_modules=tuple(target_modules) if target_modules else None,
         learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
         seed=seed, validation_fraction=validation_fraction, eval_interval=eval_interval,
-        checkpoint_interval=checkpoint_interval, patience=patience,
+        checkpoint_interval=checkpoint_interval, patience=patience, label_mass_weight=label_mass_weight,
     )
     if train is None and db is None:
         raise fail("give --train FILE, --db URL, or both: there is nothing to train on")

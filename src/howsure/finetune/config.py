@@ -49,6 +49,11 @@ class FinetuneConfig:
     patience: int = 5
     # Gradients are clipped to this global norm before each step.
     max_grad_norm: float = 1.0
+    # Weight of -log(the labels' total mass at the answer position) in the loss. 0: only the
+    # labels' normalised probabilities (what calibration reads) are trained, and the mass left to
+    # other words may grow until the model no longer answers with a label; 1: the loss is the
+    # gold label's own probability over the whole vocabulary, the usual next-token cross-entropy.
+    label_mass_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.target_modules is not None:
@@ -73,6 +78,8 @@ class FinetuneConfig:
             value = getattr(self, name)
             if not _is_number(value) or not value > 0:
                 raise DataError(f"{name} must be a number > 0, got {value!r}")
+        if not _is_number(self.label_mass_weight) or self.label_mass_weight < 0:
+            raise DataError(f"label_mass_weight must be a number >= 0, got {self.label_mass_weight!r}")
         if not _is_number(self.weight_decay) or self.weight_decay < 0:
             raise DataError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:

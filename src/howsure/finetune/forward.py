@@ -13,7 +13,7 @@ from howsure.backends.labels import LabelVocabulary, build_label_vocabulary
 from howsure.backends.transformers.cache import batch_prefix_cache, cache_keyword, output_cache
 from howsure.core.task import Task
 from howsure.errors import DataError
-from howsure.finetune.loss import label_log_probs
+from howsure.finetune.loss import label_log_masses, normalised
 
 _TEXT_MARK = "\u2063HOWSURE_FINETUNE_TEXT\u2063"
 
@@ -71,7 +71,14 @@ PACK_TOKENS = 512
 
 
 def batch_log_probs(model, encoder: PromptEncoder, rows: list[EncodedRow], device: torch.device) -> torch.Tensor:
-    """Label log probabilities (len(rows), n_labels) of ``rows``, in their order, with gradients.
+    """Label log probabilities (len(rows), n_labels) of ``rows``, in their order, with gradients:
+    `batch_log_masses` normalised over the labels."""
+    return normalised(batch_log_masses(model, encoder, rows, device))
+
+
+def batch_log_masses(model, encoder: PromptEncoder, rows: list[EncodedRow], device: torch.device) -> torch.Tensor:
+    """Log label masses (len(rows), n_labels) of ``rows``, not normalised over the labels, in
+    their order, with gradients.
 
     No token is run twice and almost none is padding: the rows that share the prompt prefix
     are packed end to end into sequences after the prefix (run once here, with gradients, its
@@ -195,7 +202,7 @@ def _packed_pass(model, encoder: PromptEncoder, suffixes: list[list[int]], share
                 row_columns.append(total)
             per_row.append(torch.stack(row_columns))
         sequence_log_probs = torch.stack(per_row)
-    return label_log_probs(next_log_probs, vocab, sequence_log_probs)
+    return label_log_masses(next_log_probs, vocab, sequence_log_probs)
 
 
 def _mask_for(base, allowed: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ from howsure.core.task import Task
 from howsure.errors import ResumeError
 from howsure.finetune.config import FinetuneConfig
 from howsure.finetune.data import LabelledTexts, split_train_validation
-from howsure.finetune.forward import PromptEncoder, batch_log_probs
-from howsure.finetune.loss import gold_indices, label_cross_entropy
+from howsure.finetune.forward import PromptEncoder, batch_log_masses
+from howsure.finetune.loss import gold_indices, label_loss
 from howsure.models import DEFAULT_MODEL
 
 CHECKPOINT_DIR = "checkpoint"
@@ -142,8 +142,9 @@ def finetune(
         with torch.no_grad(), autocast:
             for start in range(0, len(order), config.batch_size):
                 chunk = order[start:start + config.batch_size]
-                log_probs = batch_log_probs(peft_model, encoder, [validation_rows[i] for i in chunk], the_device)
-                total += float(label_cross_entropy(log_probs, validation_gold[chunk].to(the_device))) * len(chunk)
+                log_masses = batch_log_masses(peft_model, encoder, [validation_rows[i] for i in chunk], the_device)
+                total += float(label_loss(log_masses, validation_gold[chunk].to(the_device),
+                                          config.label_mass_weight)) * len(chunk)
         peft_model.train()
         return total / len(order)
 
@@ -157,8 +158,8 @@ def finetune(
             if objective is not None:
                 loss = objective.train_loss(peft_model, rows, the_device)
             else:
-                log_probs = batch_log_probs(peft_model, encoder, [train_rows[i] for i in rows], the_device)
-                loss = label_cross_entropy(log_probs, train_gold[rows].to(the_device))
+                log_masses = batch_log_masses(peft_model, encoder, [train_rows[i] for i in rows], the_device)
+                loss = label_loss(log_masses, train_gold[rows].to(the_device), config.label_mass_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
@@ -214,7 +215,10 @@ def batch_indices(step: int, steps_per_epoch: int, n_rows: int, config: Finetune
 
 def _run_key(task: Task, checksum: str, config: FinetuneConfig, manifest: dict[str, Any],
              objective: str | None = None) -> str:
-    parts = {"task": task.fingerprint(), "base": checksum, "config": config.to_dict(),
+    settings = config.to_dict()
+    if not settings["label_mass_weight"]:  # absent at 0, so run keys of earlier versions stay as they were
+        del settings["label_mass_weight"]
+    parts = {"task": task.fingerprint(), "base": checksum, "config": settings,
              "train": manifest["train"]["items"]["hashes"], "validation": manifest["validation"]["items"]["hashes"]}
     if objective is not None:  # absent for the label loss, so its run keys stay as they were
         parts["objective"] = objective
