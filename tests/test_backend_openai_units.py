@@ -152,3 +152,16 @@ def test_the_command_line_refuses_a_dtype_the_server_would_ignore(tmp_path):
     assert result.exit_code == 2, result.output
     assert "--dtype 'mixed' has no effect with the openai backend" in " ".join(result.output.split())
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 2.0, "0.5"])
+def test_a_broken_log_probability_is_refused_by_name(bad):
+    """Read as one, a positive log-probability gives a mass over 1 and a NaN, dropped, would make
+    the other label certain: either is a broken server, named, not scores."""
+    matcher = AnswerMatcher.of(TASK, "")
+    returned = [("positive", bad), ("negative", math.log(0.2))]
+    with pytest.raises(ModelError, match=r"log-probability .* for token 'positive'; a log-probability is a number <= 0"):
+        scores_from_top_logprobs(matcher, returned, top_k=2)
+    # A rounding of 0 to a hair above it is still read, as probability 1.
+    scores, _ = scores_from_top_logprobs(matcher, [("positive", 1e-7), ("negative", -math.inf)], top_k=2)
+    assert scores.label_mass.tolist() == [1.0, 0.0]

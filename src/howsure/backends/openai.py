@@ -228,7 +228,10 @@ class OpenAIBackend:
         first = self._completion_logprobs(data)["top_logprobs"][0]
         if not isinstance(first, dict) or not first:
             raise self._no_logprobs("/completions")
-        return [(str(t), float(lp)) for t, lp in first.items()]
+        try:
+            return [(str(t), float(lp)) for t, lp in first.items()]
+        except (TypeError, ValueError):  # a null or a word for a logprob: as on the chat path
+            raise self._no_logprobs("/completions") from None
 
     # ------------------------------------------------------------------ the exact rule, by the chain rule
     def _exact_by_chain_rule(self, task: Task, prompt: str, top_k: int, details: bool) -> tuple[LabelScores, float]:
@@ -352,3 +355,4 @@ def _load_tokenizer(name: str):
 
 
 __all__ = ["DEFAULT_KEY_VARIABLE", "ENDPOINTS", "OpenAIBackend"]
+

@@ -29,6 +29,10 @@ import numpy as np
 from howsure.backends.labels import continuation_text
 from howsure.core.scores import LabelScores
 from howsure.core.task import Task, normalize_answer
+from howsure.errors import ModelError
+
+# Servers round; a returned log-probability this far above 0 is still read as 0.
+LOGPROB_ROUNDING = 1e-4
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,13 @@ def scores_from_top_logprobs(matcher: AnswerMatcher, top: Sequence[tuple[str, fl
     details : bool
         Fill ``variants`` with the returned tokens that count for each label.
     """
-    probs = sorted(((token, math.exp(lp)) for token, lp in top if lp is not None and lp > -math.inf),
+    for token, lp in top:
+        # A NaN or a positive log-probability is a broken server, not a probability: read as
+        # one it would inflate a label's mass past 1 or, dropped, make the other label certain.
+        if lp is not None and not (isinstance(lp, (int, float)) and (lp <= LOGPROB_ROUNDING or lp == -math.inf)):
+            raise ModelError(f"the server returned log-probability {lp!r} for token {token!r}; a log-probability "
+                             "is a number <= 0, so its scores cannot be read")
+    probs = sorted(((token, math.exp(min(lp, 0.0))) for token, lp in top if lp is not None and lp > -math.inf),
                    key=lambda row: -row[1])
     n_labels = len(matcher.labels)
     lower = np.zeros(n_labels)
