@@ -264,3 +264,18 @@ def test_the_datasets_room_imports_numpy_and_the_standard_library_only():
             "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'torch', 'matplotlib') if m in sys.modules))")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    """OSErrors on a path the user gave (here a folder where a file goes, and a file where a
+    folder goes) are the CLI wrapper's one-line error with exit 2, not a traceback."""
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    result = runner.invoke(app, ["datasets", "seed-sentiment", "--n", "10", "--output", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "error: Is a directory: " in result.output and "Traceback" not in result.output
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine", "utf-8")
+    result = runner.invoke(app, ["datasets", "seed-sentiment", "--n", "10", "--output", str(a_file / "seed.csv")])
+    assert result.exit_code == 2 and "error: File exists: " in result.output, result.output
+    assert a_file.read_text("utf-8") == "mine"

@@ -139,3 +139,33 @@ def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, t
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
+
+
+def test_training_and_merging_never_overwrite_files_no_fine_tune_wrote(tmp_path, tiny_model_dir):
+    train = write_training_file(tmp_path / "train.tsv")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "adapter_config.json").write_text("my own", "utf-8")
+    result = runner.invoke(app, finetune_args(train, foreign, tiny_model_dir))
+    assert result.exit_code == 2
+    assert "holds files that no fine-tune wrote" in result.output
+    assert (foreign / "adapter_config.json").read_text("utf-8") == "my own"
+    # --merge into someone's folder is refused before any training, their files kept.
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.txt").write_text("keep me", "utf-8")
+    result = runner.invoke(app, finetune_args(train, tmp_path / "out", tiny_model_dir, "--merge", str(thesis)))
+    assert result.exit_code == 2
+    assert "holds files that are no merged model from howsure" in result.output
+    assert (thesis / "chapter1.txt").read_text("utf-8") == "keep me"
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_resume_with_a_bad_option_keeps_the_previous_adapter(tmp_path, tiny_model_dir):
+    train = write_training_file(tmp_path / "train.tsv")
+    output = tmp_path / "out"
+    assert runner.invoke(app, finetune_args(train, output, tiny_model_dir, "--max-steps", "2")).exit_code == 0
+    before = {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()}
+    result = runner.invoke(app, finetune_args(train, output, tiny_model_dir, "--no-resume", "--target-module", "qkv"))
+    assert result.exit_code == 2
+    assert {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()} == before

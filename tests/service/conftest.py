@@ -163,6 +163,8 @@ def db_url(request, tmp_path) -> Iterator[str]:
     database (the URL carries ``options=-csearch_path=<schema>``), dropped after the test.
     """
     if request.param == "sqlite":
+        # An empty file is an empty SQLite database: commands that refuse a missing one take it.
+        (tmp_path / "reviews.db").touch()
         yield f"sqlite:///{tmp_path / 'reviews.db'}"
         return
     database = request.getfixturevalue("_postgres_database")

@@ -48,6 +48,12 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
                 return func(*args, **kw)
             except HowsureError as exc:
                 raise fail(str(exc)) from None
+            except OSError as exc:
+                # A path the user named that cannot be written or read (a folder where a file
+                # goes, a missing folder, no permission): one line naming it, not a traceback.
+                if exc.filename is None:
+                    raise
+                raise fail(f"{exc.strerror or exc}: {exc.filename!r}") from None
 
         (group or app).command(name, **kwargs)(guarded)
         return func

@@ -52,9 +52,10 @@ def _actor(given: str | None) -> str:
 @contextmanager
 def _open(db: str) -> Iterator[Any]:
     # Local for weight: the store loads sqlalchemy, which the CLI's other commands need not.
+    from howsure.service.db import require_existing
     from howsure.service.store import ReviewStore
 
-    store = ReviewStore(db)
+    store = ReviewStore(require_existing(db))
     try:
         yield store
     finally:

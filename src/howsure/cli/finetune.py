@@ -83,6 +83,10 @@ def finetune_command(
         raise fail("give --train FILE, --db URL, or both: there is nothing to train on")
     if not 0 <= calibration_share < 1:
         raise fail(f"--calibration-share must be in [0, 1), got {calibration_share!r}")
+    if merge is not None:
+        from howsure.backends.transformers.adapters import check_merge_output
+
+        check_merge_output(merge)  # before training, not after it
     store = review_data = None
     if db is not None:
         store, the_task, model, review_data = _review_training_data(db, task, model, calibration_share, split_seed)
@@ -103,10 +107,11 @@ def _review_training_data(db: str, task: Optional[str], model: Optional[str], ca
     """(store, the active policy's task, the model, the trainable reviewed items), with one line
     on what was held out and why."""
     from howsure.service.feedback import default_certify_share
+    from howsure.service.db import require_existing
     from howsure.service.store import ReviewStore
     from howsure.service.training_data import select_training_items
 
-    store = ReviewStore(db)
+    store = ReviewStore(require_existing(db))
     try:
         active = store.active_policy()
         if active is None or not active.body.get("task"):

@@ -23,7 +23,7 @@ from howsure.backends.transformers.adapters import (
 )
 from howsure.backends.transformers.backend import resolve_device
 from howsure.core.task import Task
-from howsure.errors import ResumeError
+from howsure.errors import DataError, ResumeError
 from howsure.finetune.config import FinetuneConfig
 from howsure.finetune.data import LabelledTexts, split_train_validation
 from howsure.finetune.forward import PromptEncoder, batch_log_masses
@@ -89,9 +89,8 @@ def finetune(
     split = split_train_validation(data, task, config.validation_fraction)
     checksum = base_model_checksum(model)
     run_key = _run_key(task, checksum, config, split.manifest, objective.fingerprint() if objective is not None else None)
-    if not resume:
-        _clear_run(output)
-    elif (output / METADATA_FILE).exists():
+    _refuse_foreign_output(output)
+    if resume and (output / METADATA_FILE).exists():
         finished = read_metadata(output)
         if finished.get("run_key") != run_key:
             raise ResumeError(f"{str(output)!r} holds an adapter from another run (other task, model, data or "
@@ -102,6 +101,8 @@ def finetune(
     the_device = resolve_device(device)
     tokenizer, base = load_base_model(model, the_device)
     targets = resolve_target_modules(base, config.target_modules)
+    if not resume:  # only now: a bad --device, model or target module must not cost the old adapter
+        _clear_run(output)
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(config.seed)  # the adapters' initial weights
@@ -224,6 +225,19 @@ def _run_key(task: Task, checksum: str, config: FinetuneConfig, manifest: dict[s
         parts["objective"] = objective
     blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _refuse_foreign_output(output: Path) -> None:
+    """Refuse an ``output`` that is a file, or a non-empty folder holding nothing a fine-tune
+    wrote: training there would overwrite someone's files (``--no-resume`` included)."""
+    if output.exists() and not output.is_dir():
+        raise DataError(f"output {str(output)!r} is a file; give a folder for the adapter")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    ours = (METADATA_FILE, CHECKPOINT_DIR, BEST_DIR)
+    if not any((output / name).exists() for name in ours):
+        raise DataError(f"output folder {str(output)!r} holds files that no fine-tune wrote; "
+                        "choose an empty or new folder")
 
 
 def _clear_run(output: Path) -> None:

@@ -224,6 +224,20 @@ TABLES = ("users", "tokens", "policies", "items", "reviews", "events", "sessions
 
 
 # ---------------------------------------------------------------------------- URLs and engines
+def require_existing(url: str) -> str:
+    """``normalise_url(url)``, refusing a SQLite file that does not exist yet: for commands that
+    only read or change what a store holds, where opening a mistyped path would create an empty
+    store (and, for an export, overwrite the output with nothing). PostgreSQL URLs pass as they
+    are; a missing server or database is reported when connecting."""
+    normalised = normalise_url(url)
+    if normalised.split("://", 1)[0].lower().startswith("sqlite"):
+        path = Path(normalised.split("://", 1)[1][1:].split("?", 1)[0])
+        if not path.is_file():
+            raise StoreError(f"no review database at {str(path)!r} (from --db {url!r}); check the path "
+                             "(`howsure serve --db` creates one)")
+    return normalised
+
+
 def normalise_url(url: str) -> str:
     """Turn what a user typed into a SQLAlchemy URL.
 

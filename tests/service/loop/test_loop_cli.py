@@ -130,9 +130,24 @@ def test_policy_list_on_an_empty_store(db_url):
     assert result.exit_code == 0 and "no policy stored yet" in result.stdout
 
 
+def test_a_mistyped_sqlite_path_creates_nothing_and_keeps_the_output(tmp_path):
+    kept = tmp_path / "keep.csv"
+    kept.write_text("text,label\nold row,positive\n", "utf-8")
+    missing = tmp_path / "typo.sqlite"
+    for args in (("export", "--db", missing, "--output", kept, "--format", "csv"), ("policy", "list", "--db", missing),
+                 ("recalibrate", "--db", missing), ("drift", "--db", missing)):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert flat(result.stderr) == (f"error: no review database at {str(missing)!r} (from --db {str(missing)!r}); "
+                                       "check the path (`howsure serve --db` creates one)")
+    assert not missing.exists()
+    assert kept.read_text("utf-8") == "text,label\nold row,positive\n"
+
+
 def test_the_loop_commands_do_not_import_torch(tmp_path):
     import subprocess
 
+    (tmp_path / "x.db").touch()  # an empty SQLite database
     code = ("import sys; from typer.testing import CliRunner; from howsure.cli import app; "
             f"r = CliRunner().invoke(app, ['policy', 'list', '--db', {str(tmp_path / 'x.db')!r}]); "
             "assert r.exit_code == 0, r.output; "

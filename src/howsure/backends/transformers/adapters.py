@@ -198,14 +198,27 @@ def load_base_model(model: str, device: torch.device | str = "cpu"):
     return tokenizer, loaded.to(device)
 
 
+def check_merge_output(output: str | Path) -> Path:
+    """``output`` as a Path if a merged model may be written there: a new or empty folder, or an
+    earlier merge (it carries the adapter's metadata), which is replaced. Anything else is
+    someone's files, and a `DataError`."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise DataError(f"merge output {str(output)!r} is a file; give a folder for the merged model")
+    if output.is_dir() and any(output.iterdir()) and not (output / METADATA_FILE).exists():
+        raise DataError(f"merge output {str(output)!r} holds files that are no merged model from howsure; "
+                        "choose an empty or new folder")
+    return output
+
+
 def merge_adapter(adapter: str | Path, output: str | Path, base_model: str | None = None) -> Path:
     """Write ``adapter`` merged into its base model as a model directory at ``output`` (that
     `howsure score --model OUTPUT` loads), with the adapter's metadata copied in; atomic."""
+    output = check_merge_output(output)
     info = adapter_info(adapter)
     base_model = base_model or info.base_model
     tokenizer, model = load_base_model(base_model)
     merged, _ = apply_adapter(model, adapter, base_model)
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=output.name + ".", dir=output.parent))
     try:
