@@ -221,3 +221,14 @@ def test_bundled_model_probe_on_a_few_sst2_texts(bundled_backend, shared_data):
     states = answer_hidden_states(bundled_backend, task, texts[:4], layers=[probe.layer])
     np.testing.assert_allclose([s.probabilities for s in scored], probe.predict_proba(states[:, 0]), atol=1e-6)
     assert scored[0].labels == list(task.labels) and scored[0].other_mass == 0.0
+
+
+@pytest.mark.parametrize("option, value, message", [("--C", "0", "--C must be a number > 0, got 0.0"),
+                                                     ("--C", "-1", "--C must be a number > 0, got -1.0"),
+                                                     ("--folds", "1", "--folds must be at least 2, got 1")])
+def test_probe_fit_refuses_bad_settings_before_reading_anything(tmp_path, option, value, message):
+    # The input does not even exist: the check comes before the file and the model's hidden states.
+    result = runner.invoke(app, ["probe", "fit", "-i", str(tmp_path / "absent.tsv"), "-o", str(tmp_path / "p.json"),
+                                 option, value])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "p.json").exists()

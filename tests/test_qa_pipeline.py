@@ -119,6 +119,17 @@ def test_sampling_estimators_need_two_samples(generator, tmp_path):
                          settings=QASettings(estimators=("consistency",), samples=1))
 
 
+def test_a_bad_temperature_writes_nothing_that_blocks_the_fixed_rerun(generator, tmp_path):
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(DataError, match="--temperature must be a number > 0 when sampling, got -1.0"):
+        answer_questions(generator, QUESTIONS[:2], out,
+                         settings=QASettings(estimators=("consistency",), samples=2, temperature=-1.0, prompt=SHORT))
+    assert list(tmp_path.iterdir()) == []
+    fixed = answer_questions(generator, QUESTIONS[:2], out,
+                             settings=QASettings(estimators=("consistency",), samples=2, prompt=SHORT))
+    assert (fixed.total, fixed.done_now) == (2, 2)
+
+
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "q.jsonl"
     bad.write_text(json.dumps({"prompt": "x", "answer": ["y"]}) + "\n")

@@ -68,6 +68,12 @@ class QASettings:
                             f"{self.samples}; pass --samples 2 or more (5 is usual)")
         if self.hidden_at not in HIDDEN_AT:
             raise DataError(f"hidden position {self.hidden_at!r} is not one of {', '.join(HIDDEN_AT)}")
+        # Checked here, before anything is written: the generator would refuse them only after
+        # the output's sidecar recorded them, and that sidecar would then block the fixed rerun.
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 0:
+            raise DataError(f"--samples must be a whole number >= 0, got {self.samples!r}")
+        if self.samples and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise DataError(f"--temperature must be a number > 0 when sampling, got {self.temperature!r}")
 
 
 @dataclass

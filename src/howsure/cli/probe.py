@@ -4,6 +4,7 @@ states from a labelled file and prints each layer's cross-validated AUROC; ``how
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from howsure.cli.app import app, command, console, err_console
+from howsure.cli.app import app, command, console, err_console, fail
 from howsure.cli.scoring import AdapterOption, DeviceOption, DtypeOption, ModelOption, TaskOption, ThreadsOption
 from howsure.cli.scoring import open_backend, read_gold_rows
 from howsure.core.task import load_task
@@ -67,6 +68,11 @@ def probe_fit(
     from howsure.probes.probe import save_probe
     from howsure.probes.scorer import fit_task_probe
 
+    # Before the hidden states, which take minutes: a bad value must not cost them.
+    if not (C > 0 and math.isfinite(C)):
+        raise fail(f"--C must be a number > 0, got {C!r}")
+    if folds < 2:
+        raise fail(f"--folds must be at least 2, got {folds!r}")
     the_task = load_task(task)
     rows, gold = read_gold_rows(input, text_column, label_column, label_map)
     groups = None
